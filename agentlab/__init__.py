@@ -1,0 +1,48 @@
+"""agentlab: AI agents talking over NATS and JetStream, from Jupyter or a script.
+
+    import agentlab
+    lab = agentlab.start()                     # a real nats-server with JetStream
+    lab.publish("genbrain.agents.cto.inbox", {"hello": "cto"})
+"""
+
+from .client import Client
+from .errors import (
+    AgentlabError,
+    AuthenticationFailed,
+    BadSubject,
+    ClientClosed,
+    ConsumerNotFound,
+    JetStreamError,
+    MessageDecodeError,
+    NoMessage,
+    NoResponders,
+    NotAStream,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
+    ServerUnreachable,
+    StreamNotFound,
+    SubscriptionClosed,
+    WrongThread,
+)
+from .jetstream import PubAck, PullConsumer
+from .lab import Lab, connect, current_lab, start
+from .messages import AgentMessage
+from .notebook import allow_asyncio_run
+from .received import Message
+from .server import EmbeddedServer
+from .specs import DAY, HOUR, MINUTE, ConsumerSpec, StreamSpec
+from .subjects import Subjects, subject_matches
+from .subscription import Subscription
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "start", "connect", "current_lab", "Lab", "Client", "Subscription", "Message",
+    "AgentMessage", "Subjects", "subject_matches", "StreamSpec", "ConsumerSpec", "PubAck",
+    "PullConsumer", "EmbeddedServer", "allow_asyncio_run", "MINUTE", "HOUR", "DAY",
+    "AgentlabError", "AuthenticationFailed", "BadSubject", "ClientClosed", "ConsumerNotFound",
+    "JetStreamError", "MessageDecodeError", "NoMessage", "NoResponders", "NotAStream",
+    "PayloadTooLarge", "PermissionDenied", "RequestTimeout", "ServerUnreachable",
+    "StreamNotFound", "SubscriptionClosed", "WrongThread",
+]

@@ -1,0 +1,118 @@
+"""The sync bridge: one private asyncio loop on a daemon thread, shared by the whole process.
+
+    result = get_bridge().run(some_coroutine(), operation="request")
+
+A nats-py client is bound to the loop it connected on, so every NATS operation happens
+here. Plain methods block the *calling* thread (a script, a Jupyter cell, an ipywidgets
+callback) until the loop answers; their ``a``-prefixed twins await the same work from any
+other running loop. Blocking on the bridge's own thread would deadlock, so it raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from .errors import WrongThread
+
+T = TypeVar("T")
+log = logging.getLogger("agentlab")
+
+
+class Bridge:
+    """An event loop running forever on a daemon thread, plus a pool for sync handlers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="agentlab-loop", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+        # Sync user handlers run here, never on the loop, so a slow handler cannot stall I/O.
+        self.handler_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 2) * 4), thread_name_prefix="agentlab-handler"
+        )
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread.ident
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule a plain callable on the loop from any thread; does not wait."""
+        if self.in_loop_thread():
+            self.loop.call_soon(fn, *args)
+        else:
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def run(self, coro: Coroutine[Any, Any, T], *, operation: str, timeout: float | None = None) -> T:
+        """Run ``coro`` on the loop and wait for its result on this thread.
+
+        A KeyboardInterrupt (Jupyter's interrupt button) cancels the coroutine on the loop and
+        propagates, leaving every connection usable.
+        """
+        if self.in_loop_thread():
+            coro.close()
+            raise WrongThread(operation)
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+        except BaseException:
+            # KeyboardInterrupt lands here while we wait: stop the work we started.
+            future.cancel()
+            raise
+
+    async def arun(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the bridge loop from whatever loop is running now."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def run_handler(self, handler: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """Call a user handler: coroutine functions on the loop, plain ones in the pool."""
+        if asyncio.iscoroutinefunction(handler) or asyncio.iscoroutinefunction(
+            getattr(handler, "__call__", None)
+        ):
+            return handler(*args)
+        return self.loop.run_in_executor(self.handler_pool, handler, *args)
+
+
+_bridge: Bridge | None = None
+_bridge_lock = threading.Lock()
+
+
+def get_bridge() -> Bridge:
+    """The process-wide bridge, started on first use."""
+    global _bridge
+    if _bridge is None:
+        with _bridge_lock:
+            if _bridge is None:
+                _bridge = Bridge()
+    return _bridge
+
+
+def _forget_bridge_after_fork() -> None:
+    # A forked child has the loop object but not its thread; start afresh on first use.
+    global _bridge
+    _bridge = None
+
+
+os.register_at_fork(after_in_child=_forget_bridge_after_fork)

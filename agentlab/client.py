@@ -1,0 +1,388 @@
+"""A NATS connection you can use from a script, a notebook cell or a widget callback.
+
+    client = agentlab.connect(name="ceo")            # or lab.connect("ceo")
+    client.publish("genbrain.agents.cto.inbox", {"hello": "cto"})
+    answer = client.request("genbrain.agents.cto.inbox", "ping", timeout=1)
+
+Every blocking method has an awaitable twin with an ``a`` prefix (``await client.arequest``)
+for top-level ``await`` in Jupyter and for async handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+
+from ._wire import (
+    Outbound,
+    PendingReply,
+    RequestMux,
+    encode_headers,
+    flush_in_order,
+    pub_command,
+)
+from .bridge import Bridge, get_bridge
+from .errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
+    ServerUnreachable,
+    WrongThread,
+)
+from .messages import to_bytes
+from .permissions import ViolationLog
+from .received import Message
+from .subjects import check_publish_subject
+from .subscription import Subscription
+
+log = logging.getLogger("agentlab")
+
+Handler = Callable[[Message], Any]
+RequestSpec = tuple[str, Any]
+
+
+def default_url() -> str | None:
+    return os.environ.get("AGENTLAB_NATS_URL") or None
+
+
+class Client:
+    """One named connection to a NATS server, living on agentlab's bridge loop."""
+
+    def __init__(self, nc: nats.NATS, *, name: str, url: str, identity: str | None,
+                 bridge: Bridge, violations: ViolationLog):
+        self.name = name
+        self.url = url
+        self.identity = identity
+        self.nc = nc
+        self._bridge = bridge
+        self._violations = violations
+        self._outbound = Outbound(bridge, nc)
+        self._requests = RequestMux(bridge, nc, self._outbound)
+        violations.on_publish_denied = self._requests.fail_subject
+        # Only servers that require auth can forbid anything, so only they pay for the
+        # first-use round trip that turns an asynchronous -ERR into an exception here.
+        self._verify_publishes = bool(nc._server_info.get("auth_required"))
+        self._verified_subjects: set[str] = set()
+        self._subscriptions: list[Subscription] = []
+        self._clients: list[Client] = []
+        self._closed = False
+        from .jetstream import JetStream  # local import: jetstream builds on this module
+
+        self.js = JetStream(self)
+
+    # -- connecting ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | None = None, *, name: str = "agentlab", user: str | None = None,
+                password: str | None = None, token: str | None = None,
+                creds: str | None = None, inbox_prefix: str | None = None,
+                reconnect_wait: float = 0.25, connect_timeout: float = 2.0) -> Client:
+        """Connect to ``url`` (default: ``$AGENTLAB_NATS_URL``)."""
+        bridge = get_bridge()
+        coro = cls.aopen(url, name=name, user=user, password=password, token=token,
+                            creds=creds, inbox_prefix=inbox_prefix,
+                            reconnect_wait=reconnect_wait, connect_timeout=connect_timeout)
+        return bridge.run(coro, operation="connect")
+
+    @classmethod
+    async def aopen(cls, url: str | None = None, *, name: str = "agentlab",
+                       user: str | None = None, password: str | None = None,
+                       token: str | None = None, creds: str | None = None,
+                       inbox_prefix: str | None = None, reconnect_wait: float = 0.25,
+                       connect_timeout: float = 2.0) -> Client:
+        url = url or default_url()
+        if not url:
+            raise ServerUnreachable("(no URL)", "AGENTLAB_NATS_URL is not set and no lab is running")
+        bridge = get_bridge()
+        options: dict[str, Any] = dict(
+            servers=[url], name=name, user=user, password=password, token=token,
+            user_credentials=creds, reconnect_time_wait=reconnect_wait,
+            connect_timeout=connect_timeout, max_reconnect_attempts=1,
+        )
+        if inbox_prefix:
+            options["inbox_prefix"] = inbox_prefix
+        return await bridge.arun(cls._open(bridge, url, name, user, options))
+
+    @classmethod
+    async def _open(cls, bridge: Bridge, url: str, name: str, user: str | None,
+                    options: dict[str, Any]) -> Client:
+        violations = ViolationLog(name)
+        auth_failed: list[BaseException] = []
+
+        async def on_error(error: Exception) -> None:
+            if isinstance(error, nats.errors.AuthorizationError):
+                auth_failed.append(error)
+            elif not violations.record(error):
+                log.warning("connection %r: %s", name, error)
+
+        async def on_disconnect() -> None:
+            log.info("connection %r lost its server; reconnecting", name)
+
+        async def on_reconnect() -> None:
+            log.info("connection %r reconnected", name)
+
+        try:
+            nc = await nats.connect(error_cb=on_error, disconnected_cb=on_disconnect,
+                                    reconnected_cb=on_reconnect, **options)
+        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
+            if auth_failed:
+                raise AuthenticationFailed(url, user) from None
+            raise ServerUnreachable(url, str(exc) or type(exc).__name__) from None
+        except nats.errors.AuthorizationError:
+            raise AuthenticationFailed(url, user) from None
+        # Once connected, keep trying forever: agents must survive a server restart.
+        nc.options["max_reconnect_attempts"] = -1
+        client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
+        mark = violations.mark()
+        await client._requests.start(nc)
+        await flush_in_order(nc, client._outbound, options["connect_timeout"])
+        violations.raise_if_denied("subscribe to", client._requests.prefix + "*", since=mark,
+                                   hint="requests need their reply inbox: allow subscribe "
+                                        "to '_INBOX.>' or pass inbox_prefix=")
+        return client
+
+    # -- publishing ----------------------------------------------------------------------
+    def publish(self, subject: str, data: Any = b"", *, headers: dict[str, str] | None = None,
+                reply: str = "") -> None:
+        """Send ``data`` (bytes, str, dict/list as JSON, or a pydantic model). Does not wait.
+
+        Messages from one thread reach the server in the order they were published.
+        """
+        self._outbound.send(self._command(subject, data, headers, reply))
+        if self._verify_publishes and subject not in self._verified_subjects:
+            self._verify("publish", subject)
+
+    async def apublish(self, subject: str, data: Any = b"", *,
+                       headers: dict[str, str] | None = None, reply: str = "") -> None:
+        self._outbound.send(self._command(subject, data, headers, reply))
+        if self._verify_publishes and subject not in self._verified_subjects:
+            await self._averify("publish", subject)
+
+    def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
+                 reply: str) -> bytes:
+        if self._closed:
+            raise ClientClosed(self.name)
+        check_publish_subject(subject)
+        payload = to_bytes(data)
+        limit = self.nc._max_payload
+        if len(payload) > limit:
+            raise PayloadTooLarge(subject, len(payload), limit)
+        return pub_command(subject, payload, reply, encode_headers(headers) if headers else b"")
+
+    def _verify(self, action: str, subject: str) -> None:
+        mark = self._violations.mark()
+        self.flush()
+        self._violations.raise_if_denied(action, subject, since=mark)
+        self._remember_verified(subject)
+
+    async def _averify(self, action: str, subject: str) -> None:
+        mark = self._violations.mark()
+        await self.aflush()
+        self._violations.raise_if_denied(action, subject, since=mark)
+        self._remember_verified(subject)
+
+    def _remember_verified(self, subject: str) -> None:
+        if len(self._verified_subjects) > 10_000:
+            self._verified_subjects.clear()
+        self._verified_subjects.add(subject)
+
+    # -- request / reply -------------------------------------------------------------------
+    def request(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
+                headers: dict[str, str] | None = None) -> Message:
+        """Send a request and wait for the first reply."""
+        if self._bridge.in_loop_thread():
+            raise WrongThread("request")
+        token, pending = self._send_request(subject, data, headers, None)
+        try:
+            arrived = pending.wait(timeout)
+        except BaseException:  # KeyboardInterrupt: give up on this request, keep the client
+            self._requests.forget(token)
+            raise
+        return self._finish(token, pending, arrived, timeout)
+
+    async def arequest(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
+                       headers: dict[str, str] | None = None) -> Message:
+        token, pending = self._send_request(subject, data, headers, asyncio.get_running_loop())
+        try:
+            arrived = await pending.await_result(timeout)
+        except BaseException:  # cancelled: the reply, if it ever comes, is dropped
+            self._requests.forget(token)
+            raise
+        return self._finish(token, pending, arrived, timeout)
+
+    def gather(self, requests: Sequence[RequestSpec], *, timeout: float = 2.0
+               ) -> list[Message | Exception]:
+        """Send several requests at once and collect every answer (or its error), in order.
+
+        One slow or missing responder costs ``timeout`` once, not once per request.
+        """
+        if self._bridge.in_loop_thread():
+            raise WrongThread("gather")
+        sent = [self._send_request(subject, data, None, None) for subject, data in requests]
+        deadline = time.monotonic() + timeout
+        try:
+            arrived = [p.wait(max(0.0, deadline - time.monotonic())) for _, p in sent]
+        except BaseException:
+            for token, _ in sent:
+                self._requests.forget(token)
+            raise
+        return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, arrived)]
+
+    async def agather(self, requests: Sequence[RequestSpec], *, timeout: float = 2.0
+                      ) -> list[Message | Exception]:
+        loop = asyncio.get_running_loop()
+        sent = [self._send_request(subject, data, None, loop) for subject, data in requests]
+        done = await asyncio.gather(*(p.await_result(timeout) for _, p in sent))
+        return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, done)]
+
+    def _send_request(self, subject: str, data: Any, headers: dict[str, str] | None,
+                      loop: asyncio.AbstractEventLoop | None) -> tuple[str, PendingReply]:
+        if self._closed:
+            raise ClientClosed(self.name)
+        check_publish_subject(subject)
+        payload = to_bytes(data)
+        if len(payload) > self.nc._max_payload:
+            raise PayloadTooLarge(subject, len(payload), self.nc._max_payload)
+        self._violations.raise_if_known_denied("publish to", subject)
+        block = encode_headers(headers) if headers else b""
+        return self._requests.send(subject, payload, block, loop)
+
+    def _settle(self, token: str, pending: PendingReply, arrived: bool,
+                timeout: float) -> Message | Exception:
+        try:
+            return self._finish(token, pending, arrived, timeout)
+        except (RequestTimeout, PermissionDenied, LookupError) as error:
+            return error
+
+    def _finish(self, token: str, pending: PendingReply, arrived: bool, timeout: float) -> Message:
+        if not arrived:
+            self._requests.forget(token)
+            raise RequestTimeout(pending.subject, timeout)
+        result = pending.result
+        if isinstance(result, Exception):
+            raise result
+        return Message.from_nats(result, self)
+
+    # -- subscribing ---------------------------------------------------------------------
+    def subscribe(self, subject: str, handler: Handler | None = None, *, queue: str = "",
+                  reply_with_result: bool = False) -> Subscription:
+        """Receive messages on ``subject`` (wildcards allowed).
+
+        With a ``handler`` (sync or async), it is called for each message; an exception is
+        logged with the subject and the subscription carries on. Without one, iterate:
+        ``for msg in sub`` or ``sub.next(timeout=1)``. ``queue`` makes members of the same
+        group share the messages instead of each getting a copy.
+        """
+        if self._bridge.in_loop_thread():
+            raise WrongThread("subscribe")
+        sub = Subscription(self, subject, handler, queue=queue, reply_with_result=reply_with_result)
+        return self._bridge.run(self._start_subscription(sub), operation="subscribe")
+
+    async def asubscribe(self, subject: str, handler: Handler | None = None, *, queue: str = "",
+                         reply_with_result: bool = False) -> Subscription:
+        sub = Subscription(self, subject, handler, queue=queue, reply_with_result=reply_with_result)
+        return await self._bridge.arun(self._start_subscription(sub))
+
+    def serve(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+        """Answer requests on ``subject`` with whatever ``handler`` returns."""
+        return self.subscribe(subject, handler, queue=queue, reply_with_result=True)
+
+    async def aserve(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:
+        return await self.asubscribe(subject, handler, queue=queue, reply_with_result=True)
+
+    async def _start_subscription(self, sub: Subscription) -> Subscription:
+        if self._closed:
+            raise ClientClosed(self.name)
+        mark = self._violations.mark()
+        await sub._start()
+        await flush_in_order(self.nc, self._outbound, 5.0)
+        try:
+            self._violations.raise_if_denied("subscribe to", sub.subject, since=mark)
+        except PermissionDenied:
+            await sub._stop()
+            raise
+        self._subscriptions.append(sub)
+        return sub
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has received everything published so far."""
+        self._bridge.run(self._aflush(timeout), operation="flush")
+
+    async def aflush(self, timeout: float = 5.0) -> None:
+        await self._bridge.arun(self._aflush(timeout))
+
+    async def _aflush(self, timeout: float) -> None:
+        if self._closed:
+            raise ClientClosed(self.name)
+        try:
+            await flush_in_order(self.nc, self._outbound, timeout)
+        except nats.errors.TimeoutError:
+            raise RequestTimeout("(flush)", timeout, what="flush") from None
+
+    def drain(self) -> None:
+        """Finish in-flight handler work, deliver what was published, then close."""
+        self._bridge.run(self._aclose(drain=True), operation="drain")
+
+    async def adrain(self) -> None:
+        await self._bridge.arun(self._aclose(drain=True))
+
+    def close(self) -> None:
+        if self._closed or self._bridge.in_loop_thread():
+            # From the loop thread (an async handler) closing must not block: schedule it.
+            if not self._closed:
+                self._bridge.submit(self._aclose(drain=False))
+            return
+        self._bridge.run(self._aclose(drain=False), operation="close")
+
+    async def aclose(self) -> None:
+        await self._bridge.arun(self._aclose(drain=False))
+
+    async def _aclose(self, drain: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await flush_in_order(self.nc, self._outbound, 1.0)
+            if drain:
+                await self.nc.drain()
+        except (nats.errors.Error, asyncio.TimeoutError):
+            pass
+        finally:
+            await self.nc.close()
+            for sub in self._subscriptions:
+                sub._closed = True
+                if sub._mailbox is not None:
+                    sub._mailbox.close()  # ends `for msg in sub` loops
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def max_payload(self) -> int:
+        return self.nc._max_payload
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self.nc.is_connected else "reconnecting"
+        who = f" as {self.identity}" if self.identity else ""
+        return f"<agentlab.Client {self.name!r}{who} {self.url} {state}>"
+
+
+def iter_requests(subject: str, payloads: Iterable[Any]) -> list[RequestSpec]:
+    """``[(subject, p) for p in payloads]``: the fan-out of one question to many payloads."""
+    return [(subject, p) for p in payloads]

@@ -1,0 +1,286 @@
+"""JetStream from specs: declare streams and consumers, publish with an ack, pull and ack.
+
+    js = client.js
+    js.declare_stream(StreamSpec("AGENT_TASKS", ["genbrain.agents.*.tasks"], retention="workqueue"))
+    js.publish("genbrain.agents.cto.tasks", {"title": "ship it"}, msg_id="task-1")
+    consumer = js.pull("AGENT_TASKS", js.declare_consumer("AGENT_TASKS", ConsumerSpec("cto")))
+    for msg in consumer.fetch(batch=10, timeout=1):
+        msg.ack()
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import ConsumerInfo, StreamInfo
+
+from .errors import (
+    ConsumerNotFound,
+    JetStreamError,
+    NoResponders,
+    NotAStream,
+    PayloadTooLarge,
+    StreamNotFound,
+)
+from .messages import to_bytes
+from .received import Message
+from .specs import ConsumerSpec, StreamSpec
+
+if TYPE_CHECKING:
+    from .client import Client
+
+T = TypeVar("T")
+
+# JetStream API error codes (nats-server's errors.json) that get a dedicated explanation.
+_STREAM_NOT_FOUND = 10059
+_CONSUMER_NOT_FOUND = 10014
+_STREAM_NAME_IN_USE = 10058
+_MESSAGE_TOO_BIG = 10054
+_HINTS = {
+    10100: "On a work-queue stream each consumer must filter a different, non-overlapping "
+           "subject. Give this consumer its own filter_subject.",
+    10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
+    10071: "Nats-Msg-Id must not be empty.",
+}
+
+
+@dataclass(frozen=True)
+class PubAck:
+    """The stream's receipt: where the message is stored, and whether it was a duplicate."""
+
+    stream: str
+    seq: int
+    duplicate: bool = False
+
+
+class JetStream:
+    """JetStream operations on one connection (``client.js``)."""
+
+    def __init__(self, client: Client):
+        self._client = client
+        self._bridge = client._bridge
+        self._ctx = client.nc.jetstream()
+
+    def _run(self, coro: Coroutine[Any, Any, T], operation: str) -> T:
+        return self._bridge.run(coro, operation=operation)
+
+    # -- streams ---------------------------------------------------------------------
+    def declare_stream(self, spec: StreamSpec) -> StreamInfo:
+        """Create the stream, or bring an existing one to this spec. Safe to call again."""
+        return self._run(self._declare_stream(spec), "declare_stream")
+
+    async def adeclare_stream(self, spec: StreamSpec) -> StreamInfo:
+        return await self._bridge.arun(self._declare_stream(spec))
+
+    async def _declare_stream(self, spec: StreamSpec) -> StreamInfo:
+        config = spec.to_config()
+        try:
+            return await self._ctx.add_stream(config)
+        except nats.js.errors.APIError as error:
+            if error.err_code != _STREAM_NAME_IN_USE:
+                raise _explain(error, f"declare stream '{spec.name}'", spec.name) from None
+        try:
+            return await self._ctx.update_stream(config)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"update stream '{spec.name}' to the new spec", spec.name,
+                           hint="Some settings (retention, storage) cannot change on an "
+                                "existing stream: delete it first or use a new name.") from None
+
+    def stream_info(self, name: str) -> StreamInfo:
+        return self._run(self._stream_info(name), "stream_info")
+
+    async def astream_info(self, name: str) -> StreamInfo:
+        return await self._bridge.arun(self._stream_info(name))
+
+    async def _stream_info(self, name: str) -> StreamInfo:
+        try:
+            return await self._ctx.stream_info(name)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"read stream '{name}'", name) from None
+
+    def streams(self) -> list[StreamInfo]:
+        return self._run(self._ctx.streams_info(), "streams")
+
+    def delete_stream(self, name: str) -> None:
+        self._run(self._delete_stream(name), "delete_stream")
+
+    async def _delete_stream(self, name: str) -> None:
+        try:
+            await self._ctx.delete_stream(name)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"delete stream '{name}'", name) from None
+
+    # -- consumers ---------------------------------------------------------------------
+    def declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
+        """Create or update a durable consumer on ``stream``."""
+        return self._run(self._declare_consumer(stream, spec), "declare_consumer")
+
+    async def adeclare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
+        return await self._bridge.arun(self._declare_consumer(stream, spec))
+
+    async def _declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
+        try:
+            return await self._ctx.add_consumer(stream, spec.to_config())
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"declare consumer '{spec.durable}' on stream '{stream}'",
+                           stream, spec.durable) from None
+
+    def consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
+        return self._run(self._consumer_info(stream, consumer), "consumer_info")
+
+    async def aconsumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
+        return await self._bridge.arun(self._consumer_info(stream, consumer))
+
+    async def _consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
+        try:
+            return await self._ctx.consumer_info(stream, consumer)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"read consumer '{consumer}'", stream, consumer) from None
+
+    def consumers(self, stream: str) -> list[ConsumerInfo]:
+        return self._run(self._ctx.consumers_info(stream), "consumers")
+
+    def delete_consumer(self, stream: str, consumer: str) -> None:
+        self._run(self._delete_consumer(stream, consumer), "delete_consumer")
+
+    async def _delete_consumer(self, stream: str, consumer: str) -> None:
+        try:
+            await self._ctx.delete_consumer(stream, consumer)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"delete consumer '{consumer}'", stream, consumer) from None
+
+    def pull(self, stream: str, consumer: str | ConsumerInfo) -> PullConsumer:
+        """A handle to fetch from an existing durable consumer."""
+        return self._run(self.apull(stream, consumer), "pull")
+
+    async def apull(self, stream: str, consumer: str | ConsumerInfo) -> PullConsumer:
+        name = consumer if isinstance(consumer, str) else consumer.name
+        return await self._bridge.arun(self._pull(stream, name))
+
+    async def _pull(self, stream: str, name: str) -> PullConsumer:
+        await self._consumer_info(stream, name)  # fail now, by name, if it does not exist
+        psub = await self._ctx.pull_subscribe_bind(durable=name, stream=stream)
+        return PullConsumer(self._client, stream, name, psub)
+
+    # -- publishing --------------------------------------------------------------------
+    def publish(self, subject: str, data: Any = b"", *, msg_id: str | None = None,
+                ttl: int | None = None, headers: dict[str, str] | None = None,
+                timeout: float = 2.0) -> PubAck:
+        """Store a message in the stream that captures ``subject`` and wait for its receipt.
+
+        ``msg_id`` makes a resend within the stream's duplicate window a no-op (the receipt
+        says ``duplicate=True``). ``ttl`` (whole seconds) expires this one message.
+        """
+        payload, headers = to_bytes(data), _js_headers(headers, msg_id, ttl)
+        try:
+            reply = self._client.request(subject, payload, headers=headers, timeout=timeout)
+        except NoResponders:
+            raise NotAStream(subject) from None
+        receipt = _receipt(subject, reply)
+        if receipt is None:
+            raise self._run(self._too_big(subject, len(payload)), "publish")
+        return receipt
+
+    async def apublish(self, subject: str, data: Any = b"", *, msg_id: str | None = None,
+                       ttl: int | None = None, headers: dict[str, str] | None = None,
+                       timeout: float = 2.0) -> PubAck:
+        payload, headers = to_bytes(data), _js_headers(headers, msg_id, ttl)
+        try:
+            reply = await self._client.arequest(subject, payload, headers=headers,
+                                                timeout=timeout)
+        except NoResponders:
+            raise NotAStream(subject) from None
+        receipt = _receipt(subject, reply)
+        if receipt is None:
+            raise await self._bridge.arun(self._too_big(subject, len(payload)))
+        return receipt
+
+    async def _too_big(self, subject: str, size: int) -> PayloadTooLarge:
+        name = await self._ctx.find_stream_name_by_subject(subject)
+        info = await self._ctx.stream_info(name)
+        return PayloadTooLarge(subject, size, info.config.max_msg_size or -1,
+                               limit_name=f"max_msg_size of stream '{name}'")
+
+
+def _receipt(subject: str, reply: Message) -> PubAck | None:
+    """The PubAck, or None when the stream refused the message for its size."""
+    body = json.loads(reply.data)
+    error = body.get("error")
+    if error is None:
+        return PubAck(body["stream"], body["seq"], bool(body.get("duplicate", False)))
+    code = error.get("err_code")
+    if code == _MESSAGE_TOO_BIG:
+        return None
+    hint = _HINTS.get(code, "")
+    raise JetStreamError(f"The stream refused the message on '{subject}': "
+                         f"{error.get('description')} (err_code {code}). {hint}".rstrip(),
+                         error.get("code"), code)
+
+
+class PullConsumer:
+    """Fetch batches from a durable pull consumer; each message is acked by you."""
+
+    def __init__(self, client: Client, stream: str, name: str, psub: Any):
+        self._client = client
+        self.stream = stream
+        self.name = name
+        self._psub = psub
+
+    def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[Message]:
+        """Up to ``batch`` messages; ``[]`` if none arrive within ``timeout`` seconds."""
+        return self._client._bridge.run(self._fetch(batch, timeout), operation="fetch")
+
+    async def afetch(self, batch: int = 1, timeout: float = 1.0) -> list[Message]:
+        return await self._client._bridge.arun(self._fetch(batch, timeout))
+
+    async def _fetch(self, batch: int, timeout: float) -> list[Message]:
+        self._client._outbound.drain()  # acks sent so far go out before the next pull
+        try:
+            raw = await self._psub.fetch(batch, timeout=timeout)
+        except nats.errors.TimeoutError:
+            return []  # nats-py raises when nothing arrived; an empty batch reads better
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"fetch from consumer '{self.name}'", self.stream,
+                           self.name) from None
+        return [Message.from_nats(m, self._client) for m in raw]
+
+    def info(self) -> ConsumerInfo:
+        return self._client.js.consumer_info(self.stream, self.name)
+
+    def close(self) -> None:
+        """Stop pulling (the durable consumer and its position stay on the server)."""
+        self._client._bridge.run(self._psub.unsubscribe(), operation="close")
+
+    def __repr__(self) -> str:
+        return f"<PullConsumer {self.stream}/{self.name}>"
+
+
+def _js_headers(headers: dict[str, str] | None, msg_id: str | None,
+                ttl: int | None) -> dict[str, str] | None:
+    if msg_id is None and ttl is None:
+        return headers
+    out = dict(headers or {})
+    if msg_id is not None:
+        out["Nats-Msg-Id"] = str(msg_id)
+    if ttl is not None:
+        if int(ttl) != ttl or ttl < 1:
+            raise ValueError(f"ttl={ttl!r}: a message TTL is a whole number of seconds, at least 1.")
+        out["Nats-TTL"] = str(int(ttl))
+    return out
+
+
+def _explain(error: nats.js.errors.APIError, action: str, stream: str,
+             consumer: str | None = None, hint: str = "") -> JetStreamError:
+    if error.err_code == _STREAM_NOT_FOUND:
+        return StreamNotFound(stream)
+    if error.err_code == _CONSUMER_NOT_FOUND and consumer:
+        return ConsumerNotFound(stream, consumer)
+    hint = hint or _HINTS.get(error.err_code or 0, "")
+    return JetStreamError(f"JetStream could not {action}: {error.description} "
+                          f"(err_code {error.err_code}). {hint}".rstrip(),
+                          error.code, error.err_code)

@@ -1,0 +1,135 @@
+"""``agentlab.start()``: a running NATS server with JetStream and a connection to it, in one call.
+
+    lab = agentlab.start()            # embedded server, or $AGENTLAB_NATS_URL if set
+    lab.publish("genbrain.agents.cto.inbox", "hello")
+    cto = lab.connect("cto")          # more named connections to the same server
+    lab.close()                       # closes them all and stops the embedded server
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from typing import Any
+
+from .bridge import get_bridge
+from .client import Client, default_url
+from .errors import ServerUnreachable
+from .server import EmbeddedServer
+
+_current: Lab | None = None
+_current_lock = threading.Lock()
+
+
+class Lab(Client):
+    """The lab's own connection, plus the embedded server it started (if any)."""
+
+    server: EmbeddedServer | None = None
+
+    def connect(self, name: str, **auth: Any) -> Client:
+        """Another named connection to this lab's server (one per agent, say)."""
+        client = Client.open(self.url, name=name, **auth)
+        self._clients.append(client)
+        return client
+
+    async def aconnect(self, name: str, **auth: Any) -> Client:
+        client = await Client.aopen(self.url, name=name, **auth)
+        self._clients.append(client)
+        return client
+
+    @property
+    def monitor_url(self) -> str | None:
+        return self.server.monitor_url if self.server else None
+
+    @property
+    def embedded(self) -> bool:
+        return self.server is not None
+
+    def close(self) -> None:
+        """Close every connection opened from this lab, then stop the embedded server."""
+        global _current
+        for client in self._clients:
+            if not client.is_closed:
+                client.close()
+        super().close()
+        if self.server is not None:
+            self.server.stop()
+        with _current_lock:
+            if _current is self:
+                _current = None
+
+    def __repr__(self) -> str:
+        where = f"embedded server pid {self.server.pid}" if self.server else "external server"
+        state = "closed" if self.is_closed else "running"
+        return f"<agentlab.Lab {self.url} ({where}) {state}>"
+
+    def _repr_html_(self) -> str:
+        rows = [("NATS URL", self.url), ("server", "embedded" if self.server else "external"),
+                ("monitoring", self.monitor_url or "n/a"),
+                ("state", "closed" if self.is_closed else "running")]
+        cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td><code>{v}</code></td></tr>"
+                        for k, v in rows)
+        return f"<table><caption style='text-align:left'><b>agentlab lab</b></caption>{cells}</table>"
+
+
+def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
+          store_dir: str | None = None, max_memory: str = "256MB", max_file: str = "1GB",
+          max_payload: str | None = None, server_config: str = "",
+          user: str | None = None, password: str | None = None) -> Lab:
+    """Start (or reuse) the lab.
+
+    Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
+    JetStream on 127.0.0.1 (stopped by ``lab.close()``, at exit, or when the kernel dies).
+    Calling ``start()`` again in the same process returns the running lab; ``fresh=True``
+    closes it and starts a new one.
+    """
+    global _current
+    with _current_lock:
+        if _current is not None and not _current.is_closed:
+            if not fresh:
+                return _current
+            _current.close()
+        url = url or default_url()
+        server = None
+        if url is None:
+            server = EmbeddedServer(store_dir=store_dir, max_memory=max_memory,
+                                    max_file=max_file, max_payload=max_payload,
+                                    extra_config=server_config).start()
+            url = server.url
+        try:
+            lab = Lab.open(url, name=name, user=user, password=password)
+        except BaseException:
+            if server is not None:
+                server.stop()
+            raise
+        assert isinstance(lab, Lab)
+        lab.server = server
+        _current = lab
+        return lab
+
+
+def current_lab() -> Lab | None:
+    """The running lab of this process, if any."""
+    return _current if _current is not None and not _current.is_closed else None
+
+
+def connect(url: str | None = None, *, name: str = "agentlab", **auth: Any) -> Client:
+    """A connection to ``url``, else ``$AGENTLAB_NATS_URL``, else the running lab's server."""
+    url = url or default_url()
+    if url is None:
+        lab = current_lab()
+        if lab is None:
+            raise ServerUnreachable("(no URL)", "no lab is running and AGENTLAB_NATS_URL "
+                                                "is not set; call agentlab.start() first")
+        return lab.connect(name, **auth)
+    return Client.open(url, name=name, **auth)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    lab = current_lab()
+    if lab is not None and get_bridge().thread.is_alive():
+        try:
+            lab.close()
+        except Exception:  # the process is ending; the server module still stops the server
+            pass

