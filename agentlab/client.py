@@ -118,7 +118,8 @@ class Client:
         auth_failed: list[BaseException] = []
 
         async def on_error(error: Exception) -> None:
-            if isinstance(error, nats.errors.AuthorizationError):
+            if isinstance(error, nats.errors.AuthorizationError) or \
+                    "authorization violation" in str(error).lower():
                 auth_failed.append(error)
             elif not violations.record(error):
                 log.warning("connection %r: %s", name, error)
@@ -141,12 +142,17 @@ class Client:
         # Once connected, keep trying forever: agents must survive a server restart.
         nc.options["max_reconnect_attempts"] = -1
         client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
-        mark = violations.mark()
-        await client._requests.start(nc)
-        await flush_in_order(nc, client._outbound, options["connect_timeout"])
-        violations.raise_if_denied("subscribe to", client._requests.prefix + "*", since=mark,
-                                   hint="requests need their reply inbox: allow subscribe "
-                                        "to '_INBOX.>' or pass inbox_prefix=")
+        try:
+            mark = violations.mark()
+            await client._requests.start(nc)
+            await flush_in_order(nc, client._outbound, options["connect_timeout"])
+            violations.raise_if_denied(
+                "subscribe to", client._requests.prefix + "*", since=mark,
+                hint="Requests need a reply inbox: allow subscribe to '_INBOX.>' for this "
+                     "user, or connect with inbox_prefix= set to a subject the user may use.")
+        except BaseException:
+            await nc.close()  # or nats-py would go on reconnecting in the background
+            raise
         return client
 
     # -- publishing ----------------------------------------------------------------------
@@ -156,15 +162,28 @@ class Client:
 
         Messages from one thread reach the server in the order they were published.
         """
-        self._outbound.send(self._command(subject, data, headers, reply))
-        if self._verify_publishes and subject not in self._verified_subjects:
-            self._verify("publish", subject)
+        command = self._command(subject, data, headers, reply)
+        if not self._verify_publishes or subject in self._verified_subjects:
+            self._outbound.send(command)
+            return
+        # Mark before sending: the server's -ERR may arrive before this thread runs again.
+        mark = self._violations.mark()
+        self._outbound.send(command)
+        self.flush()
+        self._violations.raise_if_denied("publish", subject, since=mark)
+        self._remember_verified(subject)
 
     async def apublish(self, subject: str, data: Any = b"", *,
                        headers: dict[str, str] | None = None, reply: str = "") -> None:
-        self._outbound.send(self._command(subject, data, headers, reply))
-        if self._verify_publishes and subject not in self._verified_subjects:
-            await self._averify("publish", subject)
+        command = self._command(subject, data, headers, reply)
+        if not self._verify_publishes or subject in self._verified_subjects:
+            self._outbound.send(command)
+            return
+        mark = self._violations.mark()
+        self._outbound.send(command)
+        await self.aflush()
+        self._violations.raise_if_denied("publish", subject, since=mark)
+        self._remember_verified(subject)
 
     def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
                  reply: str) -> bytes:
@@ -176,18 +195,6 @@ class Client:
         if len(payload) > limit:
             raise PayloadTooLarge(subject, len(payload), limit)
         return pub_command(subject, payload, reply, encode_headers(headers) if headers else b"")
-
-    def _verify(self, action: str, subject: str) -> None:
-        mark = self._violations.mark()
-        self.flush()
-        self._violations.raise_if_denied(action, subject, since=mark)
-        self._remember_verified(subject)
-
-    async def _averify(self, action: str, subject: str) -> None:
-        mark = self._violations.mark()
-        await self.aflush()
-        self._violations.raise_if_denied(action, subject, since=mark)
-        self._remember_verified(subject)
 
     def _remember_verified(self, subject: str) -> None:
         if len(self._verified_subjects) > 10_000:
