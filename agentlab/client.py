@@ -116,12 +116,14 @@ class Client:
                     options: dict[str, Any]) -> Client:
         violations = ViolationLog(name)
         auth_failed: list[BaseException] = []
+        connected = False
 
         async def on_error(error: Exception) -> None:
             if isinstance(error, nats.errors.AuthorizationError) or \
                     "authorization violation" in str(error).lower():
                 auth_failed.append(error)
-            elif not violations.record(error):
+            elif not violations.record(error) and connected:
+                # Before the first connection the failure is raised as ServerUnreachable.
                 log.warning("connection %r: %s", name, error)
 
         async def on_disconnect() -> None:
@@ -141,6 +143,7 @@ class Client:
             raise AuthenticationFailed(url, user) from None
         # Once connected, keep trying forever: agents must survive a server restart.
         nc.options["max_reconnect_attempts"] = -1
+        connected = True
         client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
         try:
             mark = violations.mark()
@@ -169,9 +172,31 @@ class Client:
         # Mark before sending: the server's -ERR may arrive before this thread runs again.
         mark = self._violations.mark()
         self._outbound.send(command)
+        if self._bridge.in_loop_thread():
+            # Cannot wait here; `await apublish()` raises instead of logging.
+            asyncio.ensure_future(self._verify_in_background(subject, mark))
+            return
         self.flush()
         self._violations.raise_if_denied("publish", subject, since=mark)
         self._remember_verified(subject)
+
+    async def _verify_in_background(self, subject: str, mark: int) -> None:
+        try:
+            await self._aflush(5.0)
+            self._violations.raise_if_denied("publish", subject, since=mark)
+            self._remember_verified(subject)
+        except PermissionDenied as denied:
+            log.error("%s", denied)
+        except Exception:  # closed or timed out: nothing to report about permissions
+            pass
+
+    def reply(self, subject: str, data: Any = b"", headers: dict[str, str] | None = None) -> None:
+        """Answer on a reply subject (a request's inbox, a JetStream ack). Never waits.
+
+        Reply subjects are the requester's, not this identity's namespace, so they skip the
+        first-use permission round trip that publish() makes; safe from the loop thread.
+        """
+        self._outbound.send(self._command(subject, data, headers, ""))
 
     async def apublish(self, subject: str, data: Any = b"", *,
                        headers: dict[str, str] | None = None, reply: str = "") -> None:

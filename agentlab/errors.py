@@ -161,7 +161,8 @@ class StreamNotFound(JetStreamError, LookupError):
         self.stream = stream
         super().__init__(
             f"Stream '{stream}' does not exist on this server. Declare it first with "
-            "client.add_stream(StreamSpec(name=...)) (or lab.streams() to list the ones there).",
+            "client.js.declare_stream(StreamSpec(name=...)); client.js.streams() lists the "
+            "ones there.",
             404,
             10059,
         )
@@ -172,7 +173,7 @@ class ConsumerNotFound(JetStreamError, LookupError):
         self.stream, self.consumer = stream, consumer
         super().__init__(
             f"Consumer '{consumer}' does not exist on stream '{stream}'. Declare it first "
-            "with client.add_consumer(stream, ConsumerSpec(durable=...)).",
+            "with client.js.declare_consumer(stream, ConsumerSpec(durable=...)).",
             404,
             10014,
         )

@@ -82,7 +82,7 @@ class Message:
                 f"The message on '{self.subject}' has no reply subject: it was published, "
                 "not requested, so there is nobody to respond to."
             )
-        self._client.publish(self.reply, data, headers=headers)
+        self._client.reply(self.reply, data, headers=headers)
 
     # -- JetStream acknowledgements ------------------------------------------------------
     @property
@@ -126,7 +126,7 @@ class Message:
                 "each message takes one ack, nak or term."
             )
         self._acked = final
-        self._client.publish(self.reply, verb)
+        self._client.reply(self.reply, verb)
 
     def __repr__(self) -> str:
         preview = self.data[:60]

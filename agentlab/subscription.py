@@ -156,7 +156,7 @@ class Subscription:
                 result = await result
             self.handled += 1
             if self._reply_with_result and msg.reply:
-                self.client.publish(msg.reply, b"" if result is None else result)
+                self.client.reply(msg.reply, b"" if result is None else result)
         except Exception as error:
             self.errors += 1
             self.last_error = error
@@ -164,8 +164,8 @@ class Subscription:
             log.exception("handler %s failed on subject '%s' (subscription '%s'); "
                           "the subscription carries on", name, msg.subject, self.subject)
             if self._reply_with_result and msg.reply:
-                self.client.publish(msg.reply, {"error": f"{type(error).__name__}: {error}"},
-                                    headers={"Agentlab-Error": type(error).__name__})
+                self.client.reply(msg.reply, {"error": f"{type(error).__name__}: {error}"},
+                                  headers={"Agentlab-Error": type(error).__name__})
 
     # -- reading without a handler ------------------------------------------------------
     def next(self, timeout: float | None = 5.0) -> Message:

@@ -139,7 +139,8 @@ def test_handler_exception_is_logged_with_subject_and_subscription_survives(clie
             client.publish(f"{unique}.h", text)
         client.flush()
         deadline = time.monotonic() + 2
-        while len(seen) < 2 and time.monotonic() < deadline:
+        # handled counts after the handler returns, so wait on it, not on `seen`.
+        while sub.handled + sub.errors < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
     assert seen == ["ok-1", "ok-2"]
     assert sub.errors == 1 and sub.handled == 2

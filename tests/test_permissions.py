@@ -15,7 +15,8 @@ authorization {
   users = [
     {user: alice, password: alice-pw, permissions: {
         publish: {allow: ["alice.>", "$JS.API.>"]},
-        subscribe: {allow: ["alice.>", "_INBOX.>"]}
+        subscribe: {allow: ["alice.>", "_INBOX.>"]},
+        allow_responses: true
     }},
     {user: no_inbox, password: no-inbox-pw, permissions: {
         publish: {allow: [">"]},
@@ -109,3 +110,21 @@ def test_wrong_password_is_an_authentication_error_without_the_password(server):
     assert "alice" in str(caught.value) and "wrong-guess" not in str(caught.value)
     with pytest.raises(AuthenticationFailed, match="anonymous"):
         agentlab.Client.open(server.url, name="anonymous")
+
+
+def test_serve_and_acks_work_for_a_restricted_user(server, admin):
+    """Replies go to the requester's inbox and acks to $JS.ACK: no first-use round trip."""
+    alice = agentlab.Client.open(server.url, name="alice-svc", user="alice", password="alice-pw")
+    try:
+        served = alice.serve("alice.svc", lambda msg: "pong")
+        assert admin.request("alice.svc", "ping", timeout=2).text == "pong"
+        assert served.errors == 0
+
+        async def async_responder(msg):
+            msg.respond("async pong")
+            alice.publish("bob.forbidden", "from the loop thread")  # logged, not raised here
+
+        alice.subscribe("alice.async", async_responder)
+        assert admin.request("alice.async", "ping", timeout=2).text == "async pong"
+    finally:
+        alice.close()
