@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import nats.errors
 import nats.js.errors
 from nats.js.api import ConsumerInfo, StreamInfo
 
@@ -42,6 +42,8 @@ _CONSUMER_NOT_FOUND = 10014
 _STREAM_NAME_IN_USE = 10058
 _MESSAGE_TOO_BIG = 10054
 _HINTS = {
+    10099: "A work-queue stream allows only one consumer without a filter. Give each consumer "
+           "its own, non-overlapping filter_subject.",
     10100: "On a work-queue stream each consumer must filter a different, non-overlapping "
            "subject. Give this consumer its own filter_subject.",
     10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
@@ -143,7 +145,13 @@ class JetStream:
             raise _explain(error, f"read consumer '{consumer}'", stream, consumer) from None
 
     def consumers(self, stream: str) -> list[ConsumerInfo]:
-        return self._run(self._ctx.consumers_info(stream), "consumers")
+        return self._run(self._consumers(stream), "consumers")
+
+    async def _consumers(self, stream: str) -> list[ConsumerInfo]:
+        try:
+            return await self._ctx.consumers_info(stream)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"list the consumers of stream '{stream}'", stream) from None
 
     def delete_consumer(self, stream: str, consumer: str) -> None:
         self._run(self._delete_consumer(stream, consumer), "delete_consumer")
@@ -209,7 +217,17 @@ class JetStream:
 
 def _receipt(subject: str, reply: Message) -> PubAck | None:
     """The PubAck, or None when the stream refused the message for its size."""
-    body = json.loads(reply.data)
+    try:
+        body = json.loads(reply.data)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not ("error" in body or "stream" in body):
+        # A core subscriber answered the request instead of a stream.
+        raise JetStreamError(
+            f"The reply to the JetStream publish on '{subject}' is not a stream's receipt "
+            f"(got {reply.data[:60]!r}): a plain subscriber answered, so no stream stored the "
+            "message. Declare a stream that captures this subject, or use client.request() "
+            "to talk to that service.")
     error = body.get("error")
     if error is None:
         return PubAck(body["stream"], body["seq"], bool(body.get("duplicate", False)))
@@ -242,8 +260,11 @@ class PullConsumer:
         self._client._outbound.drain()  # acks sent so far go out before the next pull
         try:
             raw = await self._psub.fetch(batch, timeout=timeout)
-        except nats.errors.TimeoutError:
-            return []  # nats-py raises when nothing arrived; an empty batch reads better
+        except asyncio.TimeoutError:
+            # nats-py raises when nothing arrived (an empty batch reads better). It raises
+            # nats.errors.TimeoutError or, when the server's 408 lands at the deadline, a plain
+            # asyncio.TimeoutError; catching the base class covers both.
+            return []
         except nats.js.errors.APIError as error:
             raise _explain(error, f"fetch from consumer '{self.name}'", self.stream,
                            self.name) from None
