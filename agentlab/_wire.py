@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import select
+import socket
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
+
+from nats.aio.transport import TcpTransport
 
 from .errors import NoResponders
 
@@ -55,7 +60,14 @@ def pub_command(subject: str, payload: bytes, reply: str = "", header_block: byt
 
 
 class Outbound:
-    """Protocol commands from any thread, written to the socket in batches by the loop."""
+    """Protocol commands from any thread, written to the socket in batches by the loop.
+
+    A thread about to block on a reply may instead write its request itself
+    (``send_now``), which saves waking the loop thread: two cross-thread wake-ups are most
+    of the cost of a sync request. Every write to the socket, nats-py's included, holds
+    ``_write_lock``, and the direct path is taken only when nothing else is waiting to be
+    written, so bytes never interleave and one thread's messages stay in order.
+    """
 
     def __init__(self, bridge: Bridge, nc: NatsClient):
         self._bridge = bridge
@@ -66,6 +78,74 @@ class Outbound:
         self._room = threading.Event()
         self._room.set()
         self._transport_full = False
+        self._write_lock = threading.RLock()
+        self._direct_transport: Any = None
+        self._direct_socket: socket.socket | None = None
+
+    def attach(self) -> None:
+        """On the loop, after (re)connecting: route nats-py's writes through our lock."""
+        self.detach()
+        transport = self._nc._transport
+        writer = getattr(transport, "_io_writer", None)
+        if type(transport) is not TcpTransport or writer is None or \
+                writer.get_extra_info("sslcontext") is not None:
+            return  # TLS or websocket: bytes must go through their layer, so no direct path
+        raw = writer.get_extra_info("socket")
+        if raw is None:
+            return
+        direct = socket.socket(fileno=os.dup(raw.fileno()))
+        direct.setblocking(False)
+        lock = self._write_lock
+        write, writelines = transport.write, transport.writelines
+
+        def locked_write(data: bytes) -> Any:
+            with lock:
+                return write(data)
+
+        def locked_writelines(data: Any) -> Any:
+            with lock:
+                return writelines(data)
+
+        transport.write, transport.writelines = locked_write, locked_writelines
+        self._direct_transport, self._direct_socket = transport, direct
+
+    def detach(self) -> None:
+        with self._write_lock:
+            sock, self._direct_socket, self._direct_transport = self._direct_socket, None, None
+        if sock is not None:
+            sock.close()
+
+    def send_now(self, command: bytes) -> None:
+        """Write from this thread if the socket is idle; otherwise queue as ``send`` does."""
+        if not self._bridge.in_loop_thread() and self._write_directly(command):
+            return
+        self.send(command)
+
+    def _write_directly(self, command: bytes) -> bool:
+        nc = self._nc
+        with self._write_lock:
+            sock = self._direct_socket
+            if (sock is None or self._queue or self._scheduled or self._transport_full
+                    or nc._pending or not nc.is_connected
+                    or nc._transport is not self._direct_transport
+                    or _write_buffer_size(nc._transport) != 0):
+                return False
+            try:
+                sent = sock.send(command)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                return False  # the connection is going; the loop's path buffers across it
+            view = memoryview(command)[sent:]
+            while view:  # rare: a full kernel buffer. The rest must go before anyone else's.
+                select.select([], [sock], [], 1.0)
+                try:
+                    view = view[sock.send(view):]
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    break
+            return True
 
     def send(self, command: bytes) -> None:
         self._queue.append(command)
@@ -79,25 +159,27 @@ class Outbound:
 
     def drain(self) -> None:
         """Write everything queued so far; runs on the loop."""
-        self._scheduled = False
-        queue = self._queue
-        if not queue or self._transport_full:
-            return
-        items = [queue.popleft() for _ in range(len(queue))]
-        self._queued_bytes = 0
-        nc = self._nc
-        if nc.is_connected and not nc._pending:
-            transport = nc._transport
-            transport.writelines(items)
-            if _write_buffer_size(transport) > HIGH_WATER:
-                self._transport_full = True
-                asyncio.ensure_future(self._wait_for_socket(transport))
-        else:
-            # Reconnecting (or nats-py has its own backlog): join nats-py's buffer, which it
-            # keeps across a reconnect and flushes in order.
-            nc._pending.extend(items)
-            nc._pending_data_size += sum(map(len, items))
-            asyncio.ensure_future(nc._flush_pending())
+        # Pop and write under the lock: a direct writer must not slip in between.
+        with self._write_lock:
+            self._scheduled = False
+            queue = self._queue
+            if not queue or self._transport_full:
+                return
+            items = [queue.popleft() for _ in range(len(queue))]
+            self._queued_bytes = 0
+            nc = self._nc
+            if nc.is_connected and not nc._pending:
+                transport = nc._transport
+                transport.writelines(items)
+                if _write_buffer_size(transport) > HIGH_WATER:
+                    self._transport_full = True
+                    asyncio.ensure_future(self._wait_for_socket(transport))
+            else:
+                # Reconnecting (or nats-py has its own backlog): join nats-py's buffer, which
+                # it keeps across a reconnect and flushes in order.
+                nc._pending.extend(items)
+                nc._pending_data_size += sum(map(len, items))
+                asyncio.ensure_future(nc._flush_pending())
         self._room.set()
 
     async def _wait_for_socket(self, transport: Any) -> None:
@@ -119,9 +201,10 @@ async def flush_in_order(nc: NatsClient, outbound: Outbound, timeout: float) -> 
     """
     outbound.drain()
     if nc.is_connected and nc._pending:
-        nc._transport.writelines(nc._pending)
-        nc._pending = []
-        nc._pending_data_size = 0
+        with outbound._write_lock:
+            nc._transport.writelines(nc._pending)
+            nc._pending = []
+            nc._pending_data_size = 0
     await nc.flush(timeout=max(1, round(timeout)))
 
 
@@ -194,7 +277,7 @@ class RequestMux:
         token = str(next(self._tokens))
         pending = PendingReply(subject, loop)
         self._waiters[token] = pending
-        self._outbound.send(pub_command(subject, payload, self.prefix + token, header_block))
+        self._outbound.send_now(pub_command(subject, payload, self.prefix + token, header_block))
         return token, pending
 
     def forget(self, token: str) -> None:

@@ -126,11 +126,17 @@ class Client:
                 # Before the first connection the failure is raised as ServerUnreachable.
                 log.warning("connection %r: %s", name, error)
 
+        made: list[Client] = []
+
         async def on_disconnect() -> None:
             log.info("connection %r lost its server; reconnecting", name)
+            if made:
+                made[0]._outbound.detach()
 
         async def on_reconnect() -> None:
             log.info("connection %r reconnected", name)
+            if made:
+                made[0]._outbound.attach()  # a new socket: route its writes through our lock
 
         try:
             nc = await nats.connect(error_cb=on_error, disconnected_cb=on_disconnect,
@@ -145,6 +151,8 @@ class Client:
         nc.options["max_reconnect_attempts"] = -1
         connected = True
         client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
+        made.append(client)
+        client._outbound.attach()
         try:
             mark = violations.mark()
             await client._requests.start(nc)
@@ -390,6 +398,7 @@ class Client:
             pass
         finally:
             await self.nc.close()
+            self._outbound.detach()
             for sub in self._subscriptions:
                 sub._closed = True
                 if sub._mailbox is not None:

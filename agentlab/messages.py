@@ -212,10 +212,26 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
+# Modules that define wire models; imported before exporting, so the set of schemas does
+# not depend on what the caller happened to import.
+WIRE_MODULES = [
+    "agentlab.org.models", "agentlab.org.triggers", "agentlab.org.meetings",
+    "agentlab.org.saga", "agentlab.org.health", "agentlab.org.tools",
+]
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """The JSON Schema (draft 2020-12) of every registered wire model, keyed by class name."""
+    import importlib
+
+    for module in WIRE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as missing:
+            if missing.name != module:  # a module that exists but fails to import is a bug
+                raise
     schemas = {}
-    for model in WIRE_MODELS:
+    for model in sorted(WIRE_MODELS, key=lambda m: m.__name__):
         schema = model.model_json_schema()
         # Constructor defaults make these optional in Python, but decode_model requires them.
         wire = set(schema.get("required", ())) | set(getattr(model, "wire_required", ()))

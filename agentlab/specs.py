@@ -61,7 +61,9 @@ class StreamSpec:
             max_msgs=self.max_msgs,
             max_bytes=self.max_bytes,
             max_msg_size=self.max_msg_size,
-            duplicate_window=self.duplicate_window,
+            # The server refuses a duplicate window longer than max_age; clamp the default.
+            duplicate_window=min(self.duplicate_window, self.max_age) if self.max_age > 0
+            else self.duplicate_window,
             discard=DiscardPolicy(self.discard),
             num_replicas=self.replicas,
             allow_msg_ttl=self.allow_msg_ttl or None,

@@ -268,6 +268,10 @@ class Subjects:
     def event(self, event_type: str) -> str:
         return f"{self._root}.events.{validate_token(event_type, 'event_type')}"
 
+    def call_intent(self, kind: str) -> str:
+        """Short-lived intents with a per-message TTL (seed 004): ``call.intent.{kind}``."""
+        return f"{self._root}.call.intent.{validate_token(kind, 'intent kind')}"
+
     def dlq(self, stream: str = "*", consumer: str = "*") -> str:
         """Dead letters of `consumer` on `stream`; both default to '*' (a pattern)."""
         stream, consumer = validate_token(stream, "stream"), validate_token(consumer, "consumer")

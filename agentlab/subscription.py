@@ -135,6 +135,8 @@ class Subscription:
 
     async def _stop(self) -> None:
         self._closed = True
+        if self in self.client._subscriptions:
+            self.client._subscriptions.remove(self)
         if self._mailbox is not None:
             self._mailbox.close()
         if self._nats_sub is not None:

@@ -1,0 +1,1 @@
+"""The reference organisation: agents, streams and patterns of the seed articles, runnable."""

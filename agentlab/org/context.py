@@ -1,0 +1,81 @@
+"""What a task handler gets besides the task: ways to report, extend, delegate and audit.
+
+    def cto(task, ctx):
+        ctx.progress("reviewing the design")
+        ctx.in_progress()                     # long work: keep the task from being redelivered
+        return {"decision": "ship it"}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..messages import AgentMessage
+from ..received import Message
+from .models import AgentAction, Task
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+
+class TaskContext:
+    def __init__(self, agent: Agent, task: Task, message: Message):
+        self.agent = agent
+        self.task = task
+        self.message = message
+        self._epoch = agent._epoch
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the agent was killed: stop working, nothing you do now will count.
+
+        A killed agent's sync handler keeps running in its worker thread (Python cannot stop
+        a thread); it should check this between steps. Reports made after the kill are
+        dropped, as they would be if the process had really crashed.
+        """
+        return self.agent._epoch != self._epoch
+
+    @property
+    def deliveries(self) -> int:
+        """1 on the first attempt, 2 on the first redelivery, ..."""
+        return self.message.info.num_delivered
+
+    @property
+    def redelivered(self) -> bool:
+        return self.deliveries > 1
+
+    def progress(self, text: str, **data: Any) -> None:
+        """Tell whoever asked for the task how it is going (to their inbox). Does not wait."""
+        if self.cancelled:
+            return
+        note = AgentMessage(sender=self.agent.role, type="task.progress",
+                            payload={"task_id": self.task.id, "text": text, **data},
+                            correlation_id=self.task.correlation_id or self.task.id,
+                            causation_id=self.task.id)
+        self.agent.client.publish(self.agent.subjects.inbox(self.task.requested_by), note)
+        self.agent.stats["progress"] += 1
+
+    def in_progress(self) -> None:
+        """Still working: restart the ack-wait clock so the task is not handed to another.
+
+        Call it well within ``ack_wait`` (say every third of it) during long work.
+        """
+        if self.cancelled:
+            return  # a crashed agent cannot keep its task: let it be redelivered
+        self.message.in_progress()
+
+    def audit(self, action: str, **details: Any) -> None:
+        """Record an ``agent.action`` event in the AGENT_EVENTS stream. Does not wait."""
+        if self.cancelled:
+            return
+        event = AgentAction(role=self.agent.role, org=self.task.org, action=action,
+                            details=details, task_id=self.task.id)
+        self.agent.client.publish(self.agent.subjects.org_events(self.task.org), event)
+
+    def delegate(self, role: str, title: str, details: dict[str, Any] | None = None) -> Task:
+        """Hand part of this task to another role (from a sync handler)."""
+        return self.agent.delegate(role, title, details, caused_by=self.task)
+
+    async def adelegate(self, role: str, title: str,
+                        details: dict[str, Any] | None = None) -> Task:
+        return await self.agent.adelegate(role, title, details, caused_by=self.task)
