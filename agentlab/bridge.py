@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from .errors import WrongThread
@@ -86,13 +87,20 @@ class Bridge:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
-    def run_handler(self, handler: Callable[..., Any], *args: Any) -> Awaitable[Any]:
-        """Call a user handler: coroutine functions on the loop, plain ones in the pool."""
+    async def run_handler(self, handler: Callable[..., Any], *args: Any) -> Any:
+        """Call a user handler: coroutine functions on the loop, plain ones in the pool.
+
+        A plain callable that returns an awaitable (a lambda or partial around an async
+        function) has that awaitable finished on the loop.
+        """
         if asyncio.iscoroutinefunction(handler) or asyncio.iscoroutinefunction(
             getattr(handler, "__call__", None)
         ):
-            return handler(*args)
-        return self.loop.run_in_executor(self.handler_pool, handler, *args)
+            return await handler(*args)
+        result = await self.loop.run_in_executor(self.handler_pool, handler, *args)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
 
 
 _bridge: Bridge | None = None

@@ -108,8 +108,14 @@ class JetStream:
     def streams(self) -> list[StreamInfo]:
         return self._run(self._ctx.streams_info(), "streams")
 
+    async def astreams(self) -> list[StreamInfo]:
+        return await self._bridge.arun(self._ctx.streams_info())
+
     def delete_stream(self, name: str) -> None:
         self._run(self._delete_stream(name), "delete_stream")
+
+    async def adelete_stream(self, name: str) -> None:
+        await self._bridge.arun(self._delete_stream(name))
 
     async def _delete_stream(self, name: str) -> None:
         try:
@@ -153,8 +159,14 @@ class JetStream:
         except nats.js.errors.APIError as error:
             raise _explain(error, f"list the consumers of stream '{stream}'", stream) from None
 
+    async def aconsumers(self, stream: str) -> list[ConsumerInfo]:
+        return await self._bridge.arun(self._consumers(stream))
+
     def delete_consumer(self, stream: str, consumer: str) -> None:
         self._run(self._delete_consumer(stream, consumer), "delete_consumer")
+
+    async def adelete_consumer(self, stream: str, consumer: str) -> None:
+        await self._bridge.arun(self._delete_consumer(stream, consumer))
 
     async def _delete_consumer(self, stream: str, consumer: str) -> None:
         try:
@@ -276,6 +288,9 @@ class PullConsumer:
     def close(self) -> None:
         """Stop pulling (the durable consumer and its position stay on the server)."""
         self._client._bridge.run(self._psub.unsubscribe(), operation="close")
+
+    async def aclose(self) -> None:
+        await self._client._bridge.arun(self._psub.unsubscribe())
 
     def __repr__(self) -> str:
         return f"<PullConsumer {self.stream}/{self.name}>"

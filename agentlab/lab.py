@@ -18,7 +18,7 @@ from .errors import ServerUnreachable
 from .server import EmbeddedServer
 
 _current: Lab | None = None
-_current_lock = threading.Lock()
+_current_lock = threading.RLock()  # start(fresh=True) closes the old lab while holding it
 
 
 class Lab(Client):

@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any
 import nats.js.errors
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 
+from .errors import AgentlabError
 from .messages import decode_json, to_bytes
+
+
+class ObjectMissing(AgentlabError, LookupError):
+    def __init__(self, bucket: str, name: str):
+        self.bucket, self.name = bucket, name
+        super().__init__(
+            f"Object '{name}' is not in object store '{bucket}': it was never stored, was "
+            "deleted, or expired (object stores can have a TTL)."
+        )
 
 if TYPE_CHECKING:
     from .client import Client
@@ -143,9 +153,23 @@ class ObjectBucket:
 
     async def aget(self, name: str) -> bytes:
         async def read() -> bytes:
-            result = await self._store.get(name)
+            try:
+                result = await self._store.get(name)
+            except nats.js.errors.ObjectNotFoundError:
+                raise ObjectMissing(self.name, name) from None
             return bytes(result.data or b"")
         return await self._client._bridge.arun(read())
+
+    def delete(self, name: str) -> None:
+        self._client._bridge.run(self.adelete(name), operation="delete")
+
+    async def adelete(self, name: str) -> None:
+        async def remove() -> None:
+            try:
+                await self._store.delete(name)
+            except nats.js.errors.ObjectNotFoundError:
+                pass  # already gone: deleting is idempotent
+        await self._client._bridge.arun(remove())
 
     def __repr__(self) -> str:
         return f"<ObjectBucket {self.name}>"

@@ -286,3 +286,18 @@ def test_drain_delivers_what_was_published_then_closes(lab, unique):
     assert len(sub.messages(count=100, timeout=2)) == 100
     with pytest.raises(agentlab.ClientClosed):
         publisher.publish(f"{unique}.drain", "late")
+
+
+def test_a_lambda_around_an_async_function_is_awaited(client, unique):
+    import functools
+
+    done = client.subscribe(f"{unique}.done")
+
+    async def handle(msg, suffix):
+        await client.apublish(f"{unique}.done", msg.text + suffix)
+
+    client.subscribe(f"{unique}.lambda", lambda msg: handle(msg, "!"))
+    client.subscribe(f"{unique}.partial", functools.partial(handle, suffix="?"))
+    client.publish(f"{unique}.lambda", "a")
+    client.publish(f"{unique}.partial", "b")
+    assert sorted(m.text for m in done.messages(count=2, timeout=2)) == ["a!", "b?"]
