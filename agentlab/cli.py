@@ -46,14 +46,147 @@ def run_server(args: argparse.Namespace) -> int:
 
 # -- agentlab demo -----------------------------------------------------------------------
 def configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--basics", action="store_true",
+                        help="only the first steps: the CEO messaging the CTO, request/reply "
+                             "and JetStream delegation, explained one at a time")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="print only the summary and the checks")
+                        help="with --basics: print only the summary and the checks")
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .demo import run
+    if args.basics:
+        from .demo import run as run_basics
 
-    return EXIT_OK if run(quiet=args.quiet) else EXIT_FAILED
+        return EXIT_OK if run_basics(quiet=args.quiet) else EXIT_FAILED
+    from .tour import run as run_tour
+
+    return EXIT_OK if run_tour() else EXIT_FAILED
+
+
+# -- agentlab status ---------------------------------------------------------------------
+def configure_status(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", metavar="URL", default=None,
+                        help="the NATS server to report on (default: $AGENTLAB_NATS_URL)")
+
+
+def run_status(args: argparse.Namespace) -> int:
+    import os
+
+    url = args.url or os.environ.get("AGENTLAB_NATS_URL")
+    if not url:
+        Console(stderr=True).print(
+            "[bold red]agentlab status: no NATS server to report on.[/] Start one with "
+            "[bold]agentlab server[/] (in another terminal) and export "
+            "AGENTLAB_NATS_URL=<the NATS URL it prints>, or pass --url nats://HOST:PORT.")
+        return EXIT_ERROR
+    from .client import Client
+    from .org.report import natural_width, status_reports
+
+    with Client.open(url, name="agentlab-status") as client:
+        tables = [report.to_table() for report in status_reports(client)]
+    console = Console()
+    if not console.is_terminal:  # piped: whole names and numbers, as the nats CLI prints them
+        console = Console(width=max(natural_width(table) for table in tables))
+    for table in tables:
+        console.print(table)
+        console.print()
+    return EXIT_OK
+
+
+# -- agentlab dlq ------------------------------------------------------------------------
+def configure_dlq(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="dlq_action", metavar="ACTION", required=True)
+    url = argparse.ArgumentParser(add_help=False)
+    url.add_argument("--url", metavar="URL", default=None,
+                     help="the NATS server (default: $AGENTLAB_NATS_URL)")
+    listing = actions.add_parser("list", parents=[url], help="list dead letters, oldest first",
+                                 description="List the dead letters in DEAD_LETTERS.")
+    listing.add_argument("--limit", type=int, default=100, metavar="N",
+                         help="show at most N letters (default: %(default)s)")
+    show = actions.add_parser("show", parents=[url], help="one dead letter in full",
+                              description="Print one dead letter, payload included.")
+    show.add_argument("seq", type=int, help="its sequence in DEAD_LETTERS (see `dlq list`)")
+    redrive = actions.add_parser("redrive", parents=[url],
+                                 help="republish a dead letter to its original subject",
+                                 description="Republish a dead letter to its original subject "
+                                             "(fresh Nats-Msg-Id) and remove it from the DLQ.")
+    redrive.add_argument("seq", type=int, help="its sequence in DEAD_LETTERS (see `dlq list`)")
+
+
+def run_dlq(args: argparse.Namespace) -> int:
+    import os
+
+    url = args.url or os.environ.get("AGENTLAB_NATS_URL")
+    if not url:
+        Console(stderr=True).print(
+            f"[bold red]agentlab dlq {args.dlq_action}: no NATS server given.[/] Export "
+            "AGENTLAB_NATS_URL=nats://HOST:PORT (the URL `agentlab server` prints) or pass "
+            "--url nats://HOST:PORT.")
+        return EXIT_ERROR
+    from .client import Client
+    from .org.deadletters import DeadLetterOffice
+
+    console = Console()
+    if not console.is_terminal:  # piped: whole subjects and errors, as the nats CLI prints
+        console = Console(width=max(console.width, 160))
+    with Client.open(url, name="agentlab-dlq") as client:
+        office = DeadLetterOffice(client)
+        if args.dlq_action == "list":
+            _dlq_print_list(console, office.list(limit=args.limit))
+        elif args.dlq_action == "show":
+            _dlq_print_letter(console, args.seq, office.show(args.seq))
+        else:
+            ack = office.redrive(args.seq)
+            console.print(f"Redrove dead letter {args.seq}: stored again as "
+                          f"{ack.stream}#{ack.seq}; removed from the DLQ.", highlight=False)
+    return EXIT_OK
+
+
+def _dlq_print_list(console: Console, letters: list) -> None:
+    from rich.table import Table
+
+    from .org.deadletters import DLQ_STREAM, letter_summary
+
+    if not letters:
+        console.print(f"No dead letters in {DLQ_STREAM}.")
+        return
+    table = Table(title=f"Dead letters in {DLQ_STREAM}", title_justify="left")
+    for name, justify in [("Seq", "right"), ("Reason", "left"), ("Subject", "left"),
+                          ("Stream Seq", "left"), ("Consumer", "left"),
+                          ("Deliveries", "right"), ("Error", "left"), ("Time", "left")]:
+        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for seq, letter in letters:
+        row = letter_summary(seq, letter)
+        error = row["error"] if len(row["error"]) <= 60 else row["error"][:59] + "…"
+        table.add_row(str(seq), row["reason"], row["subject"], row["stream"], row["consumer"],
+                      str(row["deliveries"]), error, row["dead_at"])
+    console.print(table)
+
+
+def _dlq_print_letter(console: Console, seq: int, letter: object) -> None:
+    import json
+
+    from rich.table import Table
+
+    from .org.deadletters import DLQ_STREAM
+
+    fields = letter.model_dump(mode="json")  # type: ignore[attr-defined]
+    payload, headers = fields.pop("payload"), fields.pop("headers")
+    table = Table(title=f"Dead letter {DLQ_STREAM}#{seq}", title_justify="left",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for name, value in fields.items():
+        table.add_row(name, str(value))
+    for name, value in headers.items():
+        table.add_row(f"header {name}", value)
+    console.print(table)
+    console.print(f"[bold]payload[/] ({fields['encoding']})")
+    try:
+        console.print_json(json.dumps(json.loads(payload)))
+    except ValueError:  # not JSON: show it, control characters escaped, never raw
+        shown = "".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in payload)
+        console.print(shown, markup=False, highlight=False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +201,11 @@ COMMANDS: dict[str, Command] = {
                       configure_server, run_server),
     "demo": Command("the CEO agent delegates tasks to the CTO agent, in a few seconds",
                     configure_demo, run_demo),
+    "status": Command("the stream and consumer reports of a running server, as `nats stream "
+                      "report` and `nats consumer report` show them", configure_status,
+                      run_status),
+    "dlq": Command("list, show and redrive dead letters (the DEAD_LETTERS stream)",
+                   configure_dlq, run_dlq),
 }
 
 

@@ -163,8 +163,13 @@ class Subscription:
             self.errors += 1
             self.last_error = error
             name = getattr(self.handler, "__qualname__", repr(self.handler))
-            log.exception("handler %s failed on subject '%s' (subscription '%s'); "
-                          "the subscription carries on", name, msg.subject, self.subject)
+            if self._reply_with_result and msg.reply:
+                # The requester gets the error as the reply; one line here is enough.
+                log.warning("handler %s failed on subject '%s': %s: %s (sent to the "
+                            "requester)", name, msg.subject, type(error).__name__, error)
+            else:
+                log.exception("handler %s failed on subject '%s' (subscription '%s'); "
+                              "the subscription carries on", name, msg.subject, self.subject)
             if self._reply_with_result and msg.reply:
                 self.client.reply(msg.reply, {"error": f"{type(error).__name__}: {error}"},
                                   headers={"Agentlab-Error": type(error).__name__})

@@ -59,7 +59,7 @@ def wait_gone(pid: int, timeout: float = 5) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses pgrep and /proc")
 def test_demo_passes_and_leaves_no_server_behind():
     before = nats_pids()
-    result = run("demo")
+    result = run("demo", "--basics")
     out = flat(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -76,7 +76,7 @@ def test_demo_passes_and_leaves_no_server_behind():
 
 
 def test_demo_quiet_prints_only_the_summary():
-    result = run("demo", "--quiet")
+    result = run("demo", "--basics", "--quiet")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Start the lab" not in result.stdout
     assert "3 of 3 tasks completed" in result.stdout
@@ -113,13 +113,13 @@ def test_exit_codes_of_demo_outcomes(monkeypatch, capsys):
     import agentlab.demo
 
     monkeypatch.setattr(agentlab.demo, "run", lambda **kw: False)
-    assert main(["demo"]) == 1
+    assert main(["demo", "--basics"]) == 1
 
     def unreachable(**kw):
         raise agentlab.ServerUnreachable("nats://example:4222", "[refused]")
 
     monkeypatch.setattr(agentlab.demo, "run", unreachable)
-    assert main(["demo"]) == 2
+    assert main(["demo", "--basics"]) == 2
     err = flat(capsys.readouterr().err)
     assert "agentlab demo failed: Could not connect to a NATS server at nats://example:4222" in err
     assert "([refused])" in err  # rich markup in a message is printed, not interpreted
@@ -151,10 +151,14 @@ def test_server_serves_the_demo_and_stops_on_ctrl_c(tmp_path):
         # The demo runs unchanged against an external server, twice (idempotent declares,
         # fresh msg_ids), and leaves that server running.
         for _ in range(2):
-            demo = run("demo", AGENTLAB_NATS_URL=url)
+            demo = run("demo", "--basics", AGENTLAB_NATS_URL=url)
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert f"{url} (external)" in flat(demo.stdout)
             assert "3 of 3 tasks completed" in demo.stdout
+        for _ in range(2):  # the full tour too: it counts only its own dead letters
+            tour = run("demo", AGENTLAB_NATS_URL=url, timeout=90)
+            assert tour.returncode == 0, tour.stdout + tour.stderr
+            assert "Demo passed." in tour.stdout
         assert proc.poll() is None and alive(server_pid)
 
         proc.send_signal(signal.SIGINT)
@@ -167,3 +171,18 @@ def test_server_serves_the_demo_and_stops_on_ctrl_c(tmp_path):
             proc.wait()
         if server_pid and alive(server_pid):
             os.kill(server_pid, signal.SIGKILL)
+
+
+def test_full_tour_runs_every_pattern_and_checks_itself():
+    started = time.monotonic()
+    result = run("demo", timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert time.monotonic() - started < 60
+    for line in ["CEO, CTO and CFO completed the delegated work",
+                 "a late joiner replays the meeting with its decision",
+                 "three tool calls ran concurrently", "the saga compensated in reverse",
+                 "the poison and the flaky task are dead letters",
+                 "tasks waited through scale-to-zero and were all done",
+                 "the expired intent was never delivered", "Demo passed."]:
+        assert line in flat(result.stdout), line
+    assert "Stream Report" in result.stdout and "Traceback" not in result.stderr

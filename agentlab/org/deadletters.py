@@ -1,0 +1,274 @@
+"""Dead letters the NATS way (DESIGN.md decision 6), and how to list, inspect and redrive them.
+
+    office = DeadLetterOffice(lab).start()     # listens for max-deliveries advisories
+    for seq, letter in office.list():
+        print(seq, letter.reason, letter.error)
+    office.redrive(seq)                        # back to its original subject, fresh msg id
+
+When a consumer gives up on a message after ``max_deliver`` attempts, the server emits
+``$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<consumer>`` but leaves the message in
+the work queue. The office copies it (by stream sequence) into DEAD_LETTERS with the last
+error the agent recorded, then deletes the original. Poison input skips the retries.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from typing import Any
+
+import nats.js.errors
+from nats.js.api import ConsumerInfo, RetentionPolicy
+
+from ..client import Client
+from ..errors import AgentlabError
+from ..jetstream import PubAck
+from ..received import Message
+from ..stores import KeyValueBucket
+from ..subjects import Subjects
+from .models import DeadLetter
+
+log = logging.getLogger("agentlab")
+
+DLQ_STREAM = "DEAD_LETTERS"
+FAILURES_BUCKET = "TASK_FAILURES"
+ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+
+def _payload_fields(data: bytes) -> dict[str, str]:
+    try:
+        return {"payload": data.decode("utf-8"), "encoding": "utf-8"}
+    except UnicodeDecodeError:
+        return {"payload": base64.b64encode(data).decode(), "encoding": "base64"}
+
+
+def _original_bytes(letter: DeadLetter) -> bytes:
+    if letter.encoding == "base64":
+        return base64.b64decode(letter.payload)
+    return letter.payload.encode()
+
+
+async def remember_failure(client: Client, msg: Message, error: str) -> None:
+    """Keep the latest error per stream message, for the dead letter if it comes to that."""
+    bucket = await KeyValueBucket.adeclare(client, FAILURES_BUCKET, ttl=7 * 86400)
+    info = msg.info
+    await bucket.aput(f"{info.stream}.{info.stream_seq}", {"error": error,
+                                                           "deliveries": info.num_delivered})
+
+
+async def dead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str) -> None:
+    """Poison input: no retry can fix it, so it goes to the DLQ at once (then term it)."""
+    info = msg.info
+    letter = DeadLetter(reason="poison", error=reason, original_subject=msg.subject,
+                        headers=dict(msg.headers), stream=info.stream,
+                        stream_seq=info.stream_seq, consumer=info.consumer,
+                        deliveries=info.num_delivered, **_payload_fields(msg.data))
+    await client.js.apublish(subjects.dlq(info.stream, info.consumer), letter,
+                             msg_id=f"{info.stream}.{info.stream_seq}")
+
+
+class DeadLetterNotFound(AgentlabError, LookupError):
+    """No dead letter at that sequence of DEAD_LETTERS (never was, or redriven already)."""
+
+    def __init__(self, seq: int):
+        self.seq = seq
+        super().__init__(
+            f"No dead letter with seq {seq} in stream '{DLQ_STREAM}': it never existed or was "
+            "redriven (or purged) already. List the ones there with `agentlab dlq list` or "
+            "DeadLetterOffice(client).list().")
+
+
+class DeadLetterOffice:
+    """Turns max-delivery advisories into dead letters; lists, shows and redrives them.
+
+    Advisories are core NATS messages: while no office is subscribed they are lost, and a
+    message that ran out of deliveries then stays in its work queue, never delivered
+    again. ``start()`` therefore first runs ``sweep()``, which finds such messages from
+    the consumers' state and buries them too.
+    """
+
+    def __init__(self, client: Client, subjects: Subjects | None = None,
+                 streams: tuple[str, ...] = ("AGENT_TASKS", "TOOL_REQUESTS")):
+        self.client = client
+        self.subjects = subjects or Subjects()
+        self.streams = streams
+        self.handled = 0
+        self._sub: Any = None
+        self._failures: KeyValueBucket | None = None
+
+    def start(self, sweep: bool = True) -> DeadLetterOffice:
+        """Listen for advisories (and first bury what was missed while nobody listened)."""
+        return self.client._bridge.run(self.astart(sweep), operation="start")
+
+    async def astart(self, sweep: bool = True) -> DeadLetterOffice:
+        async def start() -> DeadLetterOffice:
+            if self._sub is None:
+                # Subscribe before sweeping: an advisory during the sweep is not missed.
+                self._sub = await self.client.asubscribe(f"{ADVISORY}.>", self._on_advisory)
+            if sweep:
+                await self.asweep()
+            return self
+        return await self.client._bridge.arun(start())
+
+    def stop(self) -> None:
+        if self._sub is not None:
+            self._sub.unsubscribe()
+            self._sub = None
+
+    async def astop(self) -> None:
+        if self._sub is not None:
+            await self._sub.aunsubscribe()
+            self._sub = None
+
+    async def _on_advisory(self, msg: Message) -> None:
+        advisory = msg.json()
+        stream, seq = advisory["stream"], advisory["stream_seq"]
+        if stream not in self.streams:
+            return
+        await self.bury(stream, seq, advisory["consumer"], advisory.get("deliveries", 0))
+
+    def sweep(self) -> int:
+        """Bury messages whose max-deliveries advisory went unheard. Returns how many."""
+        return self.client._bridge.run(self.asweep(), operation="sweep")
+
+    async def asweep(self) -> int:
+        async def sweep() -> int:
+            js = self.client.nc.jetstream()
+            buried = 0
+            for stream in self.streams:
+                try:
+                    info = await js.stream_info(stream)
+                    consumers = await js.consumers_info(stream)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if info.config.retention != RetentionPolicy.WORK_QUEUE:
+                    continue  # acked messages stay in other streams: no way to tell them apart
+                for consumer in consumers:
+                    buried += await self._sweep_consumer(js, stream, consumer)
+            return buried
+        return await self.client._bridge.arun(sweep())
+
+    async def _sweep_consumer(self, js: Any, stream: str, consumer: ConsumerInfo) -> int:
+        config = consumer.config
+        if not config.max_deliver or config.max_deliver < 1:
+            return 0
+        # In a work queue an acked message is deleted, so a message still stored at or below
+        # the ack floor was given up. With nothing awaiting an ack (a nak'ed message waiting
+        # for its retry counts as awaiting), all delivered ones are settled.
+        floor = consumer.ack_floor.stream_seq if consumer.ack_floor else 0
+        if not consumer.num_ack_pending and consumer.delivered:
+            floor = max(floor, consumer.delivered.stream_seq or 0)
+        filters = config.filter_subjects or [config.filter_subject or ">"]
+        buried = 0
+        for subject in filters:
+            seq = 1
+            while seq <= floor:
+                try:
+                    raw = await js.get_msg(stream, seq, subject=subject, next=True)
+                except nats.js.errors.NotFoundError:
+                    break
+                if not raw.seq or raw.seq > floor:
+                    break
+                if await self.bury(stream, raw.seq, consumer.name, config.max_deliver):
+                    buried += 1
+                seq = raw.seq + 1
+        return buried
+
+    async def bury(self, stream: str, seq: int, consumer: str, deliveries: int) -> bool:
+        """Copy ``stream#seq`` into DEAD_LETTERS, then delete it. False if it is gone."""
+        js = self.client.nc.jetstream()
+        try:
+            original = await js.get_msg(stream, seq)
+        except Exception as error:  # already gone (acked late, or buried by another office)
+            log.info("dead letter %s#%d: original not found (%s)", stream, seq, error)
+            return False
+        if self._failures is None:
+            self._failures = await KeyValueBucket.adeclare(self.client, FAILURES_BUCKET,
+                                                           ttl=7 * 86400)
+        failure = await self._failures.aget(f"{stream}.{seq}") or {}
+        headers = {k: v for k, v in (original.headers or {}).items() if isinstance(v, str)}
+        letter = DeadLetter(reason="max_deliveries",
+                            error=failure.get("error", "no error recorded (handler hung?)"),
+                            original_subject=original.subject or "", headers=headers,
+                            stream=stream, stream_seq=seq, consumer=consumer,
+                            deliveries=deliveries, **_payload_fields(original.data or b""))
+        # Publish first, delete second: a crash in between leaves a copy, never a loss
+        # (and the msg id makes a second copy within the duplicate window a no-op).
+        await self.client.js.apublish(self.subjects.dlq(stream, consumer), letter,
+                                      msg_id=f"{stream}.{seq}")
+        try:
+            await js.delete_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return False  # another office buried it at the same time
+        self.handled += 1
+        log.warning("dead letter: %s#%d on '%s' after %d deliveries: %s", stream, seq,
+                    letter.original_subject, deliveries, letter.error)
+        return True
+
+    # -- reading and redriving ---------------------------------------------------------
+    def list(self, limit: int = 100) -> list[tuple[int, DeadLetter]]:
+        """``(dlq_seq, letter)`` pairs, oldest first."""
+        return self.client._bridge.run(self.alist(limit), operation="list")
+
+    async def alist(self, limit: int = 100) -> list[tuple[int, DeadLetter]]:
+        async def read() -> list[tuple[int, DeadLetter]]:
+            await self.client.js.astream_info(DLQ_STREAM)  # StreamNotFound, clearly, if absent
+            js = self.client.nc.jetstream()
+            out: list[tuple[int, DeadLetter]] = []
+            seq = 0
+            while len(out) < limit:
+                try:
+                    raw = await js.get_msg(DLQ_STREAM, seq + 1, next=True,
+                                           subject=self.subjects.dlq_all(), direct=True)
+                except nats.js.errors.NotFoundError:
+                    break  # no more
+                seq = raw.seq or seq + 1
+                out.append((seq, DeadLetter.model_validate_json(raw.data or b"{}")))
+            return out
+        return await self.client._bridge.arun(read())
+
+    def show(self, seq: int) -> DeadLetter:
+        """The dead letter at ``seq`` of DEAD_LETTERS; DeadLetterNotFound if there is none."""
+        return self.client._bridge.run(self.ashow(seq), operation="show")
+
+    async def ashow(self, seq: int) -> DeadLetter:
+        async def read() -> DeadLetter:
+            try:
+                raw = await self.client.nc.jetstream().get_msg(DLQ_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                await self.client.js.astream_info(DLQ_STREAM)  # StreamNotFound if absent
+                raise DeadLetterNotFound(seq) from None
+            return DeadLetter.model_validate_json(raw.data or b"{}")
+        if seq < 1:
+            raise DeadLetterNotFound(seq)
+        return await self.client._bridge.arun(read())
+
+    def redrive(self, seq: int) -> PubAck:
+        """Republish a dead letter to its original subject and remove it from the DLQ."""
+        return self.client._bridge.run(self.aredrive(seq), operation="redrive")
+
+    async def aredrive(self, seq: int) -> PubAck:
+        letter = await self.ashow(seq)
+        headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-")}
+        headers["Agentlab-Redriven-From"] = f"{DLQ_STREAM}#{seq}"
+        # A fresh Nats-Msg-Id: the original id may still be inside the duplicate window.
+        ack = await self.client.js.apublish(
+            letter.original_subject, _original_bytes(letter), headers=headers,
+            msg_id=f"redrive-{letter.stream}.{letter.stream_seq}-{uuid.uuid4().hex[:8]}")
+
+        async def forget() -> None:
+            await self.client.nc.jetstream().delete_msg(DLQ_STREAM, seq)
+        await self.client._bridge.arun(forget())
+        return ack
+
+
+def letter_summary(seq: int, letter: DeadLetter) -> dict[str, Any]:
+    return {"seq": seq, "reason": letter.reason, "subject": letter.original_subject,
+            "stream": f"{letter.stream}#{letter.stream_seq}", "consumer": letter.consumer,
+            "deliveries": letter.deliveries, "error": letter.error,
+            "dead_at": letter.dead_at.isoformat(timespec="seconds")}
+
+
+__all__ = ["DeadLetterOffice", "DeadLetterNotFound", "dead_letter_now", "remember_failure",
+           "letter_summary"]

@@ -1,0 +1,133 @@
+"""The reference organisation in one call: streams, agents, dead-letter office, health monitor.
+
+    org = Organisation(lab, "acme").start()        # CEO, CTO and CFO agents, working
+    org.assign("Launch the product")               # a task for the CEO, from the board
+    org.scale("cto", 0)                            # scale to zero: tasks wait in the stream
+    org.stop()
+
+Each agent instance gets a connection of its own, named after it, as separate processes
+would. Pass your own handlers to replace the deterministic reference roles.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from ..client import Client
+from ..subjects import Subjects
+from .agent import Agent, TaskHandler
+from .deadletters import DeadLetterOffice
+from .health import HealthMonitor
+from .models import Task
+from .roles import REFERENCE_ROLES
+from .streams import declare_reference_streams
+
+
+class Organisation:
+    def __init__(self, lab: Client, org: str = "acme", *,
+                 roles: dict[str, TaskHandler | None] | None = None,
+                 instances: dict[str, int] | None = None, ack_wait: float = 30.0,
+                 max_deliver: int = 3, heartbeat_interval: float = 2.0,
+                 subjects: Subjects | None = None, stream_replicas: int = 1,
+                 monitor_interval: float = 1.0, scale_threshold: int = 100):
+        self.lab = lab
+        self.org = org
+        self.roles = dict(REFERENCE_ROLES if roles is None else roles)
+        self.instances = {role: 1 for role in self.roles} | (instances or {})
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.heartbeat_interval = heartbeat_interval
+        self.subjects = subjects or Subjects()
+        self.stream_replicas = stream_replicas
+        self.agents: dict[str, list[Agent]] = {role: [] for role in self.roles}
+        self.dead_letters: DeadLetterOffice | None = None
+        self.health: HealthMonitor | None = None
+        self._monitor_interval = monitor_interval
+        self._scale_threshold = scale_threshold
+        self._clients: list[Client] = []
+        self._serial = 0
+        self._retired: Counter[str] = Counter()  # stats of instances scaled away
+
+    def _connect(self, name: str) -> Client:
+        client = Client.open(self.lab.url, name=name)
+        self._clients.append(client)
+        return client
+
+    def start(self) -> Organisation:
+        """Declare the streams, then start the dead-letter office, the monitor and the agents."""
+        declare_reference_streams(self.lab, self.subjects, self.stream_replicas)
+        self.dead_letters = DeadLetterOffice(self._connect(f"{self.org}-dlq"),
+                                             self.subjects).start()
+        self.health = HealthMonitor(self._connect(f"{self.org}-health"),
+                                    interval=self._monitor_interval,
+                                    heartbeat_interval=self.heartbeat_interval,
+                                    scale_threshold=self._scale_threshold,
+                                    subjects=self.subjects).start()
+        for role, count in self.instances.items():
+            self.scale(role, count)
+        return self
+
+    def scale(self, role: str, count: int) -> list[Agent]:
+        """Run exactly ``count`` instances of ``role`` (0 = scale to zero; tasks wait)."""
+        running = self.agents.setdefault(role, [])
+        while len(running) > count:
+            agent = running.pop()
+            agent.stop()
+            self._retired.update(agent.stats)
+        while len(running) < count:
+            self._serial += 1
+            instance = f"{role}-{self._serial}"
+            agent = Agent(self._connect(instance), role, self.org, self.roles.get(role),
+                          subjects=self.subjects, ack_wait=self.ack_wait,
+                          max_deliver=self.max_deliver,
+                          heartbeat_interval=self.heartbeat_interval, instance=instance)
+            running.append(agent.start())
+        return running
+
+    def agent(self, role: str) -> Agent:
+        """The first running instance of ``role``."""
+        running = self.agents.get(role) or []
+        if not running:
+            raise LookupError(f"No '{role}' agent is running in {self.org}: "
+                              f"org.scale('{role}', 1) starts one.")
+        return running[0]
+
+    def assign(self, title: str, *, to: str = "ceo", details: dict[str, Any] | None = None,
+               requested_by: str = "board", task_id: str | None = None) -> Task:
+        """Give the organisation work from outside it (the board, a customer, a test)."""
+        task = Task(org=self.org, role=to, title=title, details=details or {},
+                    requested_by=requested_by, **({"id": task_id} if task_id else {}))
+        self.lab.js.publish(self.subjects.tasks(to), task, msg_id=task.id)
+        self.lab.publish(self.subjects.tasks_created(self.org), task)
+        return task
+
+    def stats(self) -> dict[str, int]:
+        """Counters summed over every agent instance, including those scaled away."""
+        total = Counter(self._retired)
+        for agents in self.agents.values():
+            for agent in agents:
+                total.update(agent.stats)
+        return dict(total)
+
+    def stop(self) -> None:
+        for role in list(self.agents):
+            self.scale(role, 0)
+        if self.health is not None:
+            self.health.stop()
+        if self.dead_letters is not None:
+            self.dead_letters.stop()
+        for client in self._clients:
+            if not client.is_closed:
+                client.close()
+        self._clients.clear()
+
+    def __enter__(self) -> Organisation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{role}×{len(a)}" for role, a in self.agents.items())
+        return f"<Organisation {self.org}: {counts}>"

@@ -1,0 +1,535 @@
+"""Stream and consumer reports, named column for column as ``nats stream report`` and
+``nats consumer report`` name them, so what a learner reads here is what production shows.
+
+    report = stream_report(client)               # every stream: a plain, frozen snapshot
+    report.row("AGENT_TASKS").messages            # numbers stay numbers
+    rich.print(report)                            # a rich table (also _repr_html_ in Jupyter)
+    consumer_report(client, "AGENT_TASKS").row("cto").oldest_unprocessed_age   # seconds
+
+Column names come from the nats CLI (github.com/nats-io/natscli): ``renderStreams`` in
+cli/stream_command.go and ``reportAction`` in cli/consumer_command.go. Cells are formatted
+the way that CLI formats them (thousands separators, IEC bytes, its duration style), so a
+snapshot printed here and ``nats ... report`` against the same server read the same.
+
+One column is agentlab's own, appended after the nats ones and listed separately in
+``AGENTLAB_CONSUMER_COLUMNS``: **Oldest Unprocessed**, the age of the oldest message the
+consumer has not acknowledged yet (seed 002: "message age (oldest unprocessed message
+indicates latency)"). It is measured, not estimated: everything at or below a consumer's
+ack floor is acknowledged, so the first message *above* the ack floor that matches the
+consumer's filter is the oldest one still unprocessed (delivered and awaiting its ack, or
+not delivered yet). We ask the stream for it with one direct get,
+``{"seq": ack_floor.stream_seq + 1, "next_by_subj": <filter>}`` (``$JS.API.DIRECT.GET``,
+or ``$JS.API.STREAM.MSG.GET`` when the stream does not allow direct gets), once per filter
+subject, and take the earliest; its stored timestamp gives the age. A consumer with nothing
+pending and nothing awaiting an ack is not asked about at all (its age is None).
+
+Snapshots are frozen dataclasses of plain values; views (rich, HTML, live widgets) render
+them and never talk to NATS themselves.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import nats.js.errors
+from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
+
+from ..errors import StreamNotFound
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..client import Client
+
+__all__ = [
+    "STREAM_REPORT_COLUMNS", "CONSUMER_REPORT_COLUMNS", "AGENTLAB_CONSUMER_COLUMNS",
+    "StreamRow", "StreamReport", "ConsumerRow", "ConsumerReport",
+    "stream_report", "astream_report", "consumer_report", "aconsumer_report",
+    "oldest_unprocessed", "format_duration", "format_bytes", "format_count",
+]
+
+# natscli cli/stream_command.go, func (c *streamCmd) renderStreams: table.AddHeaders(...)
+STREAM_REPORT_COLUMNS: tuple[str, ...] = (
+    "Stream", "Storage", "Placement", "Consumers", "Messages", "Bytes", "Lost", "Deleted",
+    "API Level", "Replicas")
+# natscli cli/consumer_command.go, func (c *consumerCmd) reportAction: table.AddHeaders(...)
+CONSUMER_REPORT_COLUMNS: tuple[str, ...] = (
+    "Consumer", "Mode", "Ack Policy", "Ack Wait", "Ack Pending", "Redelivered", "Unprocessed",
+    "Ack Floor", "API Level", "Cluster")
+# agentlab's addition, shown after the nats columns (see the module docstring).
+AGENTLAB_CONSUMER_COLUMNS: tuple[str, ...] = ("Oldest Unprocessed",)
+
+_REQUIRED_API_LEVEL = "_nats.req.level"  # jsm.go api.JsMetaRequiredServerLevel
+_STREAM_NOT_FOUND = 10059
+
+
+# -- formatting, as the nats CLI does it (natscli columns.F / HumanizeDuration) -----------
+def format_count(value: int) -> str:
+    """``1234567`` -> ``'1,234,567'`` (humanize.Comma)."""
+    return f"{int(value):,}"
+
+
+def format_bytes(value: int) -> str:
+    """IEC sizes as humanize.IBytes writes them: ``'512 B'``, ``'1.5 KiB'``, ``'20 MiB'``."""
+    value = int(value)
+    if value < 10:
+        return f"{value} B"
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    exponent = min(int(math.floor(math.log(value) / math.log(1024))), len(units) - 1)
+    scaled = math.floor(value / 1024 ** exponent * 10 + 0.5) / 10
+    return f"{scaled:.1f} {units[exponent]}" if scaled < 10 else f"{scaled:.0f} {units[exponent]}"
+
+
+def format_duration(seconds: float | None) -> str:
+    """The nats CLI's duration style: ``'250ms'``, ``'4.20s'``, ``'5m0s'``, ``'1h2m3s'``."""
+    if seconds is None:
+        return ""
+    if seconds < 0.001:
+        return f"{round(seconds * 1e6)}µs"
+    if seconds < 1:
+        return f"{round(seconds * 1e3)}ms"
+    total = int(seconds)
+    mins, hours, days = total // 60, total // 3600, total // 86400
+    years = days // 365
+    if years:
+        return f"{years}y{days % 365}d{hours % 24}h{mins % 60}m{total % 60}s"
+    if days:
+        return f"{days}d{hours % 24}h{mins % 60}m{total % 60}s"
+    if hours:
+        return f"{hours}h{mins % 60}m{total % 60}s"
+    if mins:
+        return f"{mins}m{total % 60}s"
+    return f"{seconds:.2f}s"
+
+
+def _cluster_peers(cluster: ClusterInfo | None) -> tuple[str, ...]:
+    """natscli renderCluster: leader marked '*', lagging or offline replicas marked '!'."""
+    if cluster is None:
+        return ()
+    names: list[str] = []
+    flags: list[str] = []
+    if cluster.leader:
+        names.append(cluster.leader)
+        flags.append("*")
+    for peer in cluster.replicas or []:
+        names.append(peer.name)
+        flags.append("!" if (peer.offline or not peer.current) else "")
+    return tuple(sorted(n + f for n, f in zip(_compact(names), flags)))
+
+
+def _compact(names: list[str]) -> list[str]:
+    """Drop the domain suffix all names share, as natscli's CompactStrings does."""
+    if not names:
+        return names
+    parts = [n.split(".") for n in names]
+    shortest = min(len(p) for p in parts)
+    suffix = ""
+    for i in range(shortest - 1, 0, -1):
+        if all(p[i] == parts[0][i] for p in parts):
+            suffix = "." + parts[0][i] + suffix
+        else:
+            break
+    return [n[: -len(suffix)] if suffix and n.endswith(suffix) else n for n in names]
+
+
+def _enum(value: Any) -> str:
+    return str(getattr(value, "value", value) or "")
+
+
+def _api_level(metadata: dict[str, str] | None) -> str:
+    return (metadata or {}).get(_REQUIRED_API_LEVEL) or "0"
+
+
+# -- snapshots ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamRow:
+    """One stream, as plain values. ``cells()`` gives the nats CLI's text for each column."""
+
+    name: str
+    storage: str                  # "File" or "Memory", as the CLI prints it
+    placement: str
+    consumers: int
+    messages: int
+    bytes: int
+    lost_messages: int
+    lost_bytes: int
+    deleted: int
+    api_level: str
+    replicas: tuple[str, ...]     # peers: leader marked '*', lagging/offline marked '!'
+    description: str = ""
+    subjects: tuple[str, ...] = ()
+    retention: str = ""
+    first_seq: int = 0
+    last_seq: int = 0
+
+    def cells(self) -> tuple[str, ...]:
+        lost = "0"
+        if self.lost_messages > 0:
+            lost = f"{format_count(self.lost_messages)} ({format_bytes(self.lost_bytes)})"
+        return (self.name, self.storage, self.placement, format_count(self.consumers),
+                format_count(self.messages), format_bytes(self.bytes), lost,
+                format_count(self.deleted), self.api_level, ", ".join(self.replicas))
+
+    @classmethod
+    def from_info(cls, info: StreamInfo) -> StreamRow:
+        config, state = info.config, info.state
+        placement = ""
+        if config.placement is not None:
+            if config.placement.cluster:
+                placement = f"cluster: {config.placement.cluster} "
+            if config.placement.tags:
+                placement = f"{placement}tags: {', '.join(config.placement.tags)}"
+        deleted = state.num_deleted or 0
+        if state.deleted:  # servers that predate num_deleted list the sequences
+            deleted = len(state.deleted)
+        lost = state.lost
+        storage = _enum(config.storage)
+        return cls(
+            name=config.name or "", storage=storage.capitalize(), placement=placement,
+            consumers=state.consumer_count, messages=state.messages, bytes=state.bytes,
+            lost_messages=len(lost.msgs or []) if lost else 0,
+            lost_bytes=(lost.bytes or 0) if lost else 0, deleted=deleted,
+            api_level=_api_level(config.metadata), replicas=_cluster_peers(info.cluster),
+            description=config.description or "", subjects=tuple(config.subjects or ()),
+            retention=_enum(config.retention), first_seq=state.first_seq,
+            last_seq=state.last_seq)
+
+
+@dataclass(frozen=True)
+class ConsumerRow:
+    """One consumer, as plain values. ``depth`` = unprocessed + ack pending."""
+
+    stream: str
+    name: str
+    mode: str                     # "Pull" or "Push"
+    ack_policy: str               # "Explicit", "All" or "None"
+    ack_wait: float               # seconds
+    ack_pending: int              # delivered, not acknowledged yet
+    redelivered: int
+    unprocessed: int              # num_pending: not delivered yet
+    ack_floor: int                # stream sequence at and below which all is acknowledged
+    api_level: str
+    cluster: tuple[str, ...]
+    stream_messages: int = 0      # for the "n / p%" of the Unprocessed column
+    delivered: int = 0            # last delivered stream sequence
+    waiting: int = 0              # pull requests parked at the server (num_waiting)
+    push_bound: bool = False
+    filter_subjects: tuple[str, ...] = ()
+    max_ack_pending: int = 0
+    max_deliver: int = 0
+    oldest_unprocessed_seq: int | None = None
+    oldest_unprocessed_at: datetime | None = None
+    oldest_unprocessed_age: float | None = None   # seconds, as of the report's taken_at
+
+    @property
+    def depth(self) -> int:
+        """Messages this consumer still has to get through: not delivered + not acked."""
+        return self.unprocessed + self.ack_pending
+
+    def cells(self, extras: bool = False) -> tuple[str, ...]:
+        unprocessed = "0"
+        if self.unprocessed > 0:
+            share = 100.0 if self.stream_messages <= 0 else \
+                min(100.0, math.floor(self.unprocessed / self.stream_messages * 100))
+            unprocessed = f"{format_count(self.unprocessed)} / {share:.0f}%"
+        cells = (self.name, self.mode, self.ack_policy, format_duration(self.ack_wait),
+                 format_count(self.ack_pending), format_count(self.redelivered), unprocessed,
+                 format_count(self.ack_floor), self.api_level, ", ".join(self.cluster))
+        if extras:
+            cells += (format_duration(self.oldest_unprocessed_age),)
+        return cells
+
+    @classmethod
+    def from_info(cls, info: ConsumerInfo, stream_messages: int = 0,
+                  oldest: tuple[int, datetime] | None = None,
+                  taken_at: datetime | None = None) -> ConsumerRow:
+        config = info.config
+        filters = tuple(config.filter_subjects or ()) or \
+            ((config.filter_subject,) if config.filter_subject else ())
+        age = None
+        if oldest is not None:
+            age = max(0.0, ((taken_at or _now()) - oldest[1]).total_seconds())
+        return cls(
+            stream=info.stream_name, name=info.name,
+            mode="Push" if config.deliver_subject else "Pull",
+            ack_policy=_enum(config.ack_policy).capitalize(),
+            ack_wait=float(config.ack_wait or 0.0), ack_pending=info.num_ack_pending or 0,
+            redelivered=info.num_redelivered or 0, unprocessed=info.num_pending or 0,
+            ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
+            api_level=_api_level(config.metadata), cluster=_cluster_peers(info.cluster),
+            stream_messages=stream_messages,
+            delivered=info.delivered.stream_seq if info.delivered else 0,
+            waiting=info.num_waiting or 0, push_bound=bool(info.push_bound),
+            filter_subjects=filters, max_ack_pending=config.max_ack_pending or 0,
+            max_deliver=config.max_deliver or 0,
+            oldest_unprocessed_seq=oldest[0] if oldest else None,
+            oldest_unprocessed_at=oldest[1] if oldest else None, oldest_unprocessed_age=age)
+
+
+class _Rendered:
+    """Shared rendering: a rich Table for terminals, an HTML table for Jupyter."""
+
+    title: ClassVar[str]
+    columns: ClassVar[tuple[str, ...]]
+    numeric: ClassVar[frozenset[str]] = frozenset()
+
+    def table_cells(self) -> list[tuple[str, ...]]:
+        raise NotImplementedError
+
+    def to_table(self) -> Table:
+        from rich.table import Table
+
+        table = Table(title=self.title, title_justify="left", header_style="bold")
+        for name in self.columns:
+            table.add_column(name, justify="right" if name in self.numeric else "left",
+                             style="dim" if name in AGENTLAB_CONSUMER_COLUMNS else None,
+                             overflow="fold")  # never hide part of a name behind "…"
+        for cells in self.table_cells():
+            table.add_row(*cells)
+        return table
+
+    def __rich__(self) -> Table:
+        return self.to_table()
+
+    def _repr_html_(self) -> str:
+        esc = html.escape
+        head = "".join(f"<th style='text-align:{self._align(c)}'>{esc(c)}</th>"
+                       for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='text-align:{self._align(c)}'>{esc(v)}</td>"
+                             for c, v in zip(self.columns, cells)) + "</tr>"
+            for cells in self.table_cells())
+        return (f"<table><caption style='text-align:left'><b>{esc(self.title)}</b></caption>"
+                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def _align(self, column: str) -> str:
+        return "right" if column in self.numeric else "left"
+
+    def __str__(self) -> str:
+        from rich.console import Console
+
+        table = self.to_table()
+        console = Console(width=natural_width(table), record=True, file=_Discard(),
+                          color_system=None)
+        console.print(table)
+        return console.export_text().rstrip("\n")
+
+
+def natural_width(table: Table) -> int:
+    """The width at which ``table`` prints without wrapping or truncating a cell."""
+    from rich.console import Console
+
+    measuring = Console(width=10_000, file=_Discard())
+    return measuring.measure(table).maximum
+
+
+class _Discard:
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StreamReport(_Rendered):
+    """Every stream on the server at ``taken_at``; rows ordered as the nats CLI orders them
+    by default (by size, smallest first), or as ``stream_report(sort=...)`` asked."""
+
+    rows: tuple[StreamRow, ...]
+    taken_at: datetime = field(default_factory=lambda: _now())
+    columns: ClassVar[tuple[str, ...]] = STREAM_REPORT_COLUMNS
+    title: ClassVar[str] = "Stream Report"
+    numeric: ClassVar[frozenset[str]] = frozenset({"Consumers", "Messages", "Bytes", "Lost",
+                                                   "Deleted"})
+
+    def row(self, name: str) -> StreamRow:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no stream {name!r} in this report (streams: "
+                       f"{', '.join(r.name for r in self.rows) or 'none'})")
+
+    @property
+    def names(self) -> list[str]:
+        return [row.name for row in self.rows]
+
+    def table_cells(self) -> list[tuple[str, ...]]:
+        return [row.cells() for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class ConsumerReport(_Rendered):
+    """The consumers of one stream at ``taken_at``, ordered by name."""
+
+    stream: str
+    stream_messages: int
+    rows: tuple[ConsumerRow, ...]
+    taken_at: datetime = field(default_factory=lambda: _now())
+    extras: bool = True            # show agentlab's "Oldest Unprocessed" after the nats columns
+    numeric: ClassVar[frozenset[str]] = frozenset({"Ack Pending", "Redelivered", "Unprocessed",
+                                                   "Ack Floor", "Oldest Unprocessed"})
+
+    @property
+    def columns(self) -> tuple[str, ...]:  # type: ignore[override]
+        return CONSUMER_REPORT_COLUMNS + (AGENTLAB_CONSUMER_COLUMNS if self.extras else ())
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        # natscli: "Consumer report for %s with %s consumers"
+        return f"Consumer report for {self.stream} with {format_count(len(self.rows))} consumers"
+
+    def row(self, name: str) -> ConsumerRow:
+        for row in self.rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"no consumer {name!r} on stream {self.stream!r} (consumers: "
+                       f"{', '.join(r.name for r in self.rows) or 'none'})")
+
+    @property
+    def names(self) -> list[str]:
+        return [row.name for row in self.rows]
+
+    def table_cells(self) -> list[tuple[str, ...]]:
+        return [row.cells(extras=self.extras) for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+# -- collecting ---------------------------------------------------------------------------
+_SORTS = {
+    "bytes": lambda r: (r.bytes, r.name), "messages": lambda r: (r.messages, r.name),
+    "consumers": lambda r: (r.consumers, r.name), "name": lambda r: r.name,
+    "storage": lambda r: (r.storage, r.name),
+}
+
+
+def stream_report(client: Client, *, sort: str = "bytes") -> StreamReport:
+    """A snapshot of every stream. ``sort``: bytes (the nats CLI default), messages,
+    consumers, name or storage."""
+    return client._bridge.run(_stream_report(client, sort), operation="stream_report")
+
+
+async def astream_report(client: Client, *, sort: str = "bytes") -> StreamReport:
+    return await client._bridge.arun(_stream_report(client, sort))
+
+
+async def _stream_report(client: Client, sort: str) -> StreamReport:
+    if sort not in _SORTS:
+        raise ValueError(f"sort={sort!r}: use one of {', '.join(_SORTS)}")
+    infos = await _all_pages(lambda offset: client.nc.jetstream().streams_info(offset))
+    rows = sorted((StreamRow.from_info(info) for info in infos), key=_SORTS[sort])
+    return StreamReport(rows=tuple(rows), taken_at=_now())
+
+
+def consumer_report(client: Client, stream: str, *, extras: bool = True) -> ConsumerReport:
+    """A snapshot of every consumer of ``stream``, with each one's oldest unprocessed age.
+
+    ``extras=False`` renders exactly the nats CLI's columns.
+    """
+    return client._bridge.run(_consumer_report(client, stream, extras),
+                              operation="consumer_report")
+
+
+async def aconsumer_report(client: Client, stream: str, *,
+                           extras: bool = True) -> ConsumerReport:
+    return await client._bridge.arun(_consumer_report(client, stream, extras))
+
+
+async def _consumer_report(client: Client, stream: str, extras: bool) -> ConsumerReport:
+    js = client.nc.jetstream()
+    try:
+        stream_info = await js.stream_info(stream)
+        infos = await _all_pages(lambda offset: js.consumers_info(stream, offset))
+    except nats.js.errors.NotFoundError:
+        raise StreamNotFound(stream) from None
+    except nats.js.errors.APIError as error:
+        if error.err_code == _STREAM_NOT_FOUND:
+            raise StreamNotFound(stream) from None
+        raise
+    direct = bool(stream_info.config.allow_direct)
+    taken_at = _now()
+    rows = []
+    for info in sorted(infos, key=lambda i: i.name):
+        oldest = await _oldest(client, stream, info, direct)
+        rows.append(ConsumerRow.from_info(info, stream_info.state.messages, oldest, taken_at))
+    return ConsumerReport(stream=stream, stream_messages=stream_info.state.messages,
+                          rows=tuple(rows), taken_at=taken_at, extras=extras)
+
+
+def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
+                       ) -> tuple[int, datetime] | None:
+    """``(stream sequence, stored at)`` of the consumer's oldest unacknowledged message, or
+    None when it has nothing left to process. See the module docstring for the method."""
+    async def run() -> tuple[int, datetime] | None:
+        js = client.nc.jetstream()
+        info = consumer if isinstance(consumer, ConsumerInfo) else \
+            await js.consumer_info(stream, consumer)
+        stream_info = await js.stream_info(stream)
+        return await _oldest(client, stream, info, bool(stream_info.config.allow_direct))
+
+    return client._bridge.run(run(), operation="oldest_unprocessed")
+
+
+async def _oldest(client: Client, stream: str, info: ConsumerInfo,
+                  direct: bool) -> tuple[int, datetime] | None:
+    if not (info.num_pending or info.num_ack_pending):
+        return None  # everything delivered has been acknowledged
+    config = info.config
+    filters: Sequence[str] = config.filter_subjects or \
+        ([config.filter_subject] if config.filter_subject else [">"])
+    start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
+    jsm = client.nc.jetstream()
+    found: list[tuple[int, datetime]] = []
+    for subject in filters:
+        try:
+            msg = await jsm.get_msg(stream, seq=start, subject=subject, next=True,
+                                    direct=direct)
+        except nats.js.errors.NotFoundError:
+            continue  # nothing above the ack floor on this subject (acked since we looked)
+        except nats.js.errors.APIError as error:
+            if error.code == 404 or error.err_code in (10037, _STREAM_NOT_FOUND):
+                continue  # 10037: no message found
+            raise
+        if msg.seq is not None and msg.time is not None:
+            found.append((msg.seq, msg.time))
+    return min(found) if found else None
+
+
+_API_LIST_LIMIT = 256  # nats-server's JSApiListLimit: list replies come in pages of this size
+
+
+async def _all_pages(fetch: Any) -> list[Any]:
+    items: list[Any] = []
+    while True:
+        page = await fetch(len(items))
+        items.extend(page)
+        if len(page) < _API_LIST_LIMIT:
+            return items
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+
+def status_reports(client: Client) -> list[StreamReport | ConsumerReport]:
+    """What ``agentlab status`` prints: the stream report, then the consumer report of every
+    stream that has consumers (streams by name)."""
+    streams = stream_report(client)
+    reports: list[StreamReport | ConsumerReport] = [streams]
+    for name in sorted(row.name for row in streams.rows if row.consumers > 0):
+        try:
+            reports.append(consumer_report(client, name))
+        except StreamNotFound:  # deleted since the stream report was taken
+            continue
+    return reports
