@@ -11,13 +11,15 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio
 import json
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors
-from nats.js.api import ConsumerInfo, StreamInfo
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
 
 from .errors import (
     ConsumerNotFound,
@@ -173,6 +175,48 @@ class JetStream:
             await self._ctx.delete_consumer(stream, consumer)
         except nats.js.errors.APIError as error:
             raise _explain(error, f"delete consumer '{consumer}'", stream, consumer) from None
+
+    def read(self, stream: str, filter_subject: str = ">", *, since: datetime | None = None,
+             timeout: float = 2.0) -> list[Message]:
+        """Everything stored in ``stream`` now that matches, oldest first (or from ``since``).
+
+        A snapshot through a throwaway consumer: it reads exactly what was stored when the
+        read began, acknowledges nothing, and leaves no consumer behind.
+        """
+        return self._run(self._read(stream, filter_subject, since, timeout), "read")
+
+    async def aread(self, stream: str, filter_subject: str = ">", *,
+                    since: datetime | None = None, timeout: float = 2.0) -> list[Message]:
+        return await self._bridge.arun(self._read(stream, filter_subject, since, timeout))
+
+    async def _read(self, stream: str, filter_subject: str, since: datetime | None,
+                    timeout: float) -> list[Message]:
+        config = ConsumerConfig(
+            filter_subject=filter_subject, ack_policy=AckPolicy.NONE, mem_storage=True,
+            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
+            opt_start_time=since, inactive_threshold=30.0)  # gone even if we are killed
+        try:
+            info = await self._ctx.add_consumer(stream, config)
+        except nats.js.errors.APIError as error:
+            raise _explain(error, f"read stream '{stream}'", stream) from None
+        psub = await self._ctx.pull_subscribe_bind(consumer=info.name, stream=stream)
+        out: list[Message] = []
+        try:
+            left = info.num_pending  # the snapshot size: stop at what was stored at the start
+            while left > 0:
+                try:
+                    batch = await psub.fetch(min(left, 256), timeout=timeout)
+                except asyncio.TimeoutError:
+                    break  # expired or purged meanwhile: return what was there
+                left -= len(batch)
+                out.extend(Message.from_nats(raw, self._client) for raw in batch)
+        finally:
+            await psub.unsubscribe()
+            try:
+                await self._ctx.delete_consumer(stream, info.name)
+            except nats.js.errors.Error:
+                pass  # inactive_threshold removes it anyway
+        return out
 
     def pull(self, stream: str, consumer: str | ConsumerInfo) -> PullConsumer:
         """A handle to fetch from an existing durable consumer."""
