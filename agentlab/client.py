@@ -39,7 +39,7 @@ from .errors import (
     WrongThread,
 )
 from .messages import to_bytes
-from .permissions import ViolationLog
+from .permissions import FirstPublishCheck, ViolationLog
 from .received import Message
 from .subjects import check_publish_subject
 from .subscription import Subscription
@@ -68,10 +68,8 @@ class Client:
         self._outbound = Outbound(bridge, nc)
         self._requests = RequestMux(bridge, nc, self._outbound)
         violations.on_publish_denied = self._requests.fail_subject
-        # Only servers that require auth can forbid anything, so only they pay for the
-        # first-use round trip that turns an asynchronous -ERR into an exception here.
-        self._verify_publishes = bool(nc._server_info.get("auth_required"))
-        self._verified_subjects: set[str] = set()
+        self._publish_check = FirstPublishCheck(
+            violations, enabled=bool(nc._server_info.get("auth_required")))
         self._subscriptions: list[Subscription] = []
         self._clients: list[Client] = []
         self._closed = False
@@ -174,25 +172,21 @@ class Client:
         Messages from one thread reach the server in the order they were published.
         """
         command = self._command(subject, data, headers, reply)
-        if not self._verify_publishes or subject in self._verified_subjects:
-            self._outbound.send(command)
-            return
-        # Mark before sending: the server's -ERR may arrive before this thread runs again.
-        mark = self._violations.mark()
+        mark = self._publish_check.mark_if_unchecked(subject)
         self._outbound.send(command)
+        if mark is None:
+            return
         if self._bridge.in_loop_thread():
             # Cannot wait here; `await apublish()` raises instead of logging.
             asyncio.ensure_future(self._verify_in_background(subject, mark))
             return
         self.flush()
-        self._violations.raise_if_denied("publish", subject, since=mark)
-        self._remember_verified(subject)
+        self._publish_check.confirm(subject, mark)
 
     async def _verify_in_background(self, subject: str, mark: int) -> None:
         try:
             await self._aflush(5.0)
-            self._violations.raise_if_denied("publish", subject, since=mark)
-            self._remember_verified(subject)
+            self._publish_check.confirm(subject, mark)
         except PermissionDenied as denied:
             log.error("%s", denied)
         except Exception:  # closed or timed out: nothing to report about permissions
@@ -209,17 +203,14 @@ class Client:
     async def apublish(self, subject: str, data: Any = b"", *,
                        headers: dict[str, str] | None = None, reply: str = "") -> None:
         command = self._command(subject, data, headers, reply)
-        if not self._verify_publishes or subject in self._verified_subjects:
-            self._outbound.send(command)
-            return
-        mark = self._violations.mark()
+        mark = self._publish_check.mark_if_unchecked(subject)
         self._outbound.send(command)
-        await self.aflush()
-        self._violations.raise_if_denied("publish", subject, since=mark)
-        self._remember_verified(subject)
+        if mark is not None:
+            await self.aflush()
+            self._publish_check.confirm(subject, mark)
 
-    def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
-                 reply: str) -> bytes:
+    def _payload(self, subject: str, data: Any) -> bytes:
+        """``data`` encoded for ``subject``, once the client, the subject and the size allow."""
         if self._closed:
             raise ClientClosed(self.name)
         check_publish_subject(subject)
@@ -227,12 +218,12 @@ class Client:
         limit = self.nc._max_payload
         if len(payload) > limit:
             raise PayloadTooLarge(subject, len(payload), limit)
-        return pub_command(subject, payload, reply, encode_headers(headers) if headers else b"")
+        return payload
 
-    def _remember_verified(self, subject: str) -> None:
-        if len(self._verified_subjects) > 10_000:
-            self._verified_subjects.clear()
-        self._verified_subjects.add(subject)
+    def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
+                 reply: str) -> bytes:
+        payload = self._payload(subject, data)
+        return pub_command(subject, payload, reply, encode_headers(headers) if headers else b"")
 
     # -- request / reply -------------------------------------------------------------------
     def request(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
@@ -285,12 +276,7 @@ class Client:
 
     def _send_request(self, subject: str, data: Any, headers: dict[str, str] | None,
                       loop: asyncio.AbstractEventLoop | None) -> tuple[str, PendingReply]:
-        if self._closed:
-            raise ClientClosed(self.name)
-        check_publish_subject(subject)
-        payload = to_bytes(data)
-        if len(payload) > self.nc._max_payload:
-            raise PayloadTooLarge(subject, len(payload), self.nc._max_payload)
+        payload = self._payload(subject, data)
         self._violations.raise_if_known_denied("publish to", subject)
         block = encode_headers(headers) if headers else b""
         return self._requests.send(subject, payload, block, loop)

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import asyncio
 import json
 from collections.abc import Coroutine
 from dataclasses import dataclass

@@ -31,7 +31,26 @@ SCHEMA_BASE_URL = "https://agentlab.dev/schemas/"
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
 
-class AgentMessage(BaseModel):
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC: the default of every wire timestamp."""
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    """A fresh random id, 32 hex digits: the default of every wire id."""
+    return uuid.uuid4().hex
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: unknown fields are rejected, so a typo fails loudly.
+
+    Subclass it and register the subclass (``register_wire_model``) to export its schema.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentMessage(WireModel):
     """The envelope every agentlab agent sends: one JSON object, UTF-8 encoded.
 
     Unknown top-level fields are rejected: a typo such as "sendr" fails loudly instead of
@@ -44,12 +63,12 @@ class AgentMessage(BaseModel):
     # A receiver decoding bytes must not invent these: two receivers would disagree.
     wire_required: ClassVar[tuple[str, ...]] = ("id", "timestamp")
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1,
+    id: str = Field(default_factory=new_id, min_length=1,
                     description="Unique id of this message, set by the sender.")
     sender: str = Field(min_length=1, description="Name of the agent that sent the message.")
     type: str = Field(min_length=1, description='What the message means, e.g. "task.assigned".')
     payload: dict[str, Any] = Field(default_factory=dict, description="Application data.")
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc),
+    timestamp: datetime = Field(default_factory=utc_now,
                                 description="Creation time, ISO 8601 (no offset = UTC).")
     correlation_id: str | None = Field(
         default=None, description="The conversation or workflow this message belongs to.")
@@ -216,7 +235,7 @@ def _snake(name: str) -> str:
 # not depend on what the caller happened to import.
 WIRE_MODULES = [
     "agentlab.org.models", "agentlab.org.triggers", "agentlab.org.meetings",
-    "agentlab.org.saga", "agentlab.org.health", "agentlab.org.tools",
+    "agentlab.org.saga", "agentlab.org.health", "agentlab.org.toolpayloads",
 ]
 
 

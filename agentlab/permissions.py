@@ -56,3 +56,35 @@ class ViolationLog:
         """Permissions do not change during a connection: fail fast on a known refusal."""
         if subject.lower() in self._denied_publish:
             raise PermissionDenied(action.split()[0], subject, self.identity)
+
+
+class FirstPublishCheck:
+    """Checks the first publish to each subject, so a refusal raises at that publish.
+
+    Only servers that require auth can forbid anything, so only their connections
+    (``enabled``) pay for the round trip; a subject once allowed is not checked again.
+
+        mark = check.mark_if_unchecked(subject)   # before sending: the -ERR may come first
+        send(...)
+        if mark is not None:
+            flush(); check.confirm(subject, mark)  # PermissionDenied if it was refused
+    """
+
+    def __init__(self, violations: ViolationLog, enabled: bool):
+        self.violations = violations
+        self.enabled = enabled
+        self._allowed: set[str] = set()
+
+    def mark_if_unchecked(self, subject: str) -> int | None:
+        """None if ``subject`` needs no check, else the violation log's mark to check from."""
+        if not self.enabled or subject in self._allowed:
+            return None
+        return self.violations.mark()
+
+    def confirm(self, subject: str, mark: int) -> None:
+        """Raise PermissionDenied if the server refused ``subject`` since ``mark``; else
+        remember that it is allowed. Call after a flush, when the server has answered."""
+        self.violations.raise_if_denied("publish", subject, since=mark)
+        if len(self._allowed) > 10_000:
+            self._allowed.clear()
+        self._allowed.add(subject)

@@ -133,6 +133,14 @@ class Message:
         return f"<Message {self.subject} {len(self.data)}B {preview!r}>"
 
 
+def nak_unless_settled(msg: Message, delay: float) -> None:
+    """nak ``msg`` unless it was acked or termed already (then there is nothing to undo)."""
+    try:
+        msg.nak(delay=delay)
+    except ValueError:
+        pass
+
+
 def parse_ack_subject(reply: str, subject: str = "") -> DeliveryInfo:
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>, or the v2 form
     # with <domain>.<account hash> in front and a random token at the end.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import uuid
+from typing import Any
 
 import pytest
 
@@ -67,3 +69,37 @@ def connect(org_server):
     yield open_client
     for client in opened:
         client.close()
+
+
+@pytest.fixture
+def names(unique):
+    """Fresh role and org names: ``names.cto``, ``names.ceo``, ``names.org``."""
+    class Names:
+        cto, ceo, org = f"cto{unique}", f"ceo{unique}", f"org{unique}"
+    return Names
+
+
+@pytest.fixture
+def agents(connect):
+    """``agents(role, org, handler, **options)``: a reference Agent on its own connection,
+    short ack_wait and heartbeat; stopped at the end of the test. (test_saga.py has an
+    ``agents`` fixture of its own.)"""
+    from agentlab.org.agent import Agent
+
+    made: list[Agent] = []
+
+    def make(role: str, org: str, handler: Any = None, **options: Any) -> Agent:
+        options.setdefault("ack_wait", 1.0)
+        options.setdefault("heartbeat_interval", 0.2)
+        agent = Agent(connect(f"{role}-{len(made)}"), role, org, handler, **options)
+        made.append(agent)
+        return agent
+
+    yield make
+    running = [agent for agent in made if agent.running]
+    if running:  # all at once: each stop waits out a fetch poll of up to 0.5 s
+
+        async def stop_all() -> None:
+            await asyncio.gather(*(agent.astop(timeout=2) for agent in running))
+
+        running[0].client._bridge.run(stop_all(), operation="stop")

@@ -11,10 +11,10 @@ import functools
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from helpers import stored, wait_for
 from nats.js.api import AckPolicy, DeliverPolicy
 
 from agentlab import AgentMessage, BadSubject, NoResponders, RequestTimeout, Subjects
@@ -27,59 +27,10 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- helpers -------------------------------------------------------------------------------
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
-def stored(client, stream: str, subject: str) -> int:
-    """How many messages ``stream`` holds on exactly ``subject`` (the work queue's depth)."""
-    js = client.nc.jetstream()
-    info = client._bridge.run(js.stream_info(stream, subjects_filter=subject), operation="info")
-    return (info.state.subjects or {}).get(subject, 0)
-
-
 def completions(sub, count: int, timeout: float = 5.0) -> list[TaskCompleted]:
     got = [m.decode(TaskCompleted) for m in sub.messages(count=count, timeout=timeout)]
     assert len(got) == count, f"{len(got)} of {count} completions arrived"
     return got
-
-
-@pytest.fixture
-def names(unique):
-    """Fresh role and org names: ``names.cto``, ``names.ceo``, ``names.org``."""
-    class Names:
-        cto, ceo, org = f"cto{unique}", f"ceo{unique}", f"org{unique}"
-    return Names
-
-
-@pytest.fixture
-def agents(connect):
-    """``agents(role, org, handler, **options)``: an Agent on its own connection, short
-    ack_wait and heartbeat; stopped at the end of the test."""
-    made: list[Agent] = []
-
-    def make(role: str, org: str, handler: Any = None, **options: Any) -> Agent:
-        options.setdefault("ack_wait", 1.0)
-        options.setdefault("heartbeat_interval", 0.2)
-        agent = Agent(connect(f"{role}-{len(made)}"), role, org, handler, **options)
-        made.append(agent)
-        return agent
-
-    yield make
-    running = [agent for agent in made if agent.running]
-    if running:  # all at once: each stop waits out a fetch poll of up to 0.5 s
-
-        async def stop_all() -> None:
-            await asyncio.gather(*(agent.astop(timeout=2) for agent in running))
-
-        running[0].client._bridge.run(stop_all(), operation="stop")
 
 
 # -- the agent itself ------------------------------------------------------------------------

@@ -5,21 +5,19 @@ heard, and list/show/redrive from Python and from `agentlab dlq`.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
+from helpers import stored, wait_for
 
 from agentlab import Client, EmbeddedServer, StreamNotFound, Subjects
-from agentlab.org.agent import TASK_STREAM, Agent
+from agentlab.org.agent import TASK_STREAM
 from agentlab.org.deadletters import DLQ_STREAM, DeadLetterNotFound, DeadLetterOffice
 from agentlab.org.models import DeadLetter, Task, TaskCompleted
 
@@ -29,23 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # -- helpers -------------------------------------------------------------------------------
-def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def stored(client, stream: str, subject: str) -> int:
-    js = client.nc.jetstream()
-    info = client._bridge.run(js.stream_info(stream, subjects_filter=subject), operation="info")
-    return (info.state.subjects or {}).get(subject, 0)
-
-
 def letters_for(office: DeadLetterOffice, subject: str) -> list[tuple[int, DeadLetter]]:
     return [(seq, letter) for seq, letter in office.list(limit=1000)
             if letter.original_subject == subject]
@@ -54,39 +35,12 @@ def letters_for(office: DeadLetterOffice, subject: str) -> list[tuple[int, DeadL
 def wait_for_letters(office: DeadLetterOffice, subject: str, count: int = 1,
                      timeout: float = 6.0) -> list[tuple[int, DeadLetter]]:
     return wait_for(lambda: (found := letters_for(office, subject)) and len(found) >= count
-                    and found, timeout, f"{count} dead letter(s) from '{subject}'")
+                    and found, timeout, f"{count} dead letter(s) from '{subject}'",
+                    interval=0.05)  # each poll lists up to 1000 letters
 
 
 def always_fails(task: Task, ctx) -> None:
     raise RuntimeError(f"cannot do {task.title!r}")
-
-
-@pytest.fixture
-def names(unique):
-    class Names:
-        cto, ceo, org = f"cto{unique}", f"ceo{unique}", f"org{unique}"
-    return Names
-
-
-@pytest.fixture
-def agents(connect):
-    made: list[Agent] = []
-
-    def make(role: str, org: str, handler: Any = None, **options: Any) -> Agent:
-        options.setdefault("ack_wait", 1.0)
-        options.setdefault("heartbeat_interval", 0.2)
-        agent = Agent(connect(f"{role}-{len(made)}"), role, org, handler, **options)
-        made.append(agent)
-        return agent
-
-    yield make
-    running = [agent for agent in made if agent.running]
-    if running:
-
-        async def stop_all() -> None:
-            await asyncio.gather(*(agent.astop(timeout=2) for agent in running))
-
-        running[0].client._bridge.run(stop_all(), operation="stop")
 
 
 @pytest.fixture

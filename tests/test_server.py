@@ -62,6 +62,15 @@ def kill_if_nats(pid: int) -> None:
         pass
 
 
+def end_child(proc: subprocess.Popen, nats_pid: int | None) -> None:
+    """Safety net for a failing test: end the child Python, then any nats-server it left."""
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    if nats_pid:
+        kill_if_nats(nats_pid)
+
+
 @pytest.fixture
 def server():
     srv = EmbeddedServer(max_memory="64MB", max_file="512MB", max_payload="2MB")
@@ -270,11 +279,7 @@ def test_no_orphan_when_python_is_sigkilled(start_on):
         proc.wait(10)
         assert wait_gone(pid, 3), "nats-server outlived its SIGKILLed parent"
     finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        if pid:
-            kill_if_nats(pid)
+        end_child(proc, pid)
         if store:  # nobody is left to remove the temp store of a SIGKILLed owner
             shutil.rmtree(store, ignore_errors=True)
 
@@ -358,8 +363,4 @@ def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(sig):
         assert proc.wait(10) == 0
         assert not alive(pid) and not store.exists()
     finally:
-        proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        if pid:
-            kill_if_nats(pid)
+        end_child(proc, pid)

@@ -26,7 +26,7 @@ import nats.errors
 from ..client import Client
 from ..errors import MessageDecodeError
 from ..messages import decode_model, to_bytes
-from ..received import Message
+from ..received import Message, nak_unless_settled
 from ..specs import ConsumerSpec
 from ..stores import KeyValueBucket
 from ..subjects import Subjects, validate_token
@@ -271,7 +271,7 @@ class Agent:
             text = f"{type(error).__name__}: {error}"
             log.warning("agent %s: could not process %s#%s: %s", self.instance, TASK_STREAM,
                         _seq(msg), text)
-            _settle(msg, retry_delay(_deliveries(msg)))
+            nak_unless_settled(msg, retry_delay(_deliveries(msg)))
             try:  # for the dead letter, should it come to that
                 await remember_failure(self.client, msg, text)
             except Exception:
@@ -397,11 +397,3 @@ def _deliveries(msg: Message) -> int:
         return msg.info.num_delivered
     except ValueError:
         return 1
-
-
-def _settle(msg: Message, delay: float) -> None:
-    """nak ``msg`` unless it was acked or termed already (then there is nothing to undo)."""
-    try:
-        msg.nak(delay=delay)
-    except ValueError:
-        pass

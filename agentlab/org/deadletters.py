@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import uuid
 from typing import Any
 
 import nats.js.errors
@@ -24,6 +23,7 @@ from nats.js.api import ConsumerInfo, RetentionPolicy
 from ..client import Client
 from ..errors import AgentlabError
 from ..jetstream import PubAck
+from ..messages import new_id
 from ..received import Message
 from ..stores import KeyValueBucket
 from ..subjects import Subjects
@@ -255,7 +255,7 @@ class DeadLetterOffice:
         # A fresh Nats-Msg-Id: the original id may still be inside the duplicate window.
         ack = await self.client.js.apublish(
             letter.original_subject, _original_bytes(letter), headers=headers,
-            msg_id=f"redrive-{letter.stream}.{letter.stream_seq}-{uuid.uuid4().hex[:8]}")
+            msg_id=f"redrive-{letter.stream}.{letter.stream_seq}-{new_id()[:8]}")
 
         async def forget() -> None:
             await self.client.nc.jetstream().delete_msg(DLQ_STREAM, seq)

@@ -38,13 +38,13 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import MessageDecodeError, StreamNotFound
-from ..messages import register_wire_model
+from ..messages import WireModel, register_wire_model, utc_now
 from ..subjects import Subjects
 from .models import Heartbeat
 from .report import ConsumerRow, aconsumer_report
@@ -59,17 +59,9 @@ log = logging.getLogger("agentlab")
 __all__ = ["HealthMonitor", "SystemMetrics", "QueueMetrics", "AgentHealth", "ScalingSignal"]
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # -- wire models --------------------------------------------------------------------------
 @register_wire_model
-class QueueMetrics(_Wire):
+class QueueMetrics(WireModel):
     """One consumer's queue, as seen at one tick."""
 
     stream: str
@@ -87,7 +79,7 @@ class QueueMetrics(_Wire):
 
 
 @register_wire_model
-class AgentHealth(_Wire):
+class AgentHealth(WireModel):
     """One agent instance's liveness, from its heartbeats."""
 
     org: str
@@ -100,14 +92,14 @@ class AgentHealth(_Wire):
     failed: int = 0
     in_flight: int = 0
     reason: str = ""
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
-class SystemMetrics(_Wire):
+class SystemMetrics(WireModel):
     """Published on ``{root}.org.system.metrics`` every tick of a HealthMonitor."""
 
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
     interval: float
     scale_threshold: int
     queues: list[QueueMetrics] = Field(default_factory=list)
@@ -122,7 +114,7 @@ class SystemMetrics(_Wire):
 
 
 @register_wire_model
-class ScalingSignal(_Wire):
+class ScalingSignal(WireModel):
     """An autoscaler's cue, on ``{root}.org.system.scaling``; one per threshold crossing."""
 
     stream: str
@@ -132,7 +124,7 @@ class ScalingSignal(_Wire):
     recommendation: Literal["scale_up", "scale_down", "scale_to_zero"]
     reason: str
     instances: int = 0
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
 
 
 # -- the monitor --------------------------------------------------------------------------
@@ -280,14 +272,14 @@ class HealthMonitor:
         key = (beat.org, beat.role, beat.instance)
         state = self._instances.get(key)
         if state is None:
-            state = _Instance(beat.org, beat.role, beat.instance, _now(), now)
+            state = _Instance(beat.org, beat.role, beat.instance, utc_now(), now)
             self._instances[key] = state
             reason = "first heartbeat"
         elif state.status == "down":
             reason = f"heartbeat resumed after {now - state.last_seen_mono:.1f}s of silence"
         else:
             reason = ""
-        state.last_seen, state.last_seen_mono = _now(), now
+        state.last_seen, state.last_seen_mono = utc_now(), now
         state.processed, state.failed, state.in_flight = beat.processed, beat.failed, \
             beat.in_flight
         if reason:

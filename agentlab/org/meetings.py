@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..client import Client
 from ..errors import BadSubject, MessageDecodeError, StreamNotFound
-from ..messages import register_wire_model
+from ..messages import WireModel, new_id, register_wire_model, utc_now
 from ..received import Message
 from ..subjects import Subjects, validate_token
 from ..subscription import Subscription
@@ -36,23 +35,11 @@ log = logging.getLogger("agentlab")
 MEETINGS_STREAM = "MEETINGS"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _new_id() -> str:
-    return uuid.uuid4().hex
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 @register_wire_model
-class MeetingInvitation(_Wire):
+class MeetingInvitation(WireModel):
     """Sent to each invitee (``invitee``) on ``{root}.agents.{invitee}.meetings``."""
 
-    id: str = Field(default_factory=_new_id, min_length=1)
+    id: str = Field(default_factory=new_id, min_length=1)
     meeting_id: str = Field(min_length=1)
     topic: str
     organizer: str = Field(min_length=1)
@@ -60,20 +47,20 @@ class MeetingInvitation(_Wire):
     invitees: list[str]
     messages_subject: str
     decisions_subject: str
-    invited_at: datetime = Field(default_factory=_now)
+    invited_at: datetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
-class MeetingEntry(_Wire):
+class MeetingEntry(WireModel):
     """One transcript line, said (``message``) or decided (``decision``); id = Nats-Msg-Id."""
 
-    id: str = Field(default_factory=_new_id, min_length=1)
+    id: str = Field(default_factory=new_id, min_length=1)
     meeting_id: str = Field(min_length=1)
     kind: Literal["message", "decision"]
     sender: str = Field(min_length=1)
     text: str
     data: dict[str, Any] = Field(default_factory=dict)
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
 
 
 EntryHandler = Callable[[MeetingEntry], Any]
@@ -81,7 +68,7 @@ EntryHandler = Callable[[MeetingEntry], Any]
 
 def _meeting_id(meeting_id: str | None) -> str:
     if meeting_id is None:
-        return f"m{uuid.uuid4().hex[:12]}"
+        return f"m{new_id()[:12]}"
     validate_token(meeting_id, "meeting_id")
     if meeting_id == "*":  # validate_token lets '*' through for patterns; an id is concrete
         raise BadSubject("meeting_id '*' is a wildcard; a meeting needs a concrete id "

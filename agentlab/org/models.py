@@ -5,48 +5,35 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..messages import register_wire_model
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _id() -> str:
-    return uuid.uuid4().hex
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from ..messages import WireModel, new_id, register_wire_model, utc_now
 
 
 @register_wire_model
-class Task(_Wire):
+class Task(WireModel):
     """Work for a role, published on ``{root}.agents.{role}.tasks`` with Nats-Msg-Id = id."""
 
     # The id is the key of exactly-once (dedup, ledger, completion): a receiver must never
     # invent one, or each redelivery of an id-less task would look like a new task.
     wire_required: ClassVar[tuple[str, ...]] = ("id",)
 
-    id: str = Field(default_factory=_id, min_length=1)
+    id: str = Field(default_factory=new_id, min_length=1)
     org: str = Field(min_length=1)
     role: str = Field(min_length=1, description="The role that must do the work.")
     title: str = Field(min_length=1)
     details: dict[str, Any] = Field(default_factory=dict)
     requested_by: str = Field(min_length=1, description="The role that asked for it.")
-    created_at: datetime = Field(default_factory=_now)
+    created_at: datetime = Field(default_factory=utc_now)
     correlation_id: str | None = None
     causation_id: str | None = None
 
 
 @register_wire_model
-class TaskCompleted(_Wire):
+class TaskCompleted(WireModel):
     """Published on ``{root}.org.{org}.tasks.completed`` once a task's effect is recorded."""
 
     task_id: str
@@ -57,12 +44,12 @@ class TaskCompleted(_Wire):
     result: dict[str, Any] = Field(default_factory=dict)
     deliveries: int = 1
     duration_ms: float = 0.0
-    completed_at: datetime = Field(default_factory=_now)
+    completed_at: datetime = Field(default_factory=utc_now)
     correlation_id: str | None = None
 
 
 @register_wire_model
-class AgentAction(_Wire):
+class AgentAction(WireModel):
     """An audit event (``type: agent.action``) on ``{root}.org.{org}.events``."""
 
     type: Literal["agent.action"] = "agent.action"
@@ -71,22 +58,22 @@ class AgentAction(_Wire):
     action: str
     details: dict[str, Any] = Field(default_factory=dict)
     task_id: str | None = None
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
-class Heartbeat(_Wire):
+class Heartbeat(WireModel):
     role: str
     org: str
     instance: str
     processed: int = 0
     failed: int = 0
     in_flight: int = 0
-    at: datetime = Field(default_factory=_now)
+    at: datetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
-class DeadLetter(_Wire):
+class DeadLetter(WireModel):
     """A message that will not be processed, with everything needed to understand or redrive it."""
 
     reason: Literal["max_deliveries", "poison"]
@@ -99,4 +86,4 @@ class DeadLetter(_Wire):
     stream_seq: int
     consumer: str
     deliveries: int
-    dead_at: datetime = Field(default_factory=_now)
+    dead_at: datetime = Field(default_factory=utc_now)

@@ -8,49 +8,51 @@
 
 Column names come from the nats CLI (github.com/nats-io/natscli): ``renderStreams`` in
 cli/stream_command.go and ``reportAction`` in cli/consumer_command.go. Cells are formatted
-the way that CLI formats them (thousands separators, IEC bytes, its duration style), so a
-snapshot printed here and ``nats ... report`` against the same server read the same.
+the way that CLI formats them (thousands separators, IEC bytes, its duration style; see
+:mod:`agentlab.org.render`), so a snapshot printed here and ``nats ... report`` against the
+same server read the same.
 
 One column is agentlab's own, appended after the nats ones and listed separately in
 ``AGENTLAB_CONSUMER_COLUMNS``: **Oldest Unprocessed**, the age of the oldest message the
 consumer has not acknowledged yet (seed 002: "message age (oldest unprocessed message
-indicates latency)"). It is measured, not estimated: everything at or below a consumer's
-ack floor is acknowledged, so the first message *above* the ack floor that matches the
-consumer's filter is the oldest one still unprocessed (delivered and awaiting its ack, or
-not delivered yet). We ask the stream for it with one direct get,
-``{"seq": ack_floor.stream_seq + 1, "next_by_subj": <filter>}`` (``$JS.API.DIRECT.GET``,
-or ``$JS.API.STREAM.MSG.GET`` when the stream does not allow direct gets), once per filter
-subject, and take the earliest; its stored timestamp gives the age. A consumer with nothing
-pending and nothing awaiting an ack is not asked about at all (its age is None).
+indicates latency)"), measured as :mod:`agentlab.org.unprocessed` explains.
 
 Snapshots are frozen dataclasses of plain values; views (rich, HTML, live widgets) render
-them and never talk to NATS themselves.
+them (:mod:`agentlab.org.render`) and never talk to NATS themselves.
 """
 
 from __future__ import annotations
 
-import html
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import nats.js.errors
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
 from ..errors import StreamNotFound
+from ..messages import utc_now
+from .render import (
+    TableView,
+    consumer_cells,
+    format_bytes,
+    format_count,
+    format_duration,
+    natural_width,
+    stream_cells,
+)
+from .unprocessed import find_oldest_unprocessed, oldest_unprocessed
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from ..client import Client
 
 __all__ = [
     "STREAM_REPORT_COLUMNS", "CONSUMER_REPORT_COLUMNS", "AGENTLAB_CONSUMER_COLUMNS",
     "StreamRow", "StreamReport", "ConsumerRow", "ConsumerReport",
     "stream_report", "astream_report", "consumer_report", "aconsumer_report",
-    "oldest_unprocessed", "format_duration", "format_bytes", "format_count",
+    "oldest_unprocessed", "status_reports",
+    # rendering, re-exported from agentlab.org.render where it lives
+    "format_duration", "format_bytes", "format_count", "natural_width",
 ]
 
 # natscli cli/stream_command.go, func (c *streamCmd) renderStreams: table.AddHeaders(...)
@@ -66,45 +68,6 @@ AGENTLAB_CONSUMER_COLUMNS: tuple[str, ...] = ("Oldest Unprocessed",)
 
 _REQUIRED_API_LEVEL = "_nats.req.level"  # jsm.go api.JsMetaRequiredServerLevel
 _STREAM_NOT_FOUND = 10059
-
-
-# -- formatting, as the nats CLI does it (natscli columns.F / HumanizeDuration) -----------
-def format_count(value: int) -> str:
-    """``1234567`` -> ``'1,234,567'`` (humanize.Comma)."""
-    return f"{int(value):,}"
-
-
-def format_bytes(value: int) -> str:
-    """IEC sizes as humanize.IBytes writes them: ``'512 B'``, ``'1.5 KiB'``, ``'20 MiB'``."""
-    value = int(value)
-    if value < 10:
-        return f"{value} B"
-    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
-    exponent = min(int(math.floor(math.log(value) / math.log(1024))), len(units) - 1)
-    scaled = math.floor(value / 1024 ** exponent * 10 + 0.5) / 10
-    return f"{scaled:.1f} {units[exponent]}" if scaled < 10 else f"{scaled:.0f} {units[exponent]}"
-
-
-def format_duration(seconds: float | None) -> str:
-    """The nats CLI's duration style: ``'250ms'``, ``'4.20s'``, ``'5m0s'``, ``'1h2m3s'``."""
-    if seconds is None:
-        return ""
-    if seconds < 0.001:
-        return f"{round(seconds * 1e6)}µs"
-    if seconds < 1:
-        return f"{round(seconds * 1e3)}ms"
-    total = int(seconds)
-    mins, hours, days = total // 60, total // 3600, total // 86400
-    years = days // 365
-    if years:
-        return f"{years}y{days % 365}d{hours % 24}h{mins % 60}m{total % 60}s"
-    if days:
-        return f"{days}d{hours % 24}h{mins % 60}m{total % 60}s"
-    if hours:
-        return f"{hours}h{mins % 60}m{total % 60}s"
-    if mins:
-        return f"{mins}m{total % 60}s"
-    return f"{seconds:.2f}s"
 
 
 def _cluster_peers(cluster: ClusterInfo | None) -> tuple[str, ...]:
@@ -168,12 +131,7 @@ class StreamRow:
     last_seq: int = 0
 
     def cells(self) -> tuple[str, ...]:
-        lost = "0"
-        if self.lost_messages > 0:
-            lost = f"{format_count(self.lost_messages)} ({format_bytes(self.lost_bytes)})"
-        return (self.name, self.storage, self.placement, format_count(self.consumers),
-                format_count(self.messages), format_bytes(self.bytes), lost,
-                format_count(self.deleted), self.api_level, ", ".join(self.replicas))
+        return stream_cells(self)
 
     @classmethod
     def from_info(cls, info: StreamInfo) -> StreamRow:
@@ -232,17 +190,7 @@ class ConsumerRow:
         return self.unprocessed + self.ack_pending
 
     def cells(self, extras: bool = False) -> tuple[str, ...]:
-        unprocessed = "0"
-        if self.unprocessed > 0:
-            share = 100.0 if self.stream_messages <= 0 else \
-                min(100.0, math.floor(self.unprocessed / self.stream_messages * 100))
-            unprocessed = f"{format_count(self.unprocessed)} / {share:.0f}%"
-        cells = (self.name, self.mode, self.ack_policy, format_duration(self.ack_wait),
-                 format_count(self.ack_pending), format_count(self.redelivered), unprocessed,
-                 format_count(self.ack_floor), self.api_level, ", ".join(self.cluster))
-        if extras:
-            cells += (format_duration(self.oldest_unprocessed_age),)
-        return cells
+        return consumer_cells(self, extras)
 
     @classmethod
     def from_info(cls, info: ConsumerInfo, stream_messages: int = 0,
@@ -253,7 +201,7 @@ class ConsumerRow:
             ((config.filter_subject,) if config.filter_subject else ())
         age = None
         if oldest is not None:
-            age = max(0.0, ((taken_at or _now()) - oldest[1]).total_seconds())
+            age = max(0.0, ((taken_at or utc_now()) - oldest[1]).total_seconds())
         return cls(
             stream=info.stream_name, name=info.name,
             mode="Push" if config.deliver_subject else "Pull",
@@ -271,112 +219,63 @@ class ConsumerRow:
             oldest_unprocessed_at=oldest[1] if oldest else None, oldest_unprocessed_age=age)
 
 
-class _Rendered:
-    """Shared rendering: a rich Table for terminals, an HTML table for Jupyter."""
-
-    title: ClassVar[str]
-    columns: ClassVar[tuple[str, ...]]
-    numeric: ClassVar[frozenset[str]] = frozenset()
-
-    def table_cells(self) -> list[tuple[str, ...]]:
-        raise NotImplementedError
-
-    def to_table(self) -> Table:
-        from rich.table import Table
-
-        table = Table(title=self.title, title_justify="left", header_style="bold")
-        for name in self.columns:
-            table.add_column(name, justify="right" if name in self.numeric else "left",
-                             style="dim" if name in AGENTLAB_CONSUMER_COLUMNS else None,
-                             overflow="fold")  # never hide part of a name behind "…"
-        for cells in self.table_cells():
-            table.add_row(*cells)
-        return table
-
-    def __rich__(self) -> Table:
-        return self.to_table()
-
-    def _repr_html_(self) -> str:
-        esc = html.escape
-        head = "".join(f"<th style='text-align:{self._align(c)}'>{esc(c)}</th>"
-                       for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:{self._align(c)}'>{esc(v)}</td>"
-                             for c, v in zip(self.columns, cells)) + "</tr>"
-            for cells in self.table_cells())
-        return (f"<table><caption style='text-align:left'><b>{esc(self.title)}</b></caption>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-    def _align(self, column: str) -> str:
-        return "right" if column in self.numeric else "left"
-
-    def __str__(self) -> str:
-        from rich.console import Console
-
-        table = self.to_table()
-        console = Console(width=natural_width(table), record=True, file=_Discard(),
-                          color_system=None)
-        console.print(table)
-        return console.export_text().rstrip("\n")
+Row = TypeVar("Row", StreamRow, ConsumerRow)
 
 
-def natural_width(table: Table) -> int:
-    """The width at which ``table`` prints without wrapping or truncating a cell."""
-    from rich.console import Console
+class _RowsByName(Generic[Row]):
+    """Both reports' rows, looked up by name (stream or consumer names are unique)."""
 
-    measuring = Console(width=10_000, file=_Discard())
-    return measuring.measure(table).maximum
+    rows: tuple[Row, ...]
+    row_kind: ClassVar[str]  # what a row is, for the KeyError: "stream" or "consumer"
 
-
-class _Discard:
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class StreamReport(_Rendered):
-    """Every stream on the server at ``taken_at``; rows ordered as the nats CLI orders them
-    by default (by size, smallest first), or as ``stream_report(sort=...)`` asked."""
-
-    rows: tuple[StreamRow, ...]
-    taken_at: datetime = field(default_factory=lambda: _now())
-    columns: ClassVar[tuple[str, ...]] = STREAM_REPORT_COLUMNS
-    title: ClassVar[str] = "Stream Report"
-    numeric: ClassVar[frozenset[str]] = frozenset({"Consumers", "Messages", "Bytes", "Lost",
-                                                   "Deleted"})
-
-    def row(self, name: str) -> StreamRow:
+    def row(self, name: str) -> Row:
         for row in self.rows:
             if row.name == name:
                 return row
-        raise KeyError(f"no stream {name!r} in this report (streams: "
-                       f"{', '.join(r.name for r in self.rows) or 'none'})")
+        raise KeyError(f"no {self.row_kind} {name!r} {self._scope()} ({self.row_kind}s: "
+                       f"{', '.join(self.names) or 'none'})")
+
+    def _scope(self) -> str:
+        return "in this report"
 
     @property
     def names(self) -> list[str]:
         return [row.name for row in self.rows]
-
-    def table_cells(self) -> list[tuple[str, ...]]:
-        return [row.cells() for row in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
 
 
 @dataclass(frozen=True)
-class ConsumerReport(_Rendered):
+class StreamReport(_RowsByName[StreamRow], TableView):
+    """Every stream on the server at ``taken_at``; rows ordered as the nats CLI orders them
+    by default (by size, smallest first), or as ``stream_report(sort=...)`` asked."""
+
+    rows: tuple[StreamRow, ...]
+    taken_at: datetime = field(default_factory=utc_now)
+    columns: ClassVar[tuple[str, ...]] = STREAM_REPORT_COLUMNS
+    title: ClassVar[str] = "Stream Report"
+    row_kind: ClassVar[str] = "stream"
+    numeric: ClassVar[frozenset[str]] = frozenset({"Consumers", "Messages", "Bytes", "Lost",
+                                                   "Deleted"})
+
+    def table_cells(self) -> list[tuple[str, ...]]:
+        return [row.cells() for row in self.rows]
+
+
+@dataclass(frozen=True)
+class ConsumerReport(_RowsByName[ConsumerRow], TableView):
     """The consumers of one stream at ``taken_at``, ordered by name."""
 
     stream: str
     stream_messages: int
     rows: tuple[ConsumerRow, ...]
-    taken_at: datetime = field(default_factory=lambda: _now())
+    taken_at: datetime = field(default_factory=utc_now)
     extras: bool = True            # show agentlab's "Oldest Unprocessed" after the nats columns
     numeric: ClassVar[frozenset[str]] = frozenset({"Ack Pending", "Redelivered", "Unprocessed",
                                                    "Ack Floor", "Oldest Unprocessed"})
+    dim_columns: ClassVar[frozenset[str]] = frozenset(AGENTLAB_CONSUMER_COLUMNS)
+    row_kind: ClassVar[str] = "consumer"
 
     @property
     def columns(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -387,22 +286,11 @@ class ConsumerReport(_Rendered):
         # natscli: "Consumer report for %s with %s consumers"
         return f"Consumer report for {self.stream} with {format_count(len(self.rows))} consumers"
 
-    def row(self, name: str) -> ConsumerRow:
-        for row in self.rows:
-            if row.name == name:
-                return row
-        raise KeyError(f"no consumer {name!r} on stream {self.stream!r} (consumers: "
-                       f"{', '.join(r.name for r in self.rows) or 'none'})")
-
-    @property
-    def names(self) -> list[str]:
-        return [row.name for row in self.rows]
+    def _scope(self) -> str:
+        return f"on stream {self.stream!r}"
 
     def table_cells(self) -> list[tuple[str, ...]]:
         return [row.cells(extras=self.extras) for row in self.rows]
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 # -- collecting ---------------------------------------------------------------------------
@@ -428,7 +316,7 @@ async def _stream_report(client: Client, sort: str) -> StreamReport:
         raise ValueError(f"sort={sort!r}: use one of {', '.join(_SORTS)}")
     infos = await _all_pages(lambda offset: client.nc.jetstream().streams_info(offset))
     rows = sorted((StreamRow.from_info(info) for info in infos), key=_SORTS[sort])
-    return StreamReport(rows=tuple(rows), taken_at=_now())
+    return StreamReport(rows=tuple(rows), taken_at=utc_now())
 
 
 def consumer_report(client: Client, stream: str, *, extras: bool = True) -> ConsumerReport:
@@ -457,52 +345,13 @@ async def _consumer_report(client: Client, stream: str, extras: bool) -> Consume
             raise StreamNotFound(stream) from None
         raise
     direct = bool(stream_info.config.allow_direct)
-    taken_at = _now()
+    taken_at = utc_now()
     rows = []
     for info in sorted(infos, key=lambda i: i.name):
-        oldest = await _oldest(client, stream, info, direct)
+        oldest = await find_oldest_unprocessed(client, stream, info, direct)
         rows.append(ConsumerRow.from_info(info, stream_info.state.messages, oldest, taken_at))
     return ConsumerReport(stream=stream, stream_messages=stream_info.state.messages,
                           rows=tuple(rows), taken_at=taken_at, extras=extras)
-
-
-def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
-                       ) -> tuple[int, datetime] | None:
-    """``(stream sequence, stored at)`` of the consumer's oldest unacknowledged message, or
-    None when it has nothing left to process. See the module docstring for the method."""
-    async def run() -> tuple[int, datetime] | None:
-        js = client.nc.jetstream()
-        info = consumer if isinstance(consumer, ConsumerInfo) else \
-            await js.consumer_info(stream, consumer)
-        stream_info = await js.stream_info(stream)
-        return await _oldest(client, stream, info, bool(stream_info.config.allow_direct))
-
-    return client._bridge.run(run(), operation="oldest_unprocessed")
-
-
-async def _oldest(client: Client, stream: str, info: ConsumerInfo,
-                  direct: bool) -> tuple[int, datetime] | None:
-    if not (info.num_pending or info.num_ack_pending):
-        return None  # everything delivered has been acknowledged
-    config = info.config
-    filters: Sequence[str] = config.filter_subjects or \
-        ([config.filter_subject] if config.filter_subject else [">"])
-    start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
-    jsm = client.nc.jetstream()
-    found: list[tuple[int, datetime]] = []
-    for subject in filters:
-        try:
-            msg = await jsm.get_msg(stream, seq=start, subject=subject, next=True,
-                                    direct=direct)
-        except nats.js.errors.NotFoundError:
-            continue  # nothing above the ack floor on this subject (acked since we looked)
-        except nats.js.errors.APIError as error:
-            if error.code == 404 or error.err_code in (10037, _STREAM_NOT_FOUND):
-                continue  # 10037: no message found
-            raise
-        if msg.seq is not None and msg.time is not None:
-            found.append((msg.seq, msg.time))
-    return min(found) if found else None
 
 
 _API_LIST_LIMIT = 256  # nats-server's JSApiListLimit: list replies come in pages of this size
@@ -515,11 +364,6 @@ async def _all_pages(fetch: Any) -> list[Any]:
         items.extend(page)
         if len(page) < _API_LIST_LIMIT:
             return items
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
 
 
 def status_reports(client: Client) -> list[StreamReport | ConsumerReport]:

@@ -30,15 +30,14 @@ import asyncio
 import inspect
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..client import Client
 from ..errors import MessageDecodeError, NoResponders, RequestTimeout
-from ..messages import decode_json, register_wire_model
+from ..messages import WireModel, decode_json, new_id, register_wire_model
 from ..received import Message
 from ..subjects import Subjects, check_publish_subject
 from .triggers import aemit_event
@@ -47,10 +46,8 @@ log = logging.getLogger("agentlab")
 
 
 @register_wire_model
-class SagaRequest(BaseModel):
+class SagaRequest(WireModel):
     """What a step's agent receives: which saga and step, the phase, and what it needs."""
-
-    model_config = ConfigDict(extra="forbid")
 
     saga_id: str = Field(min_length=1, description="This run of the saga.")
     saga: str = Field(min_length=1, description="The saga's name.")
@@ -174,7 +171,7 @@ class Saga:
         return await self.client._bridge.arun(self._run(context or {}, saga_id))
 
     async def _run(self, context: dict[str, Any], saga_id: str | None) -> SagaResult:
-        result = SagaResult(saga_id or f"{self.name}-{uuid.uuid4().hex[:8]}", self.name)
+        result = SagaResult(saga_id or f"{self.name}-{new_id()[:8]}", self.name)
         started = time.perf_counter()
         await self._progress(result, "started")
         done: list[SagaStep] = []

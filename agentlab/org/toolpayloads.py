@@ -15,16 +15,15 @@ value) is therefore reserved: do not pass one as arguments or return one as a re
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import nats.js.errors
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..errors import AgentlabError
-from ..messages import register_wire_model
+from ..messages import WireModel, new_id, register_wire_model, utc_now
 from ..specs import MINUTE, KiB
 from ..stores import ObjectBucket
 
@@ -37,23 +36,15 @@ REF_KEY = "$ref"
 REF_SCHEME = "obj://"
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 @register_wire_model
-class ToolCall(_Wire):
+class ToolCall(WireModel):
     """A request to run ``tool``, published on ``{root}.tools.execute.{tool}``.
 
     Stored in the TOOL_REQUESTS work queue with ``Nats-Msg-Id`` = ``id``; the worker answers
     with a :class:`ToolResult` on ``{root}.tools.result.{conversation_id}``.
     """
 
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1,
+    id: str = Field(default_factory=new_id, min_length=1,
                     description="The call id; also the Nats-Msg-Id, so a resend is a no-op.")
     tool: str = Field(min_length=1)
     conversation_id: str = Field(min_length=1,
@@ -62,10 +53,10 @@ class ToolCall(_Wire):
         default_factory=dict,
         description='Keyword arguments, or {"$ref": "obj://TOOL_PAYLOADS/<id>/arguments"}.')
     requested_by: str = Field(default="", description="The caller's connection name.")
-    requested_at: datetime = Field(default_factory=_now)
+    requested_at: datetime = Field(default_factory=utc_now)
 
 
-class ToolFailure(_Wire):
+class ToolFailure(WireModel):
     """Why a call failed: the remote exception, and whether trying again could help."""
 
     type: str = Field(description="Exception class name, or ToolTimeout / InvalidArguments.")
@@ -75,7 +66,7 @@ class ToolFailure(_Wire):
 
 
 @register_wire_model
-class ToolResult(_Wire):
+class ToolResult(WireModel):
     """The outcome of one call, published once, after the last attempt."""
 
     call_id: str = Field(min_length=1)
@@ -88,7 +79,7 @@ class ToolResult(_Wire):
     attempts: int = Field(default=1, ge=1, description="Deliveries it took, the last included.")
     worker: str = ""
     duration_ms: float = 0.0
-    finished_at: datetime = Field(default_factory=_now)
+    finished_at: datetime = Field(default_factory=utc_now)
 
     @property
     def ok(self) -> bool:

@@ -19,16 +19,15 @@ task queue (``Agent.delegate``), and use events to say what happened.
 from __future__ import annotations
 
 import inspect
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from ..client import Client
 from ..errors import BadSubject
-from ..messages import register_wire_model
+from ..messages import WireModel, new_id, register_wire_model, utc_now
 from ..received import Message
 from ..subjects import Subjects, validate_token
 from ..subscription import Subscription
@@ -37,17 +36,15 @@ EventHandler = Callable[["Event"], Any]
 
 
 @register_wire_model
-class Event(BaseModel):
+class Event(WireModel):
     """A domain event on ``{root}.events.{type}``: what happened, who says so, and its data."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(default_factory=lambda: uuid.uuid4().hex, min_length=1,
+    id: str = Field(default_factory=new_id, min_length=1,
                     description="Unique id of this event, set by the emitter.")
     type: str = Field(min_length=1, description='What happened, e.g. "payment.processed".')
     source: str = Field(min_length=1, description="The agent or service that emitted it.")
     payload: dict[str, Any] = Field(default_factory=dict, description="Application data.")
-    timestamp: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    timestamp: datetime = Field(default_factory=utc_now)
     correlation_id: str | None = Field(
         default=None, description="The conversation or workflow this event belongs to.")
 

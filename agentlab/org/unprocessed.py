@@ -1,0 +1,71 @@
+"""How old is the oldest message a consumer has not processed yet? Measured, not estimated.
+
+    oldest_unprocessed(client, "AGENT_TASKS", "cto")     # (stream seq, stored at) or None
+
+Everything at or below a consumer's ack floor is acknowledged, so the first message *above*
+the ack floor that matches the consumer's filter is the oldest one still unprocessed
+(delivered and awaiting its ack, or not delivered yet). We ask the stream for it with one
+direct get, ``{"seq": ack_floor.stream_seq + 1, "next_by_subj": <filter>}``
+(``$JS.API.DIRECT.GET``, or ``$JS.API.STREAM.MSG.GET`` when the stream does not allow direct
+gets), once per filter subject, and take the earliest; its stored timestamp gives the age.
+A consumer with nothing pending and nothing awaiting an ack is not asked about at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import nats.js.errors
+from nats.js.api import ConsumerInfo
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+__all__ = ["oldest_unprocessed", "find_oldest_unprocessed"]
+
+_NO_MESSAGE_FOUND = 10037
+_STREAM_NOT_FOUND = 10059
+
+
+def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
+                       ) -> tuple[int, datetime] | None:
+    """``(stream sequence, stored at)`` of the consumer's oldest unacknowledged message, or
+    None when it has nothing left to process. See the module docstring for the method."""
+    async def run() -> tuple[int, datetime] | None:
+        js = client.nc.jetstream()
+        info = consumer if isinstance(consumer, ConsumerInfo) else \
+            await js.consumer_info(stream, consumer)
+        stream_info = await js.stream_info(stream)
+        return await find_oldest_unprocessed(client, stream, info,
+                                             bool(stream_info.config.allow_direct))
+
+    return client._bridge.run(run(), operation="oldest_unprocessed")
+
+
+async def find_oldest_unprocessed(client: Client, stream: str, info: ConsumerInfo,
+                                  direct: bool) -> tuple[int, datetime] | None:
+    """The same, on the loop, from a ConsumerInfo already fetched; ``direct``: whether the
+    stream allows direct gets."""
+    if not (info.num_pending or info.num_ack_pending):
+        return None  # everything delivered has been acknowledged
+    config = info.config
+    filters: Sequence[str] = config.filter_subjects or \
+        ([config.filter_subject] if config.filter_subject else [">"])
+    start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
+    jsm = client.nc.jetstream()
+    found: list[tuple[int, datetime]] = []
+    for subject in filters:
+        try:
+            msg = await jsm.get_msg(stream, seq=start, subject=subject, next=True,
+                                    direct=direct)
+        except nats.js.errors.NotFoundError:
+            continue  # nothing above the ack floor on this subject (acked since we looked)
+        except nats.js.errors.APIError as error:
+            if error.code == 404 or error.err_code in (_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND):
+                continue
+            raise
+        if msg.seq is not None and msg.time is not None:
+            found.append((msg.seq, msg.time))
+    return min(found) if found else None
