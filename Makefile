@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.foundation
+	$(BIN)/python -m benchmarks.delegation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build dist

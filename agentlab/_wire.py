@@ -208,6 +208,23 @@ async def flush_in_order(nc: NatsClient, outbound: Outbound, timeout: float) -> 
     await nc.flush(timeout=max(1, round(timeout)))
 
 
+async def drain_subscription(nc: NatsClient, outbound: Outbound, sub: Any,
+                             timeout: float = 5.0) -> None:
+    """Unsubscribe without losing what the server already routed to ``sub``.
+
+    nats-py's own ``drain()`` can PING before its UNSUB reaches the socket (see
+    ``flush_in_order``), then drop messages still on their way. Here the UNSUB goes out
+    first, the PONG proves the server has stopped routing to us, and the messages that
+    arrived meanwhile are handled before the subscription is removed.
+    """
+    await nc._send_unsubscribe(sub._id)
+    await flush_in_order(nc, outbound, timeout)
+    if sub._pending_queue is not None:
+        await asyncio.wait_for(sub._pending_queue.join(), timeout)
+    sub._stop_processing()
+    nc._remove_sub(sub._id)
+
+
 def _write_buffer_size(transport: Any) -> int:
     writer = getattr(transport, "_io_writer", None)
     try:

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._wire import drain_subscription
 from .errors import NoMessage, SubscriptionClosed
 from .received import Message
 from .subjects import check_subscribe_subject, validate_token
@@ -137,13 +138,15 @@ class Subscription:
         self._closed = True
         if self in self.client._subscriptions:
             self.client._subscriptions.remove(self)
-        if self._mailbox is not None:
-            self._mailbox.close()
-        if self._nats_sub is not None:
+        if self._nats_sub is not None and not self.client.is_closed:
             try:
-                await self._nats_sub.unsubscribe()
-            except Exception:  # already gone with its connection
+                # Deliver what the server already routed here, then stop: a queue-group
+                # member that leaves must not take messages down with it.
+                await drain_subscription(self.client.nc, self.client._outbound, self._nats_sub)
+            except Exception:  # the connection went away meanwhile: nothing left to deliver
                 pass
+        if self._mailbox is not None:
+            self._mailbox.close()  # after the drain, so iteration sees those messages too
 
     async def _on_message(self, raw: Any) -> None:
         # nats-py awaits this per subscription, one message at a time: order is kept.

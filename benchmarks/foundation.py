@@ -18,33 +18,28 @@ Method, and why:
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
-import json
-import os
-import platform
 import select
-import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import version
 
 import nats
 from nats.js.api import StorageType, StreamConfig
-from rich.console import Console
-from rich.table import Table
 
 import agentlab
 from agentlab.server import find_nats_server
 
+from .common import console, interleaved, main, pct, run_raw
+
 ECHO, PUB = "bench.echo", "bench.pub"
+TITLE = "agentlab sync API vs raw nats-py: 64-byte payloads, one server, one process"
+CAPTION = ("ratio = agentlab ÷ raw. Latency and start time: LOWER is better; msg/s: HIGHER is "
+           "better.\nFigures are medians of per-round figures; spread = (max - min) / median "
+           "of the rounds.")
 PAYLOAD = b"x" * 64
 STREAMS = {"memory": ("BENCH_MEM", "bench.js.mem"), "file": ("BENCH_FILE", "bench.js.file")}
-console = Console(width=max(Console().width, 124))  # the table needs ~120 columns
 
 
 # -- the measured loops: each returns one round's figure --------------------------------
@@ -108,32 +103,6 @@ def al_pub(client: agentlab.Client, n: int, warm: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def run_raw(url: str, fn, *args):
-    """One raw round on a fresh asyncio loop and connection (set-up is not timed)."""
-    async def session():
-        nc = await nats.connect(url, name="bench-raw")
-        try:
-            return await fn(nc, *args)
-        finally:
-            await nc.close()
-    return asyncio.run(session())
-
-
-def interleaved(rounds: int, raw, al) -> tuple[list, list]:
-    """Alternate which side goes first (ABBA...), so neither always runs in the warmer slot."""
-    raws, als = [], []
-    for r in range(rounds):
-        for side in ((raw, al) if r % 2 == 0 else (al, raw)):
-            gc.collect()
-            (raws if side is raw else als).append(side())
-    return raws, als
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # -- server start-up ------------------------------------------------------------------
 def bare_start(exe: str) -> float:
     """The binary alone: spawn nats-server -js on a free port, poll until it accepts TCP."""
@@ -180,19 +149,6 @@ def start_responder(url: str) -> subprocess.Popen:
         proc.wait()
         raise
     return proc
-
-
-def machine() -> dict:
-    server = subprocess.run([find_nats_server(), "--version"], capture_output=True, text=True,
-                            check=False)
-    cpu = platform.processor()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f
-                        if ln.startswith("model name")), cpu)
-    return {"cpus": os.cpu_count(), "cpu": cpu,
-            "python": platform.python_version(), "nats-py": version("nats-py"),
-            "nats-server": server.stdout.split()[-1], "agentlab": agentlab.__version__}
 
 
 def run(args: argparse.Namespace, results: dict) -> None:
@@ -258,80 +214,6 @@ def run(args: argparse.Namespace, results: dict) -> None:
                                         lambda lab: lab.close()) for _ in range(1 if quick else 3)]}
 
 
-def spread(values: list[float]) -> str:
-    """(max - min) / median of the round figures: how much the machine's noise moved them."""
-    if len(values) < 2:
-        return "—"
-    return f"{(max(values) - min(values)) / statistics.median(values) * 100:.0f}%"
-
-
-def report(results: dict, info: dict) -> list[str]:
-    """Fill in medians, ratios and verdicts; print the table; return the failed rows."""
-    table = Table(title="agentlab sync API vs raw nats-py: 64-byte payloads, one server, "
-                        "one process",
-                  caption="ratio = agentlab ÷ raw. Latency and start time: LOWER is better; "
-                          "msg/s: HIGHER is better.\nFigures are medians of per-round figures; "
-                          "spread = (max - min) / median of the rounds.")
-    for col in ("benchmark", "raw nats-py", "agentlab sync", "ratio (al÷raw)", "target",
-                "result", "spread raw/al"):
-        table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=True)
-    failed = []
-    for name, r in results.items():
-        raw = statistics.median(r["raw_rounds"]) if r["raw_rounds"] else None
-        al = statistics.median(r["agentlab_rounds"])
-        ratio = al / raw if raw else None
-        lower = r.get("lower_is_better", False)
-        if r.get("absolute") is not None:
-            target, ok = f"< {r['absolute']} s", al < r["absolute"]
-        elif r.get("target") is not None:
-            target = f"{'≤' if lower else '≥'} {r['target']:.2f}"
-            ok = ratio <= r["target"] if lower else ratio >= r["target"]
-        else:
-            target, ok = "(info)", None
-        r.update(raw=raw, agentlab=al, ratio=ratio, passed=ok)
-        if ok is False:
-            failed.append(name)
-        fmt = (lambda v: f"{v:,.3f}") if "(s)" in name else (lambda v: f"{v:,.0f}")
-        verdict = {True: "[green]PASS", False: "[bold red]FAIL", None: "—"}[ok]
-        table.add_row(name, fmt(raw) if raw else "—", fmt(al),
-                      f"{ratio:.2f}" if ratio else "—", target, verdict,
-                      f"{spread(r['raw_rounds'])}/{spread(r['agentlab_rounds'])}")
-    console.print(table)
-    console.print("[dim]" + "  ".join(f"{k}: {v}" for k, v in info.items()))
-    return failed
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke test)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per side (default 3)")
-    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    args = parser.parse_args()
-    os.environ.pop("AGENTLAB_NATS_URL", None)  # start() must embed its own server
-
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up like Ctrl-C
-
-    info = machine()
-    info["load before"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    results: dict = {}
-    try:
-        run(args, results)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: server stopped, responder killed")
-        return 130
-    info["load after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    failed = report(results, info)
-    total = sum(1 for r in results.values() if r["passed"] is not None)
-    if failed:
-        console.print(f"[bold red]SUMMARY: {total - len(failed)}/{total} targets met; "
-                      f"FAILED: {'; '.join(failed)}")
-    else:
-        console.print(f"[bold green]SUMMARY: all {total} targets met")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"machine": info, "quick": args.quick, "results": results}, f, indent=2)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(__doc__, run, TITLE, CAPTION,
+                  interrupted="interrupted: server stopped, responder killed"))

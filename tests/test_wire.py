@@ -103,3 +103,40 @@ def test_direct_path_survives_a_server_restart():
         assert caller._outbound._direct_transport is caller.nc._transport
         caller.close()
         responder.close()
+
+
+def test_a_leaving_queue_member_delivers_everything_routed_to_it(lab, unique):
+    """unsubscribe() drains: messages the server sent before it saw the UNSUB are kept."""
+    for attempt in range(10):
+        handled: list[str] = []
+        members = [lab.connect(f"member-{attempt}-{i}") for i in range(2)]
+        subs = [m.subscribe(f"{unique}.q{attempt}", lambda msg: handled.append(msg.text),
+                            queue="workers") for m in members]
+        publisher = lab.connect(f"publisher-{attempt}")
+        stop = threading.Event()
+
+        def flood():
+            n = 0
+            while not stop.is_set():
+                publisher.publish(f"{unique}.q{attempt}", str(n))
+                n += 1
+                if n % 50 == 0:
+                    time.sleep(0.001)
+            publisher.flush()
+            sent.append(n)
+
+        sent: list[int] = []
+        thread = threading.Thread(target=flood)
+        thread.start()
+        time.sleep(0.05)
+        subs[0].unsubscribe()  # leaves mid-flood
+        time.sleep(0.05)
+        stop.set()
+        thread.join(5)
+        members[1].flush()
+        deadline = time.monotonic() + 5
+        while len(handled) < sent[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(map(int, handled)) == list(range(sent[0])), f"attempt {attempt}"
+        for client in [*members, publisher]:
+            client.close()

@@ -144,6 +144,11 @@ class TableView:
         console.print(table)
         return console.export_text().rstrip("\n")
 
+    def __repr__(self) -> str:
+        # Where only text can be shown (a plain console, some notebook frontends) the
+        # table reads better than a dump of the dataclass fields.
+        return self.__str__()
+
 
 def natural_width(table: Table) -> int:
     """The width at which ``table`` prints without wrapping or truncating a cell."""

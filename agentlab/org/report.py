@@ -246,7 +246,7 @@ class _RowsByName(Generic[Row]):
         return len(self.rows)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class StreamReport(_RowsByName[StreamRow], TableView):
     """Every stream on the server at ``taken_at``; rows ordered as the nats CLI orders them
     by default (by size, smallest first), or as ``stream_report(sort=...)`` asked."""
@@ -263,7 +263,7 @@ class StreamReport(_RowsByName[StreamRow], TableView):
         return [row.cells() for row in self.rows]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ConsumerReport(_RowsByName[ConsumerRow], TableView):
     """The consumers of one stream at ``taken_at``, ordered by name."""
 

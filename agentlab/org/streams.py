@@ -10,11 +10,16 @@ from ..specs import DAY, MINUTE, MiB, StreamSpec
 from ..subjects import Subjects
 
 
+# Within this window a resent task id is dropped by the stream itself (Nats-Msg-Id).
+TASK_DUPLICATE_WINDOW = 60.0
+
+
 def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]:
     s = subjects
     return [
         StreamSpec("AGENT_TASKS", [s.tasks("*")], retention="workqueue", storage="file",
-                   max_age=7 * DAY, max_msgs=100_000, duplicate_window=60, max_msg_size=MiB,
+                   max_age=7 * DAY, max_msgs=100_000, duplicate_window=TASK_DUPLICATE_WINDOW,
+                   max_msg_size=MiB,
                    discard="old", replicas=replicas,
                    description="Task assignments per role; removed once acknowledged (seed 000)."),
         StreamSpec("AGENT_EVENTS", [s.org_events("*"), s.tasks_created("*"),

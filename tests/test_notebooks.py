@@ -1,0 +1,252 @@
+"""The course in notebooks/ runs top to bottom, unattended, in a fresh kernel, in under 60 s.
+
+Every course notebook (notebooks/index.ipynb and the numbered ones) is executed with nbclient
+in a real ipykernel running this venv's Python: first each on an embedded server of its own
+(the default), then each against a separately started server given by AGENTLAB_NATS_URL,
+unchanged and one after another, so later notebooks meet the streams and consumers that
+earlier ones left behind. Any error output fails, and so does a traceback on stderr.
+
+The committed files are checked too: outputs stripped, learning goals and navigation links
+at the top, links that lead to files that exist, an exercise with a solution that runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+COURSE = ROOT / "notebooks"
+# index plus "NN-name": ignores stray copies such as the screenshot tool's temporary
+# "screenshot-<pid>-00-start-here.ipynb", which it writes next to the original.
+COURSE_NAME = re.compile(r"^(index|\d\d-[a-z0-9-]+)\.ipynb$")
+NOTEBOOKS = sorted(p for p in COURSE.glob("*.ipynb") if COURSE_NAME.match(p.name))
+NUMBERED = [p for p in NOTEBOOKS if p.name[0].isdigit()]
+TIME_LIMIT = 60.0  # seconds per notebook, kernel start included (the course promise)
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+# jupyter_client runs a kernelspec whose argv[0] is one of these with sys.executable instead.
+_PYTHON_ALIASES = {"python", f"python{sys.version_info[0]}",
+                   "python{}.{}".format(*sys.version_info[:2])}
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [p.stem for p in paths]
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel: this venv's Python (as in test_notebook_asyncio_run.py)
+
+
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch) -> str:
+    """A kernelspec that runs this interpreter: ``python3`` if it does, else a temporary one."""
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+        # Compare paths, not files: a venv's python is a symlink to the base interpreter, and
+        # running the base interpreter directly would not see this venv's packages.
+        if argv0 in _PYTHON_ALIASES or os.path.abspath(argv0) == os.path.abspath(sys.executable):
+            return "python3"
+    except NoSuchKernel:
+        pass
+    name = "agentlab-course-python"
+    spec_dir = tmp_path / "jupyter" / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "agentlab course test (this venv)", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        p for p in (str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH")) if p))
+    return name
+
+
+def _kernel_env(nats_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"}
+    if nats_url:
+        env["AGENTLAB_NATS_URL"] = nats_url
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# running a notebook
+
+_PROBE_KERNEL = 'import sys\nprint("KERNEL_PYTHON", sys.executable)'
+_PROBE_LAB = '_course_lab = lab\nprint("LAB_STARTED", lab.url, lab.embedded)'
+_PROBE_END = ('import agentlab as _agentlab\n'
+              'print("LAB_AT_END", _agentlab.current_lab() is None,\n'
+              '      _course_lab.is_closed if "_course_lab" in globals() else None,\n'
+              '      _course_lab.server.is_running if "_course_lab" in globals()'
+              ' and _course_lab.server else None)')
+
+
+def _instrument(nb: nbformat.NotebookNode) -> None:
+    """Add, in memory only, cells that report the kernel's Python and how the lab ended."""
+    start = next((i for i, c in enumerate(nb.cells)
+                  if c.cell_type == "code" and "agentlab.start()" in c.source), None)
+    if start is not None:
+        nb.cells.insert(start + 1, nbformat.v4.new_code_cell(_PROBE_LAB))
+    nb.cells.insert(0, nbformat.v4.new_code_cell(_PROBE_KERNEL))
+    nb.cells.append(nbformat.v4.new_code_cell(_PROBE_END))
+
+
+def _run(path: Path, kernel: str, nats_url: str | None) -> tuple[nbformat.NotebookNode, float]:
+    nb = nbformat.read(path, as_version=4)
+    _instrument(nb)
+    client = NotebookClient(nb, timeout=TIME_LIMIT, kernel_name=kernel,
+                            resources={"metadata": {"path": str(COURSE)}})
+    started = time.monotonic()
+    client.execute(env=_kernel_env(nats_url))  # raises CellExecutionError at the first error
+    return nb, time.monotonic() - started
+
+
+def _outputs(nb: nbformat.NotebookNode) -> list[tuple[str, dict]]:
+    return [(c.source, o) for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def _stream(nb: nbformat.NotebookNode, name: str) -> str:
+    return "".join(o.get("text", "") for _, o in _outputs(nb)
+                   if o.output_type == "stream" and o.get("name") == name)
+
+
+def _check_ran_cleanly(nb: nbformat.NotebookNode, path: Path, seconds: float,
+                       external: bool) -> None:
+    errors = [(src[:60], o.get("ename"), o.get("evalue")) for src, o in _outputs(nb)
+              if o.output_type == "error"]
+    assert not errors, f"{path.name}: error outputs {errors}"
+    stderr = _stream(nb, "stderr")
+    assert "Traceback" not in stderr, f"{path.name} printed a traceback on stderr:\n{stderr}"
+    assert seconds < TIME_LIMIT, f"{path.name} took {seconds:.1f} s (limit {TIME_LIMIT:.0f} s)"
+
+    out = _stream(nb, "stdout")
+    kernel = re.search(r"^KERNEL_PYTHON (.+)$", out, re.MULTILINE)
+    assert kernel and kernel.group(1).strip() == sys.executable, "the kernel is not this venv"
+    started = re.search(r"^LAB_STARTED (\S+) (True|False)$", out, re.MULTILINE)
+    end = re.search(r"^LAB_AT_END (\S+) (\S+) (\S+)$", out, re.MULTILINE)
+    assert end, f"{path.name}: the closing probe did not run"
+    if started is None:  # the index only checks the environment
+        assert path.name == "index.ipynb", f"{path.name} never calls agentlab.start()"
+        return
+    embedded = started.group(2) == "True"
+    assert embedded is not external, f"{path.name} used {started.group(1)}"
+    # The notebook closed its lab (and so stopped the server it started), by itself.
+    assert end.groups() == ("True", "True", "False" if embedded else "None"), \
+        f"{path.name} did not close its lab: current_lab() is None, closed, server running = " \
+        f"{end.groups()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# the committed files
+
+
+def test_the_course_is_all_there():
+    names = [p.name for p in NOTEBOOKS]
+    for name in ("index.ipynb", "00-start-here.ipynb", "01-subjects-and-wildcards.ipynb",
+                 "02-queue-groups-and-request-reply.ipynb", "03-durable-tasks-ceo-to-cto.ipynb"):
+        assert name in names
+    index = nbformat.read(COURSE / "index.ipynb", as_version=4)
+    linked = {target for c in index.cells if c.cell_type == "markdown"
+              for target in LINK.findall(c.source)}
+    missing = [p.name for p in NUMBERED if p.name not in linked]
+    assert not missing, f"index.ipynb does not list {missing}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_without_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             and (c.outputs or c.execution_count is not None)]
+    assert not dirty, f"{path.name}: strip the outputs of cells {dirty} before committing"
+    assert "widgets" not in nb.metadata, f"{path.name}: strip the saved widget state"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_goals_and_navigation(path):
+    nb = nbformat.read(path, as_version=4)
+    top, bottom = nb.cells[0], nb.cells[-1]
+    assert top.cell_type == "markdown" and "Learning goals" in top.source, \
+        f"{path.name}: the first cell must be markdown with the learning goals"
+    assert re.search(r"^# \S", top.source, re.MULTILINE), f"{path.name}: the first cell needs a title"
+    for where, cell in (("first", top), ("last", bottom)):
+        assert cell.cell_type == "markdown" and LINK.search(cell.source), \
+            f"{path.name}: the {where} cell must hold the navigation links"
+    if path.name != "index.ipynb":
+        assert "(index.ipynb)" in top.source and "(index.ipynb)" in bottom.source
+    broken = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for target in LINK.findall(cell.source):
+            url = urlparse(target)
+            if url.scheme or target.startswith("#"):
+                continue
+            if not (COURSE / unquote(url.path)).exists():
+                broken.append(target)
+    assert not broken, f"{path.name} links to files that do not exist: {broken}"
+
+
+@pytest.mark.parametrize("path", NUMBERED, ids=_ids(NUMBERED))
+def test_exercise_with_a_solution(path):
+    nb = nbformat.read(path, as_version=4)
+    exercise = next((i for i, c in enumerate(nb.cells)
+                     if c.cell_type == "markdown" and "## Exercise" in c.source), None)
+    assert exercise is not None, f"{path.name} has no '## Exercise' section"
+    solution = f"solutions/{path.stem}.py"
+    runs = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            and f"%run -i {solution}" in c.source]
+    assert (COURSE / solution).is_file(), f"{solution} is missing"
+    assert runs and runs[0] > exercise, f"{path.name} must run {solution} after its exercise"
+
+
+# ---------------------------------------------------------------------------------------------
+# running them
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_runs_top_to_bottom_on_its_own_server(path, kernel_name):
+    nb, seconds = _run(path, kernel_name, nats_url=None)
+    print(f"{path.name}: {seconds:.1f} s on an embedded server")
+    _check_ran_cleanly(nb, path, seconds, external=False)
+
+
+@pytest.fixture(scope="module")
+def external_server():
+    """A server the notebooks did not start, shared by all of them, as a learner's would be."""
+    from agentlab.server import EmbeddedServer
+
+    with EmbeddedServer(name="course-external") as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_runs_unchanged_against_agentlab_nats_url(path, kernel_name, external_server):
+    nb, seconds = _run(path, kernel_name, nats_url=external_server.url)
+    print(f"{path.name}: {seconds:.1f} s against {external_server.url}")
+    _check_ran_cleanly(nb, path, seconds, external=True)
+    assert external_server.is_running, f"{path.name} stopped a server it did not start"
+    if path.name == "00-start-here.ipynb":
+        out = _stream(nb, "stdout")
+        assert f"server: {external_server.url} (AGENTLAB_NATS_URL is set" in out
+        html = [o["data"]["text/html"] for _, o in _outputs(nb)
+                if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
+        assert any(external_server.url in h and "external" in h for h in html), \
+            "00 did not show the lab on the external server"
+        # What the organisation declared stays on the server the learner owns.
+        import agentlab
+
+        with agentlab.Client.open(external_server.url, name="course-check") as check:
+            streams = {info.config.name for info in check.js.streams()}
+            assert {"AGENT_TASKS", "AGENT_EVENTS"} <= streams
+            consumers = {info.name for info in check.js.consumers("AGENT_TASKS")}
+            assert {"ceo", "cto", "cfo"} <= consumers
