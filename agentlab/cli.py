@@ -189,6 +189,50 @@ def _dlq_print_letter(console: Console, seq: int, letter: object) -> None:
         console.print(shown, markup=False, highlight=False)
 
 
+# -- agentlab audit ---------------------------------------------------------------------
+def configure_audit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", action="append", choices=["seed000", "accounts", "users"],
+                        help="audit only this configuration (repeatable; default: all three)")
+    parser.add_argument("--tenants", default="acme,globex", metavar="A,B",
+                        help="comma-separated tenant names (default: %(default)s)")
+    parser.add_argument("--explain", action="store_true",
+                        help="say in every cell what the probe saw")
+    parser.add_argument("--show-config", action="store_true",
+                        help="print each rendered server config first (passwords masked)")
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from .isolation import audit
+    from .server import EmbeddedServer
+    from .tenants import Tenants
+
+    console = Console()
+    if not console.is_terminal:  # piped: the whole table, not a wrapped one
+        console = Console(width=max(console.width, 160 if args.explain else 120))
+    names = [n.strip() for n in args.tenants.split(",") if n.strip()]
+    failed = []
+    for model in args.model or ["seed000", "accounts", "users"]:
+        tenants = Tenants(names, model=model)
+        if args.show_config:
+            console.print(f"[bold]Server config, model {model}[/]")
+            console.print(tenants.config(redact=True), markup=False, highlight=False)
+        with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config()) as server:
+            report = audit(server.url, tenants)
+        console.print(report.to_table(explain=args.explain))
+        console.print()
+        if model != "seed000" and not report.ok:
+            failed.append(model)
+        if model == "seed000" and not report.leaks:
+            console.print("[yellow]Seed 000's configuration showed no leak this time.[/]")
+    if failed:
+        console.print(f"[bold red]agentlab's {' and '.join(failed)} configuration leaks or "
+                      "denies a tenant its own subjects.[/]")
+        return EXIT_FAILED
+    console.print("[bold green]agentlab's configurations isolate every tenant;[/] seed 000's "
+                  "verbatim lets every org publish to and read other orgs' agents.")
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -206,6 +250,9 @@ COMMANDS: dict[str, Command] = {
                       run_status),
     "dlq": Command("list, show and redrive dead letters (the DEAD_LETTERS stream)",
                    configure_dlq, run_dlq),
+    "audit": Command("try every cross-tenant action against live servers: seed 000's config "
+                     "verbatim, agentlab's accounts and users models", configure_audit,
+                     run_audit),
 }
 
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import atexit
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .bridge import get_bridge
 from .client import Client, default_url
 from .errors import ServerUnreachable
 from .server import EmbeddedServer
+
+if TYPE_CHECKING:
+    from .tenantclient import TenantClient
+    from .tenants import Tenants
 
 _current: Lab | None = None
 _current_lock = threading.RLock()  # start(fresh=True) closes the old lab while holding it
@@ -25,6 +30,27 @@ class Lab(Client):
     """The lab's own connection, plus the embedded server it started (if any)."""
 
     server: EmbeddedServer | None = None
+    tenants: Tenants | None = None  # start(tenants=...): the declared tenants and credentials
+
+    def tenant(self, tenant: str, name: str | None = None) -> TenantClient:
+        """A connection as ``tenant``, with the credentials generated for it: lab.tenant("acme").
+
+        ``lab.tenant("tools")`` connects as the shared tool pool's identity.
+        """
+        client = self._tenants().connect(self.url, tenant, name=name)
+        self._clients.append(client)
+        return client
+
+    async def atenant(self, tenant: str, name: str | None = None) -> TenantClient:
+        client = await self._tenants().aconnect(self.url, tenant, name=name)
+        self._clients.append(client)
+        return client
+
+    def _tenants(self) -> Tenants:
+        if self.tenants is None:
+            raise ValueError("This lab declared no tenants: agentlab.start(tenants=['acme', "
+                             "'globex'], fresh=True) starts one that does.")
+        return self.tenants
 
     def connect(self, name: str, **auth: Any) -> Client:
         """Another named connection to this lab's server (one per agent, say)."""
@@ -67,7 +93,7 @@ class Lab(Client):
         rows = [("NATS URL", self.url), ("server", "embedded" if self.server else "external"),
                 ("monitoring", self.monitor_url or "n/a"),
                 ("state", "closed" if self.is_closed else "running")]
-        cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td><code>{v}</code></td></tr>"
+        cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'><code>{v}</code></td></tr>"
                         for k, v in rows)
         return f"<table><caption style='text-align:left'><b>agentlab lab</b></caption>{cells}</table>"
 
@@ -75,18 +101,32 @@ class Lab(Client):
 def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
           store_dir: str | None = None, max_memory: str = "256MB", max_file: str = "1GB",
           max_payload: str | None = None, server_config: str = "",
-          user: str | None = None, password: str | None = None) -> Lab:
+          user: str | None = None, password: str | None = None,
+          tenants: Tenants | Sequence[str] | None = None) -> Lab:
     """Start (or reuse) the lab.
 
     Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
     JetStream on 127.0.0.1 (stopped by ``lab.close()``, at exit, or when the kernel dies).
     Calling ``start()`` again in the same process returns the running lab; ``fresh=True``
     closes it and starts a new one.
+
+    ``tenants=["acme", "globex"]`` (or a :class:`agentlab.tenants.Tenants`) renders the
+    config isolating them into the server's and connects the lab as the operator; then
+    ``lab.tenant("acme")`` connects as a tenant. No identity is left without a password.
     """
     global _current
+    if tenants is not None:
+        from .tenants import Tenants
+
+        tenants = Tenants.of(tenants)
+        server_config = tenants.config() + server_config
+        operator = tenants.credentials("operator")
+        user, password = operator.user, operator.password
     with _current_lock:
         if _current is not None and not _current.is_closed:
             if not fresh:
+                if tenants is not None and tenants != _current.tenants:
+                    raise ValueError("A lab with other tenants is running: pass fresh=True.")
                 return _current
             _current.close()
         url = url or default_url()
@@ -103,7 +143,13 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                 server.stop()
             raise
         assert isinstance(lab, Lab)
-        lab.server = server
+        lab.server, lab.tenants = server, tenants
+        if tenants is not None:
+            try:
+                tenants.setup(lab)  # users model: the operator declares the tenants' streams
+            except BaseException:
+                lab.close()
+                raise
         _current = lab
         return lab
 
