@@ -39,7 +39,7 @@ from .errors import (
     WrongThread,
 )
 from .messages import to_bytes
-from .permissions import FirstPublishCheck, ViolationLog
+from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
 from .subjects import check_publish_subject
 from .subscription import Subscription
@@ -70,6 +70,8 @@ class Client:
         violations.on_publish_denied = self._requests.fail_subject
         self._publish_check = FirstPublishCheck(
             violations, enabled=bool(nc._server_info.get("auth_required")))
+        if nc._server_info.get("auth_required"):
+            fail_fast_on_denied_requests(nc, violations)
         self._subscriptions: list[Subscription] = []
         self._clients: list[Client] = []
         self._closed = False

@@ -8,9 +8,11 @@ violation on its own subject since the mark (DESIGN.md decision 5).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from .errors import PermissionDenied
 
@@ -24,6 +26,12 @@ class ViolationLog:
         self._seq = 0
         self._denied_publish: set[str] = set()
         self.on_publish_denied: Callable[[str, BaseException], None] | None = None
+        # Extra advice for a refused subject (tenants explain their naming rules here).
+        self.hint_for: Callable[[str], str] | None = None
+
+    def denied(self, subject: str) -> PermissionDenied:
+        hint = self.hint_for(subject) if self.hint_for is not None else ""
+        return PermissionDenied("publish", subject, self.identity, "", hint)
 
     def record(self, error: BaseException) -> bool:
         """Keep ``error`` if it is a permissions violation; tell whether it was one."""
@@ -88,3 +96,54 @@ class FirstPublishCheck:
         if len(self._allowed) > 10_000:
             self._allowed.clear()
         self._allowed.add(subject)
+
+
+def fail_fast_on_denied_requests(nc: Any, violations: ViolationLog) -> None:
+    """Make nats-py's own requests (the JetStream API, KV, object stores) raise
+    PermissionDenied when the server refuses them, instead of waiting out their timeout.
+
+    The server answers a forbidden publish with an asynchronous ``-ERR`` only; the
+    violation log sees it and fails the request waiting on that subject.
+    """
+    waiting: dict[str, list[asyncio.Future]] = {}
+    chained = violations.on_publish_denied
+
+    def on_denied(subject: str, error: BaseException) -> None:
+        if chained is not None:
+            chained(subject, error)
+        for future in waiting.pop(subject, []):
+            if not future.done():
+                future.set_exception(error)
+
+    violations.on_publish_denied = on_denied
+    original = nc.request
+
+    async def request(subject: str, payload: bytes = b"", timeout: float = 0.5,
+                      old_style: bool = False, headers: dict[str, Any] | None = None) -> Any:
+        if subject.lower() in violations._denied_publish:
+            raise violations.denied(subject)
+        key = subject.lower()
+        denied = asyncio.get_running_loop().create_future()
+        waiting.setdefault(key, []).append(denied)
+        answer = asyncio.ensure_future(original(subject, payload, timeout=timeout,
+                                                old_style=old_style, headers=headers))
+        try:
+            await asyncio.wait({answer, denied}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            answer.cancel()
+            raise
+        finally:
+            if denied in waiting.get(key, []):
+                waiting[key].remove(denied)
+                if not waiting[key]:
+                    del waiting[key]
+        if answer.done():
+            if denied.done() and not denied.cancelled():
+                denied.exception()  # retrieved: the answer won the race
+            denied.cancel()
+            return answer.result()
+        answer.cancel()
+        denied.exception()
+        raise violations.denied(subject) from None
+
+    nc.request = request  # nats-py's JetStream context calls nc.request: it comes here

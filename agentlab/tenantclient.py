@@ -17,7 +17,7 @@ from .errors import PermissionDenied
 if TYPE_CHECKING:
     from .tenants import Tenants
 
-__all__ = ["TenantClient", "fail_fast_on_denied_requests", "tenant_organisation"]
+__all__ = ["TenantClient", "explain_tenant_refusals", "tenant_organisation"]
 
 
 class TenantClient(Client):
@@ -61,66 +61,19 @@ def tenant_organisation(client: TenantClient, **options: Any) -> Any:
     return TenantOrganisation(client, client.tenant, **options)
 
 
-def fail_fast_on_denied_requests(client: Client, who: str) -> None:
-    """Make nats-py's own requests (JetStream API, KV) raise PermissionDenied when refused.
+def explain_tenant_refusals(client: Client, who: str) -> None:
+    """Refusals name the tenant, and JetStream ones say which streams a tenant may use.
 
-    The server answers a forbidden publish with an asynchronous ``-ERR`` only, so a JetStream
-    call on another tenant's stream would otherwise wait out its 5 s timeout. agentlab's
-    violation log already sees the ``-ERR``; this fails the waiting request with it.
+    (Requests already fail fast on any server that requires auth: see
+    agentlab.permissions.fail_fast_on_denied_requests.)
     """
-    nc, violations = client.nc, client._violations
-    violations.identity = client.identity or who  # errors name the user, i.e. the tenant
-    waiting: dict[str, list[asyncio.Future]] = {}
-    chained = violations.on_publish_denied
-
-    def on_denied(subject: str, error: BaseException) -> None:
-        if chained is not None:
-            chained(subject, error)
-        for future in waiting.pop(subject, []):
-            if not future.done():
-                future.set_exception(error)
-
-    violations.on_publish_denied = on_denied
-    original = nc.request
-
-    async def request(subject: str, payload: bytes = b"", timeout: float = 0.5,
-                      old_style: bool = False, headers: dict[str, Any] | None = None) -> Any:
-        try:
-            violations.raise_if_known_denied("publish to", subject)
-        except PermissionDenied:
-            raise _denied(subject, violations.identity, who) from None
-        key = subject.lower()
-        denied = asyncio.get_running_loop().create_future()
-        waiting.setdefault(key, []).append(denied)
-        answer = asyncio.ensure_future(original(subject, payload, timeout=timeout,
-                                                old_style=old_style, headers=headers))
-        try:
-            await asyncio.wait({answer, denied}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
-            answer.cancel()
-            raise
-        finally:
-            if denied in waiting.get(key, []):
-                waiting[key].remove(denied)
-                if not waiting[key]:
-                    del waiting[key]
-        if answer.done():
-            if denied.done() and not denied.cancelled():
-                denied.exception()  # retrieved: the answer won the race
-            denied.cancel()
-            return answer.result()
-        answer.cancel()
-        denied.exception()
-        raise _denied(subject, violations.identity, who) from None
-
-    nc.request = request  # the JetStream context calls nc.request: it now comes here
+    client._violations.identity = client.identity or who
+    client._violations.hint_for = lambda subject: _tenant_hint(subject, who)
 
 
-def _denied(subject: str, identity: str | None, who: str) -> PermissionDenied:
+def _tenant_hint(subject: str, who: str) -> str:
     if not subject.startswith(("$JS.", "$KV.", "$O.")):
-        return PermissionDenied("publish", subject, identity)
-    return PermissionDenied(
-        "publish", subject, identity, "",
-        f"Tenant '{who}' may use the JetStream API of its own streams and buckets only "
-        "(in the users model those are named <NAME>_<TENANT> and declared by the operator; "
-        "in the accounts model every stream in the tenant's account is its own).")
+        return ""
+    return (f"Tenant '{who}' may use the JetStream API of its own streams and buckets only "
+            "(in the users model those are named <NAME>_<TENANT> and declared by the "
+            "operator; in the accounts model every stream in the tenant's account is its own).")

@@ -34,7 +34,7 @@ from typing import Any
 from .client import Client
 from .errors import AuthenticationFailed
 from .subjects import DEFAULT_ROOT, Subjects
-from .tenantclient import TenantClient, fail_fast_on_denied_requests
+from .tenantclient import TenantClient, explain_tenant_refusals
 
 __all__ = ["MODELS", "Credentials", "TenantClient", "TenantLimits", "Tenants", "UnknownTenant"]
 
@@ -164,7 +164,7 @@ class Tenants:
     def _adopt(self, client: Client, who: str) -> TenantClient:
         assert isinstance(client, TenantClient)
         client.tenant, client.tenants = who, self
-        fail_fast_on_denied_requests(client, who)
+        explain_tenant_refusals(client, who)
         return client
 
     def setup(self, operator: Client) -> None:

@@ -22,6 +22,10 @@ authorization {
         publish: {allow: [">"]},
         subscribe: {allow: ["no_inbox.>"]}
     }},
+    {user: no_js, password: no-js-pw, permissions: {
+        publish: {allow: ["no_js.>"]},
+        subscribe: {allow: ["no_js.>", "_INBOX.>"]}
+    }},
     {user: admin, password: admin-pw}
   ]
 }
@@ -128,3 +132,15 @@ def test_serve_and_acks_work_for_a_restricted_user(server, admin):
         assert admin.request("alice.async", "ping", timeout=2).text == "async pong"
     finally:
         alice.close()
+
+
+def test_forbidden_jetstream_call_fails_fast_for_any_restricted_user(server):
+    """nats-py's own JetStream requests would wait out their timeout; they fail at once."""
+    client = agentlab.Client.open(server.url, name="no-js", user="no_js", password="no-js-pw")
+    try:
+        started = time.perf_counter()
+        with pytest.raises(PermissionDenied, match="STREAM.INFO"):
+            client.js.stream_info("ANYTHING")
+        assert time.perf_counter() - started < 1.0
+    finally:
+        client.close()
