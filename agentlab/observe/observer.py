@@ -1,0 +1,240 @@
+"""The observer: one connection that taps the lab's traffic and polls JetStream state.
+
+    obs = Observer(lab).start()        # its own connection, named "agentlab-observer"
+    snap = obs.snapshot()              # LabSnapshot: flow + topology + stream/consumer state
+    obs.flow(pattern="genbrain.agents.cto.>").to_mermaid()
+    obs.stop()
+
+It only reads (DESIGN.md decision 7): four subscriptions and, every ``poll_interval``
+seconds, one stream report and one consumer report per stream that has consumers. What
+each tap can and cannot see is listed in ``agentlab/observe/events.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from ..client import Client
+from ..errors import StreamNotFound
+from ..subjects import DEFAULT_ROOT
+from .recorder import FlowRecorder, matcher
+from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
+
+log = logging.getLogger("agentlab")
+
+STREAM_FIELDS = {"Messages": "messages", "Bytes": "bytes", "First Seq": "first_seq",
+                 "Last Seq": "last_seq", "Consumers": "consumers"}
+CONSUMER_FIELDS = {"Unprocessed": "unprocessed", "Ack Pending": "ack_pending",
+                   "Redelivered": "redelivered", "Waiting": "waiting",
+                   "Last Delivered": "delivered", "Ack Floor": "ack_floor"}
+
+
+class Observer:
+    """Taps ``{root}.>``, ``$JS.ACK.>``, ``$JS.EVENT.ADVISORY.>`` and (``deliveries=True``)
+    ``_INBOX.>`` into a bounded FlowRecorder (``capacity`` events), and polls stream and
+    consumer state every ``poll_interval`` seconds (``streams``: only these)."""
+
+    def __init__(self, client: Client, *, root: str = DEFAULT_ROOT, capacity: int = 10_000,
+                 poll_interval: float = 1.0, deliveries: bool = True,
+                 streams: list[str] | None = None, name: str = "agentlab-observer"):
+        self.url = client.url
+        self.root = root
+        self.poll_interval = poll_interval
+        self.deliveries = deliveries
+        self.only_streams = list(streams) if streams else None
+        self.name = name
+        self.recorder = FlowRecorder(capacity, root=root, stream_of=self._stream_of)
+        self.client: Client | None = None
+        self._bridge = client._bridge
+        self._subs: list[Any] = []
+        self._poller: asyncio.Future | None = None
+        self._state = StateSnapshot(streams=None)
+        self._stream_subjects: list[tuple[str, Any]] = []
+        self._stream_cache: dict[str, str] = {}
+        self.poll_errors = 0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self) -> Observer:
+        """Connect, subscribe the taps, take a first state poll. Returns self."""
+        self.client = Client.open(self.url, name=self.name)
+        self._bridge.run(self._start(), operation="observe")
+        return self
+
+    async def astart(self) -> Observer:
+        self.client = await Client.aopen(self.url, name=self.name)
+        await self._bridge.arun(self._start())
+        return self
+
+    async def _start(self) -> None:
+        assert self.client is not None
+        nc, rec = self.client.nc, self.recorder
+
+        async def lab(msg: Any) -> None:
+            rec.tap("lab", msg)
+
+        async def ack(msg: Any) -> None:
+            rec.tap("ack", msg)
+
+        async def advisory(msg: Any) -> None:
+            if msg.subject == "$JS.EVENT.ADVISORY.API":   # one per API call: count only
+                rec.skip()
+            else:
+                rec.tap("advisory", msg)
+
+        async def inbox(msg: Any) -> None:
+            if msg.reply.startswith("$JS.ACK."):          # a consumer's delivery
+                rec.tap("inbox", msg)
+            else:                                          # replies, PubAcks, pull statuses
+                rec.skip()
+
+        taps = [(f"{self.root}.>", lab), ("$JS.ACK.>", ack), ("$JS.EVENT.ADVISORY.>", advisory)]
+        if self.deliveries:
+            taps.append(("_INBOX.>", inbox))
+        for subject, cb in taps:
+            self._subs.append(await nc.subscribe(subject, cb=cb))
+        await nc.flush()
+        await self._poll_once()
+        self._poller = asyncio.ensure_future(self._poll_forever())
+
+    def stop(self) -> None:
+        """Unsubscribe and close the connection. Snapshots taken stay readable."""
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        if self._poller is not None:
+            self._bridge.call_soon(self._poller.cancel)
+            self._poller = None
+        client.close()
+
+    close = stop
+
+    @property
+    def running(self) -> bool:
+        return self.client is not None and not self.client.is_closed
+
+    def __enter__(self) -> Observer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- reading ------------------------------------------------------------------------
+    def flow(self, pattern: str = ">", *, limit: int = 40, hide_noise: bool = True,
+             trace: str = "") -> FlowSnapshot:
+        """The last ``limit`` events on subjects matching ``pattern``.
+
+        ``hide_noise`` leaves out heartbeats and health metrics; ``trace`` keeps one trace.
+        """
+        return self.recorder.flow(pattern=pattern, limit=limit, hide_noise=hide_noise,
+                                  trace=trace)
+
+    def topology(self, *, hide_noise: bool = True) -> TopologySnapshot:
+        return self.recorder.topology(hide_noise=hide_noise)
+
+    def state(self) -> StateSnapshot:
+        """The latest polled stream/consumer state, with the current ack rates."""
+        self.recorder.ingest()
+        return dataclasses.replace(self._state, rates=self.recorder.rates())
+
+    def snapshot(self, pattern: str = ">", *, limit: int = 40) -> LabSnapshot:
+        return LabSnapshot(flow=self.flow(pattern, limit=limit), topology=self.topology(),
+                           state=self.state())
+
+    def _repr_html_(self) -> str:
+        return self.snapshot()._repr_html_()
+
+    def __rich__(self) -> Any:
+        return self.snapshot().__rich__()
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """Changes whenever new events were ingested or state was polled."""
+        return self.recorder.version, self._state.polls
+
+    # -- which stream stores a subject ----------------------------------------------------
+    def _stream_of(self, subject: str) -> str:
+        found = self._stream_cache.get(subject)
+        if found is None:
+            found = next((name for name, match in self._stream_subjects if match(subject)), "")
+            if len(self._stream_cache) > 4096:
+                self._stream_cache.clear()
+            self._stream_cache[subject] = found
+        return found
+
+    # -- polling ------------------------------------------------------------------------
+    async def _poll_forever(self) -> None:
+        while self.client is not None and not self.client.is_closed:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self._poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a server restart, a node stopped: try again later
+                self.poll_errors += 1
+                self._state = dataclasses.replace(
+                    self._state, error=f"{type(error).__name__}: {error}",
+                    polls=self._state.polls + 1)
+
+    async def _poll_once(self) -> None:
+        from ..org.report import aconsumer_report, astream_report
+
+        client = self.client
+        if client is None:
+            return
+        streams = await astream_report(client, sort="name")
+        if self.only_streams is not None:
+            rows = tuple(r for r in streams.rows if r.name in self.only_streams)
+            streams = dataclasses.replace(streams, rows=rows)
+        subjects = [(row.name, matcher(s)) for row in streams.rows for s in row.subjects]
+        if [n for n, _ in subjects] != [n for n, _ in self._stream_subjects]:
+            self._stream_cache.clear()
+        self._stream_subjects = subjects
+        consumers = []
+        for row in streams.rows:
+            if row.consumers > 0:
+                try:
+                    consumers.append(await aconsumer_report(client, row.name))
+                except StreamNotFound:
+                    continue
+        previous = self._state
+        changed, deltas = _changes(previous, streams, consumers)
+        self._state = StateSnapshot(streams=streams, consumers=tuple(consumers),
+                                    changed=frozenset(changed), deltas=deltas,
+                                    taken_at=time.time(), polls=previous.polls + 1)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        rec = self.recorder
+        return (f"<Observer {state} events={rec.recorded} seen={rec.received} "
+                f"dropped={rec.dropped} polls={self._state.polls}>")
+
+
+def _changes(previous: StateSnapshot, streams: Any, consumers: list[Any]
+             ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], int]]:
+    changed: set[tuple[str, str]] = set()
+    deltas: dict[tuple[str, str], int] = {}
+    if previous.streams is None:
+        return changed, deltas
+    before = {row.name: row for row in previous.streams.rows}
+    for row in streams.rows:
+        old = before.get(row.name)
+        for column, attr in STREAM_FIELDS.items():
+            if old is None or getattr(old, attr) != getattr(row, attr):
+                changed.add((row.name, column))
+                if old is not None:
+                    deltas[(row.name, column)] = getattr(row, attr) - getattr(old, attr)
+    before_c = {(r.stream, r.name): r for r in previous.consumer_rows()}
+    for report in consumers:
+        for row in report.rows:
+            old = before_c.get((row.stream, row.name))
+            key = f"{row.stream}/{row.name}"
+            for column, attr in CONSUMER_FIELDS.items():
+                if old is None or getattr(old, attr) != getattr(row, attr):
+                    changed.add((key, column))
+                    if old is not None:
+                        deltas[(key, column)] = getattr(row, attr) - getattr(old, attr)
+    return changed, deltas

@@ -1,0 +1,289 @@
+"""The flow recorder: raw taps in, FlowEvents and running totals out, all of it bounded.
+
+    recorder = FlowRecorder(capacity=10_000)
+    recorder.tap("lab", msg)            # on agentlab's loop: one append, nothing else
+    recorder.ingest()                   # anywhere else (the UI pump, a snapshot call)
+    recorder.flow(pattern="genbrain.agents.>", limit=40)
+
+Taps do the least possible work on the loop the agents share: they append a tuple to a
+bounded deque. Classifying (JSON bodies, ack subjects, advisories) happens in ``ingest``,
+called by whoever reads. If nobody reads for a while the raw deque drops its oldest
+entries; ``dropped`` counts them. Every dict kept here is capped too, so memory stays flat
+over millions of messages.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .events import (
+    ACK_VERBS,
+    BodyInfo,
+    FlowEvent,
+    advisory_fields,
+    body_info,
+    normalise_subject,
+    parse_ack,
+    subject_receiver,
+)
+from .snapshots import FlowSnapshot, TopologySnapshot
+
+RATE_WINDOW = 60          # seconds of per-consumer rate history (the sparklines)
+MAX_EDGES = 2_000
+_NOISE = ("heartbeat", "metrics")
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+
+
+class FlowRecorder:
+    """Bounded buffers of what the observer saw; snapshots of them on demand."""
+
+    def __init__(self, capacity: int = 10_000, *, root: str = "genbrain",
+                 stream_of: Callable[[str], str] | None = None,
+                 max_ingest: int = 20_000):
+        self.capacity = capacity
+        self.root = root
+        self.stream_of = stream_of or (lambda subject: "")
+        self.max_ingest = max_ingest  # per ingest() call: a reader never stalls for long
+        self._raw: deque[tuple] = deque(maxlen=capacity)
+        self.events: deque[FlowEvent] = deque(maxlen=capacity)
+        self.received = 0          # tapped (incremented on the loop)
+        self.ignored = 0           # tapped but not recorded (API chatter, inbox replies)
+        self.recorded = 0
+        self.kinds: Counter[str] = Counter()
+        self.edges: Counter[tuple[str, str]] = Counter()
+        self.version = 0
+        self._bodies: _LRU = _LRU(4096)        # Nats-Msg-Id -> BodyInfo
+        self._delivered: _LRU = _LRU(8192)     # (stream, seq) -> (subject, BodyInfo)
+        self._rates: dict[tuple[str, str], deque[list[int]]] = {}
+        self._recent: deque[float] = deque(maxlen=4096)   # times, for the events/s figure
+        self._lock = threading.Lock()          # one ingest at a time
+        self._seq = 0
+        self._read = 0                         # raw entries taken by ingest()
+        self._skipped = 0                      # ... of which not recorded
+        self.streams_seen: set[str] = set()
+
+    # -- on the loop ------------------------------------------------------------------
+    def tap(self, source: str, msg: Any) -> None:
+        """Record a raw message from a tap: cheap enough for every message on the wire."""
+        self.received += 1
+        self._raw.append((source, time.time(), msg.subject, msg.reply, msg.headers, msg.data))
+
+    def skip(self) -> None:
+        self.received += 1
+        self.ignored += 1
+
+    # -- off the loop -----------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Raw messages that fell out of the buffer before anyone read them."""
+        return max(0, self.received - self.ignored - self._read - len(self._raw))
+
+    def ingest(self) -> int:
+        """Classify what the taps collected since last time; returns how many were read."""
+        if not self._lock.acquire(blocking=False):
+            return 0
+        try:
+            n = 0
+            pop = self._raw.popleft
+            while n < self.max_ingest:
+                try:
+                    raw = pop()
+                except IndexError:
+                    break
+                n += 1
+                self._read += 1
+                event = self._classify(*raw)
+                if event is None:
+                    self._skipped += 1
+                    continue
+                self._record(event)
+            if n:
+                self.version += 1
+            return n
+        finally:
+            self._lock.release()
+
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _info(self, data: bytes, headers: dict | None) -> tuple[BodyInfo, str]:
+        msg_id = (headers or {}).get("Nats-Msg-Id", "")
+        if msg_id:
+            known = self._bodies.get(msg_id)
+            if known is not None:
+                return known, msg_id
+        info = body_info(data, headers)
+        if msg_id:
+            self._bodies.put(msg_id, info)
+        return info, msg_id
+
+    def _classify(self, source: str, at: float, subject: str, reply: str,
+                  headers: dict | None, data: bytes) -> FlowEvent | None:
+        if source == "ack":
+            return self._ack(at, subject, data)
+        if source == "advisory":
+            what, stream, consumer, seq, deliveries = advisory_fields(subject, data)
+            subject_of, info = self._delivered.get((stream, seq), ("", BodyInfo()))
+            return FlowEvent(self._next(), at, "advisory", subject_of or subject,
+                             sender=stream, receiver=consumer, type=what, size=len(data),
+                             trace_id=info.trace_id, stream=stream, consumer=consumer,
+                             stream_seq=seq, deliveries=deliveries, title=info.title)
+        info, msg_id = self._info(data, headers)
+        if reply.startswith("$JS.ACK."):            # a JetStream delivery
+            parsed = parse_ack(reply)
+            if parsed is None:
+                return None
+            stream, consumer, delivered, seq = parsed
+            self._delivered.put((stream, seq), (subject, info))
+            return FlowEvent(self._next(), at, "deliver", subject, sender=stream,
+                             receiver=consumer, type=info.type, size=len(data),
+                             trace_id=info.trace_id, msg_id=msg_id, stream=stream,
+                             consumer=consumer, stream_seq=seq, deliveries=delivered,
+                             title=info.title)
+        if source != "lab":
+            return None
+        stream = self.stream_of(subject)
+        receiver = stream or info.receiver or subject_receiver(subject, self.root)
+        kind = "dead_letter" if subject.startswith(f"{self.root}.dlq.") else "publish"
+        kind_text = info.type
+        if kind_text == "task" and subject.endswith(".tasks.created"):
+            kind_text = "task.created"
+        return FlowEvent(self._next(), at, kind, subject, sender=info.sender,
+                         receiver=receiver, type=kind_text, size=len(data),
+                         trace_id=info.trace_id, msg_id=msg_id, stream=stream,
+                         title=info.title)
+
+    def _ack(self, at: float, subject: str, data: bytes) -> FlowEvent | None:
+        parsed = parse_ack(subject)
+        if parsed is None:
+            return None
+        stream, consumer, delivered, seq = parsed
+        kind = ACK_VERBS.get(data[:4].rstrip(), "")
+        if not kind:
+            kind = "term" if data.startswith(b"+TERM") else "nak" if \
+                data.startswith(b"-NAK") else "ack"
+        subject_of, info = self._delivered.get((stream, seq), ("", BodyInfo()))
+        title = info.title
+        if kind == "term" and len(data) > 6:
+            title = data[6:80].decode("utf-8", "replace")
+        return FlowEvent(self._next(), at, kind, subject_of or subject, sender=consumer,
+                         receiver=stream, type=info.type, size=len(data),
+                         trace_id=info.trace_id, stream=stream, consumer=consumer,
+                         stream_seq=seq, deliveries=delivered, title=title)
+
+    def _record(self, event: FlowEvent) -> None:
+        self.events.append(event)
+        self.recorded += 1
+        self.kinds[event.kind] += 1
+        self._recent.append(event.time)
+        if event.stream and len(self.streams_seen) < 256:
+            self.streams_seen.add(event.stream)
+        if event.kind in ("publish", "dead_letter"):
+            node = normalise_subject(event.subject, self.root)
+            self._edge(event.sender or "?", node)
+            if event.receiver:
+                self._edge(node, event.receiver)
+        elif event.kind == "deliver":
+            self._edge(event.stream, event.consumer)
+        if event.kind in ("ack", "deliver", "nak", "term"):
+            self._count_rate((event.stream, event.consumer), event.kind, int(event.time))
+
+    def _edge(self, src: str, dst: str) -> None:
+        key = (src, dst)
+        if key in self.edges or len(self.edges) < MAX_EDGES:
+            self.edges[key] += 1
+        else:
+            self.edges[("(other)", "(other)")] += 1
+
+    def _count_rate(self, key: tuple[str, str], kind: str, second: int) -> None:
+        series = self._rates.get(key)
+        if series is None:
+            if len(self._rates) >= 512:
+                return
+            series = self._rates[key] = deque(maxlen=RATE_WINDOW)
+        if not series or series[-1][0] != second:
+            series.append([second, 0, 0])
+        series[-1][1 if kind == "ack" else 2] += 1
+
+    # -- snapshots ----------------------------------------------------------------------
+    def rates(self, now: float | None = None) -> dict[tuple[str, str], tuple[int, ...]]:
+        """Acks per second over the last RATE_WINDOW seconds, per (stream, consumer)."""
+        now_s = int(now if now is not None else time.time())
+        out = {}
+        for key, series in list(self._rates.items()):
+            by_second = {s: acks for s, acks, _ in list(series)}
+            out[key] = tuple(by_second.get(s, 0) for s in range(now_s - RATE_WINDOW, now_s))
+        return out
+
+    def flow(self, *, pattern: str = ">", limit: int = 40, hide_noise: bool = True,
+             trace: str = "") -> FlowSnapshot:
+        """The last ``limit`` events whose subject matches ``pattern`` (a NATS wildcard)."""
+        self.ingest()
+        match = matcher(pattern)
+        picked: list[FlowEvent] = []
+        for event in reversed(list(self.events)):
+            if hide_noise and event.type in _NOISE:
+                continue
+            if trace and event.trace_id != trace:
+                continue
+            if match(event.subject):
+                picked.append(event)
+                if len(picked) >= limit:
+                    break
+        now = time.time()
+        recent = sum(1 for t in list(self._recent) if now - t <= 5.0) / 5.0
+        return FlowSnapshot(events=tuple(reversed(picked)), taken_at=now, pattern=pattern,
+                            received=self.received, recorded=self.recorded,
+                            dropped=self.dropped, ignored=self.ignored + self._skipped,
+                            kinds=dict(self.kinds), rate=recent, capacity=self.capacity)
+
+    def topology(self, *, hide_noise: bool = True, limit: int = 40) -> TopologySnapshot:
+        self.ingest()
+        edges = [(s, d, n) for (s, d), n in self.edges.most_common()
+                 if not (hide_noise and _noisy(s, d))]
+        return TopologySnapshot.build(edges[:limit], streams=frozenset(self.streams_seen))
+
+
+def _noisy(src: str, dst: str) -> bool:
+    return src == "health" or dst in ("health", "observers") or \
+        any(n.endswith((".heartbeat", ".metrics", ".health", ".scaling")) for n in (src, dst))
+
+
+def matcher(pattern: str) -> Callable[[str], bool]:
+    """A fast NATS wildcard matcher for ``pattern`` (``*`` one token, ``>`` the rest)."""
+    pattern = (pattern or ">").strip() or ">"
+    if pattern == ">":
+        return lambda subject: True
+    want = pattern.split(".")
+    tail = want[-1] == ">"
+    head = want[:-1] if tail else want
+
+    def match(subject: str) -> bool:
+        have = subject.split(".")
+        if len(have) < len(head) + (1 if tail else 0) or (not tail and len(have) != len(head)):
+            return False
+        return all(w == "*" or w == h for w, h in zip(head, have))
+
+    return match
+
+
+def merge_kinds(counts: Iterable[tuple[str, int]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for kind, n in counts:
+        out[kind] += n
+    return dict(out)

@@ -1,0 +1,149 @@
+"""The observer against a real server and a real organisation: what it records, bounded."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from rich.console import Console
+
+import agentlab
+from agentlab.observe import Observer
+from agentlab.observe.recorder import matcher
+from agentlab.org.organisation import Organisation
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def running(org_server):
+    lab = agentlab.Client.open(org_server.url, name="observe-test")
+    org = Organisation(lab, "acme", ack_wait=1.0, heartbeat_interval=0.5,
+                       monitor_interval=0.5).start()
+    obs = Observer(lab, poll_interval=0.3).start()
+    yield lab, org, obs
+    obs.stop()
+    org.stop()
+    lab.close()
+
+
+def kinds_for(obs: Observer, title: str) -> list[str]:
+    return [e.kind for e in obs.flow(limit=10_000).events if e.title == title]
+
+
+def test_a_task_is_published_delivered_and_acked_with_one_trace(running):
+    lab, org, obs = running
+    task = org.assign("Observe me", to="cto")
+    assert wait_for(lambda: "ack" in kinds_for(obs, "Observe me"))
+    events = [e for e in obs.flow(limit=10_000).events if e.title == "Observe me"]
+    publish = next(e for e in events if e.kind == "publish" and e.stream == "AGENT_TASKS")
+    assert (publish.sender, publish.receiver, publish.type) == ("board", "AGENT_TASKS", "task")
+    assert publish.msg_id == task.id and publish.size > 0
+    deliver = next(e for e in events if e.kind == "deliver")
+    assert (deliver.sender, deliver.receiver, deliver.consumer) == ("AGENT_TASKS", "cto", "cto")
+    assert deliver.deliveries == 1 and not deliver.redelivered and deliver.stream_seq > 0
+    ack = next(e for e in events if e.kind == "ack")
+    assert (ack.sender, ack.receiver) == ("cto", "AGENT_TASKS")
+    assert ack.subject == "genbrain.agents.cto.tasks" and ack.stream_seq == deliver.stream_seq
+    completed = next(e for e in events if e.type == "task.completed")
+    assert completed.sender == "cto" and completed.stream == "AGENT_EVENTS"
+    assert {e.trace_id for e in events} == {task.id}  # one trace: the task id
+
+
+def test_a_flaky_task_shows_nak_and_redelivery(running):
+    _, org, obs = running
+    org.assign("Flaky observed", to="cto", details={"fail_times": 1})
+    assert wait_for(lambda: kinds_for(obs, "Flaky observed").count("ack") == 1)
+    kinds = kinds_for(obs, "Flaky observed")
+    assert "nak" in kinds
+    redelivery = [e for e in obs.flow(limit=10_000).events
+                  if e.title == "Flaky observed" and e.kind == "deliver" and e.redelivered]
+    assert redelivery and redelivery[0].deliveries == 2
+
+
+def test_poison_is_termed_and_dead_lettered(running):
+    lab, _, obs = running
+    lab.js.publish("genbrain.agents.cfo.tasks", b"{poison!", msg_id="observe-poison")
+    assert wait_for(lambda: any(e.is_dead_letter for e in obs.flow(limit=10_000).events))
+    assert wait_for(lambda: any(e.is_term for e in obs.flow(limit=10_000).events))
+    letter = next(e for e in obs.flow(limit=10_000).events if e.is_dead_letter)
+    assert letter.receiver == "DEAD_LETTERS" and letter.sender == "cfo"
+    assert wait_for(lambda: any(e.kind == "advisory" and e.type == "terminated"
+                                for e in obs.flow(limit=10_000).events))
+
+
+def test_state_is_polled_with_changes_and_rates(running):
+    _, org, obs = running
+    org.assign("Rate me", to="cfo")
+    assert wait_for(lambda: "ack" in kinds_for(obs, "Rate me"))
+    polls = obs.state().polls
+    assert wait_for(lambda: obs.state().polls >= polls + 2)
+    state = obs.state()
+    assert "AGENT_TASKS" in state.streams.names
+    assert {row.name for row in state.consumer_rows() if row.stream == "AGENT_TASKS"} >= \
+        {"ceo", "cto", "cfo"}
+    assert sum(sum(v) for v in state.rates.values()) >= 1   # the acks seen, per second
+    assert all(len(v) == 60 for v in state.rates.values())
+
+
+def test_snapshots_render_as_html_rich_and_mermaid(running):
+    _, org, obs = running
+    org.assign("Render me", to="cto")
+    assert wait_for(lambda: "ack" in kinds_for(obs, "Render me"))
+    snap = obs.snapshot(limit=200)
+    page = snap._repr_html_()
+    for text in ("Streams", "Consumers", "Message flow", "Topology", "Ack Pending",
+                 "Oldest Unprocessed", "First Seq", "<svg", "Render me"):
+        assert text in page, text
+    out = io.StringIO()
+    Console(file=out, width=200).print(snap)
+    assert "Render me" in out.getvalue() and "AGENT_TASKS" in out.getvalue()
+    mermaid = obs.flow("genbrain.agents.cto.tasks", limit=200).to_mermaid()
+    assert mermaid.startswith("sequenceDiagram")
+    assert "board->>AGENT_TASKS: task · Render me" in mermaid
+    assert "AGENT_TASKS-->>cto: task · Render me" in mermaid
+    assert "cto-)AGENT_TASKS: ack · Render me" in mermaid
+    assert snap.topology.count("AGENT_TASKS", "cto") >= 1
+
+
+def test_the_filter_and_noise_switch(running):
+    _, _, obs = running
+    assert wait_for(lambda: any(e.type == "heartbeat"
+                                for e in obs.flow(hide_noise=False, limit=10_000).events))
+    assert not any(e.type == "heartbeat" for e in obs.flow(limit=10_000).events)
+    only_cto = obs.flow("genbrain.agents.cto.>", limit=10_000, hide_noise=False).events
+    assert only_cto and all(e.subject.startswith("genbrain.agents.cto.") for e in only_cto)
+
+
+def test_buffers_stay_bounded(org_server):
+    lab = agentlab.Client.open(org_server.url, name="bounded")
+    obs = Observer(lab, capacity=200, root="bounded").start()
+    try:
+        for n in range(3_000):
+            lab.publish(f"bounded.load.s{n % 50}", b"x" * 64)
+        lab.flush()
+        assert wait_for(lambda: obs.recorder.received >= 3_000)
+        obs.flow()
+        rec = obs.recorder
+        assert len(rec.events) <= 200 and len(rec._raw) <= 200
+        assert rec.recorded + rec.dropped == 3_000
+        assert len(obs.flow(limit=50).events) == 50
+    finally:
+        obs.stop()
+        lab.close()
+
+
+@pytest.mark.parametrize("pattern, subject, expected", [
+    (">", "a.b", True), ("a.>", "a.b.c", True), ("a.>", "a", False), ("a.*", "a.b", True),
+    ("a.*", "a.b.c", False), ("a.*.c", "a.x.c", True), ("a.b", "a.b", True),
+    ("a.b", "a.c", False), ("", "x", True)])
+def test_matcher(pattern, subject, expected):
+    assert matcher(pattern)(subject) is expected

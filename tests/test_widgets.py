@@ -1,0 +1,114 @@
+"""The views and the dashboard, driven without a browser (tests/test_browser.py has one)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import agentlab
+from agentlab.org.organisation import Organisation
+from agentlab.widgets import Dashboard, FlowView, StreamsView, get_pump
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def dashboard(org_server):
+    lab = agentlab.Client.open(org_server.url, name="widgets-test")
+    org = Organisation(lab, "acme", ack_wait=1.0, heartbeat_interval=0.5,
+                       monitor_interval=0.5).start()
+    dash = Dashboard(lab, org)
+    yield dash
+    dash.close()
+    org.stop()
+    lab.close()
+
+
+def test_every_view_renders_from_the_start(dashboard):
+    for view in dashboard.views:
+        assert "al-view" in view.html.value
+    assert "Message flow" in dashboard.flow.html.value
+    assert "AGENT_TASKS" in dashboard.streams.html.value
+
+
+def test_publish_button_puts_a_task_in_the_flow(dashboard):
+    dashboard.role.value = "cto"
+    dashboard.title.value = "Pressed the button"
+    dashboard.publish_button.click()
+    assert dashboard.actions[-1].startswith("published task 'Pressed the button' to cto")
+    assert "Pressed the button" in dashboard.status.value
+    assert wait_for(lambda: "Pressed the button" in dashboard.flow.html.value)
+    assert wait_for(lambda: "ack · Pressed the button" in dashboard.flow.html.value)
+
+
+def test_poison_button_ends_in_a_dead_letter(dashboard):
+    dashboard.role.value = "cfo"
+    dashboard.poison_button.click()
+    assert wait_for(lambda: "dead letter (poison)" in dashboard.flow.html.value)
+
+
+def test_stop_and_start_agent(dashboard):
+    org = dashboard.org
+    dashboard.role.value = "cfo"
+    dashboard.stop_button.click()
+    assert org.agents["cfo"] == []
+    dashboard.title.value = "Waits for the CFO"
+    dashboard.publish_button.click()
+    assert wait_for(lambda: dashboard.observer.state().streams.row("AGENT_TASKS").messages >= 1)
+    dashboard.start_button.click()
+    assert len(org.agents["cfo"]) == 1
+    assert wait_for(lambda: "ack · Waits for the CFO" in dashboard.flow.html.value)
+
+
+def test_pause_freezes_the_flow_and_filter_narrows_it(dashboard):
+    flow = dashboard.flow
+    flow.pause.value = True
+    frozen = flow.html.value
+    assert "paused" in frozen
+    dashboard.publish_task("Hidden while paused", role="cto")
+    time.sleep(1.0)
+    assert flow.html.value == frozen
+    flow.pause.value = False
+    assert wait_for(lambda: "Hidden while paused" in flow.html.value)
+    flow.pattern.value = "genbrain.agents.cfo.>"
+    assert "Hidden while paused" not in flow.html.value
+    flow.pattern.value = ">"
+
+
+def test_mermaid_export_button(dashboard):
+    dashboard.flow.export.click()
+    assert dashboard.flow.mermaid.value.startswith("sequenceDiagram")
+    assert dashboard.flow.mermaid.layout.display == "block"
+
+
+def test_each_view_updates_at_most_ten_times_a_second(dashboard):
+    before = {id(v): v.updates for v in dashboard.views}
+    dashboard.start_traffic(every=0.02)
+    time.sleep(3.0)
+    dashboard.stop_traffic()
+    for view in dashboard.views:
+        rate = (view.updates - before[id(view)]) / 3.0
+        assert rate <= 11, (type(view).__name__, rate)
+    assert dashboard.flow.updates - before[id(dashboard.flow)] >= 5  # and it did update
+
+
+def test_closing_views_stops_the_pump(org_server):
+    lab = agentlab.Client.open(org_server.url, name="pump-test")
+    from agentlab.observe import Observer
+
+    obs = Observer(lab).start()
+    views = [StreamsView(obs), FlowView(obs)]
+    assert get_pump().running
+    for view in views:
+        view.close()
+    assert all(v not in get_pump().views for v in views)
+    obs.stop()
+    lab.close()
