@@ -31,6 +31,7 @@ import uuid
 from datetime import datetime, timezone
 
 import nats
+import nats.js.errors
 
 
 async def main(url, role, org):
@@ -54,7 +55,14 @@ async def main(url, role, org):
         event = json.loads((await completed.next_msg(timeout=10)).data)
         if event["task_id"] == task_id:
             break
-    stored = await js.get_last_msg("AGENT_EVENTS", f"genbrain.org.{org}.tasks.completed")
+    # The live event can arrive before the stream has stored its copy: ask again briefly.
+    for _ in range(50):
+        try:
+            stored = await js.get_last_msg("AGENT_EVENTS",
+                                           f"genbrain.org.{org}.tasks.completed")
+            break
+        except nats.js.errors.NotFoundError:
+            await asyncio.sleep(0.05)
     status = json.loads((await nc.request(f"genbrain.agents.{role}.inbox", b"{}",
                                           timeout=2)).data)
     print(json.dumps({
