@@ -103,7 +103,10 @@ class Client:
             raise ServerUnreachable("(no URL)", "AGENTLAB_NATS_URL is not set and no lab is running")
         bridge = get_bridge()
         options: dict[str, Any] = dict(
-            servers=[url], name=name, user=user, password=password, token=token,
+            # "nats://a:4222,nats://b:4222" (a cluster, as AGENTLAB_NATS_URL may hold it):
+            # one connection that fails over between the servers.
+            servers=[u.strip() for u in url.split(",") if u.strip()], name=name, user=user,
+            password=password, token=token,
             user_credentials=creds, reconnect_time_wait=reconnect_wait,
             connect_timeout=connect_timeout, max_reconnect_attempts=1,
         )
@@ -182,7 +185,17 @@ class Client:
             # Cannot wait here; `await apublish()` raises instead of logging.
             asyncio.ensure_future(self._verify_in_background(subject, mark))
             return
-        self.flush()
+        if not self.nc.is_connected:
+            # Reconnecting: the message waits in the reconnect buffer, and the check follows
+            # it there instead of holding this call until the server is back.
+            self._bridge.submit(self._verify_in_background(subject, mark))
+            return
+        try:
+            self.flush()
+        except RequestTimeout:
+            if self.nc.is_connected:
+                raise
+            return  # the server went away mid-check; the message is buffered, checked later
         self._publish_check.confirm(subject, mark)
 
     async def _verify_in_background(self, subject: str, mark: int) -> None:
@@ -207,25 +220,42 @@ class Client:
         command = self._command(subject, data, headers, reply)
         mark = self._publish_check.mark_if_unchecked(subject)
         self._outbound.send(command)
-        if mark is not None:
+        if mark is None:
+            return
+        if not self.nc.is_connected:  # reconnecting: as in publish()
+            check = self._verify_in_background(subject, mark)
+            if self._bridge.in_loop_thread():
+                asyncio.ensure_future(check)
+            else:
+                self._bridge.submit(check)
+            return
+        try:
             await self.aflush()
-            self._publish_check.confirm(subject, mark)
+        except RequestTimeout:
+            if self.nc.is_connected:
+                raise
+            return
+        self._publish_check.confirm(subject, mark)
 
-    def _payload(self, subject: str, data: Any) -> bytes:
+    def _payload(self, subject: str, data: Any, header_block: bytes = b"") -> bytes:
         """``data`` encoded for ``subject``, once the client, the subject and the size allow."""
         if self._closed:
             raise ClientClosed(self.name)
         check_publish_subject(subject)
         payload = to_bytes(data)
         limit = self.nc._max_payload
-        if len(payload) > limit:
-            raise PayloadTooLarge(subject, len(payload), limit)
+        # The server counts headers too; over the limit it closes the connection, and the
+        # message, still in the reconnect buffer, would close every new connection as well.
+        size = len(payload) + len(header_block)
+        if size > limit:
+            raise PayloadTooLarge(subject, size, limit, "server's max_payload" + (
+                " (headers included)" if header_block else ""))
         return payload
 
     def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
                  reply: str) -> bytes:
-        payload = self._payload(subject, data)
-        return pub_command(subject, payload, reply, encode_headers(headers) if headers else b"")
+        block = encode_headers(headers) if headers else b""
+        return pub_command(subject, self._payload(subject, data, block), reply, block)
 
     # -- request / reply -------------------------------------------------------------------
     def request(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
@@ -278,9 +308,9 @@ class Client:
 
     def _send_request(self, subject: str, data: Any, headers: dict[str, str] | None,
                       loop: asyncio.AbstractEventLoop | None) -> tuple[str, PendingReply]:
-        payload = self._payload(subject, data)
-        self._violations.raise_if_known_denied("publish to", subject)
         block = encode_headers(headers) if headers else b""
+        payload = self._payload(subject, data, block)
+        self._violations.raise_if_known_denied("publish to", subject)
         return self._requests.send(subject, payload, block, loop)
 
     def _settle(self, token: str, pending: PendingReply, arrived: bool,
@@ -385,7 +415,10 @@ class Client:
         except (nats.errors.Error, asyncio.TimeoutError):
             pass
         finally:
-            await self.nc.close()
+            try:
+                await self.nc.close()
+            except OSError:  # the socket broke under nats-py's goodbye; closed all the same
+                pass
             self._outbound.detach()
             for sub in self._subscriptions:
                 sub._closed = True

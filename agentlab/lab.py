@@ -19,6 +19,7 @@ from .errors import ServerUnreachable
 from .server import EmbeddedServer
 
 if TYPE_CHECKING:
+    from .cluster import LocalCluster
     from .tenantclient import TenantClient
     from .tenants import Tenants
 
@@ -29,8 +30,17 @@ _current_lock = threading.RLock()  # start(fresh=True) closes the old lab while 
 class Lab(Client):
     """The lab's own connection, plus the embedded server it started (if any)."""
 
-    server: EmbeddedServer | None = None
+    server: EmbeddedServer | LocalCluster | None = None  # what start() started, if anything
     tenants: Tenants | None = None  # start(tenants=...): the declared tenants and credentials
+    replicas: int = 1  # start(cluster=3): the copies each reference stream keeps
+    _cluster_request: int | None = None
+
+    @property
+    def cluster(self) -> LocalCluster | None:
+        """The local cluster started by ``start(cluster=3)``: stop_node(), stream_leader()..."""
+        from .cluster import LocalCluster
+
+        return self.server if isinstance(self.server, LocalCluster) else None
 
     def tenant(self, tenant: str, name: str | None = None) -> TenantClient:
         """A connection as ``tenant``, with the credentials generated for it: lab.tenant("acme").
@@ -86,11 +96,17 @@ class Lab(Client):
 
     def __repr__(self) -> str:
         where = f"embedded server pid {self.server.pid}" if self.server else "external server"
+        if self.cluster is not None:
+            where = f"local cluster of {len(self.cluster.nodes)} nodes"
         state = "closed" if self.is_closed else "running"
         return f"<agentlab.Lab {self.url} ({where}) {state}>"
 
     def _repr_html_(self) -> str:
-        rows = [("NATS URL", self.url), ("server", "embedded" if self.server else "external"),
+        kind = "embedded" if self.server else "external"
+        if self.cluster is not None:
+            kind = (f"local cluster: {', '.join(self.cluster.names)} "
+                    f"(streams: {self.replicas} replicas)")
+        rows = [("NATS URL", self.url), ("server", kind),
                 ("monitoring", self.monitor_url or "n/a"),
                 ("state", "closed" if self.is_closed else "running")]
         cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'><code>{v}</code></td></tr>"
@@ -102,7 +118,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
           store_dir: str | None = None, max_memory: str = "256MB", max_file: str = "1GB",
           max_payload: str | None = None, server_config: str = "",
           user: str | None = None, password: str | None = None,
-          tenants: Tenants | Sequence[str] | None = None) -> Lab:
+          tenants: Tenants | Sequence[str] | None = None, cluster: int | None = None) -> Lab:
     """Start (or reuse) the lab.
 
     Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
@@ -113,6 +129,11 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
     ``tenants=["acme", "globex"]`` (or a :class:`agentlab.tenants.Tenants`) renders the
     config isolating them into the server's and connects the lab as the operator; then
     ``lab.tenant("acme")`` connects as a tenant. No identity is left without a password.
+
+    ``cluster=3`` starts a local three-node cluster instead, from the node configs that
+    docker-compose.yml mounts (``lab.cluster``: agentlab.cluster.LocalCluster), waits for a
+    meta leader and declares the reference streams with 3 replicas. With a URL it connects
+    there and declares them too (with 1 replica if that server is not clustered).
     """
     global _current
     if tenants is not None:
@@ -127,11 +148,22 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             if not fresh:
                 if tenants is not None and tenants != _current.tenants:
                     raise ValueError("A lab with other tenants is running: pass fresh=True.")
+                if cluster is not None and cluster != _current._cluster_request:
+                    raise ValueError(f"A lab that is not a {cluster}-node cluster is running: "
+                                     "pass fresh=True.")
                 return _current
             _current.close()
         url = url or default_url()
         server = None
-        if url is None:
+        if url is None and cluster is not None:
+            if tenants is not None or server_config:
+                raise ValueError("cluster= runs the node configs of deploy/nats as they are; "
+                                 "tenants= and server_config= apply to a single server.")
+            from .cluster import LocalCluster
+
+            server = LocalCluster(cluster, store_dir=store_dir).start()
+            url = server.url
+        elif url is None:
             server = EmbeddedServer(store_dir=store_dir, max_memory=max_memory,
                                     max_file=max_file, max_payload=max_payload,
                                     extra_config=server_config).start()
@@ -143,7 +175,15 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                 server.stop()
             raise
         assert isinstance(lab, Lab)
-        lab.server, lab.tenants = server, tenants
+        lab.server, lab.tenants, lab._cluster_request = server, tenants, cluster
+        if cluster is not None:
+            from .cluster import declare_replicated_streams
+
+            try:
+                lab.replicas = declare_replicated_streams(lab, cluster)[1]
+            except BaseException:
+                lab.close()
+                raise
         if tenants is not None:
             try:
                 tenants.setup(lab)  # users model: the operator declares the tenants' streams

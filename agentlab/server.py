@@ -265,13 +265,20 @@ class EmbeddedServer:
         ]
         return "\n".join(line for line in lines if line) + "\n" + self.extra_config + "\n"
 
+    # Two hooks for agentlab.cluster, whose nodes run a config file of their own unchanged.
+    def _write_config(self) -> None:
+        self.config_path.write_text(self._config(), encoding="utf-8")
+
+    def _command(self, exe: Path) -> list[str]:
+        return [str(exe), "-c", str(self.config_path)]
+
     def _launch(self, timeout: float) -> None:
         exe = find_nats_server()
         fresh = self.store_dir is None or not self.store_dir.exists()
         if self.store_dir is None:
             self.store_dir = Path(tempfile.mkdtemp(prefix="agentlab-"))
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self._config(), encoding="utf-8")
+        self._write_config()
         # Config errors go to stderr before the log file opens, so capture that as well.
         out_path = self.store_dir / "nats-server.out"
         self._marks = tuple(p.stat().st_size if p.exists() else 0
@@ -279,7 +286,7 @@ class EmbeddedServer:
         started = time.perf_counter()
         with open(out_path, "ab") as out:
             self._proc = _spawn(
-                [str(exe), "-c", str(self.config_path)], stdin=subprocess.DEVNULL,
+                self._command(exe), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.store_dir,
                 # Own session: a Ctrl-C meant for Python (terminal or Jupyter interrupt) must
                 # not take the server down behind the lab's back.

@@ -29,7 +29,7 @@ class Organisation:
                  roles: dict[str, TaskHandler | None] | None = None,
                  instances: dict[str, int] | None = None, ack_wait: float = 30.0,
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
-                 subjects: Subjects | None = None, stream_replicas: int = 1,
+                 subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100):
         self.lab = lab
         self.org = org
@@ -39,7 +39,8 @@ class Organisation:
         self.max_deliver = max_deliver
         self.heartbeat_interval = heartbeat_interval
         self.subjects = subjects or Subjects()
-        self.stream_replicas = stream_replicas
+        # A lab started with cluster=3 keeps its 3 replicas unless told otherwise.
+        self.stream_replicas = stream_replicas or getattr(lab, "replicas", None) or 1
         self.agents: dict[str, list[Agent]] = {role: [] for role in self.roles}
         self.dead_letters: DeadLetterOffice | None = None
         self.health: HealthMonitor | None = None
