@@ -112,3 +112,29 @@ def test_closing_views_stops_the_pump(org_server):
     assert all(v not in get_pump().views for v in views)
     obs.stop()
     lab.close()
+
+
+def test_cluster_lab_dashboard_stops_and_starts_a_node(monkeypatch):
+    """In cluster mode the dashboard's node control stops a real server and brings it back."""
+    import agentlab.lab
+
+    monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)
+    monkeypatch.setattr(agentlab.lab, "_current", None)  # leave the session's lab alone
+    lab = agentlab.start(cluster=3, fresh=True)
+    board = Dashboard(lab)
+    try:
+        names = [label for label, _ in board.node.options]
+        assert sorted(names) == sorted(lab.cluster.nodes)
+        board.node.value = 2
+        victim = lab.cluster.nodes[names[2]]
+        board.stop_node_button.click()
+        assert wait_for(lambda: not victim.is_running)
+        assert "stopped" in board.status.value
+        lab.publish("dashboard.cluster.check", "still served by the other two")
+        lab.flush()
+        board.start_node_button.click()
+        assert wait_for(lambda: victim.is_running)
+        assert "started" in board.status.value
+    finally:
+        board.close()
+        lab.close()

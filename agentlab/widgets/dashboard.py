@@ -37,7 +37,7 @@ class Dashboard(widgets.VBox):
 
     ``org``: an Organisation (its roles fill the role menu; stop/start scale a role).
     ``nodes``: cluster mode, servers to stop and start (objects with ``name``, ``stop()``,
-    ``start()``, such as EmbeddedServer). ``observer``: reuse one; else one is started
+    ``start()``, such as EmbeddedServer); a lab started with ``cluster=3`` offers its own. ``observer``: reuse one; else one is started
     and stopped with the dashboard.
     """
 
@@ -49,6 +49,8 @@ class Dashboard(widgets.VBox):
         self.subjects = subjects or getattr(org, "subjects", None) or Subjects()
         self._own_observer = observer is None
         self.observer = observer or Observer(lab, root=self.subjects.root).start()
+        if nodes is None and getattr(lab, "cluster", None) is not None:
+            nodes = list(lab.cluster.nodes.values())  # agentlab.start(cluster=3)
         self.nodes = list(nodes or [])
         self.actions: list[str] = []
         self._traffic: threading.Event | None = None
@@ -82,11 +84,11 @@ class Dashboard(widgets.VBox):
             self.node = widgets.Dropdown(options=[(getattr(n, "name", str(n)), i)
                                                   for i, n in enumerate(self.nodes)],
                                          description="node", layout=widgets.Layout(width="200px"))
-            row2 += [self.node,
-                     self._button("stop node", "power-off", "danger", "Stop this server",
-                                  self._stop_node),
-                     self._button("start node", "play", "success", "Start it again",
-                                  self._start_node)]
+            self.stop_node_button = self._button("stop node", "power-off", "danger",
+                                                 "Stop this server", self._stop_node)
+            self.start_node_button = self._button("start node", "play", "success",
+                                                  "Start it again", self._start_node)
+            row2 += [self.node, self.stop_node_button, self.start_node_button]
         row2.append(self.status)
         self.flow = FlowView(self.observer, limit=flow_limit)
         self.consumers = ConsumersView(self.observer)
