@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -26,3 +30,32 @@ def stored(client, stream: str, subject: str) -> int:
     js = client.nc.jetstream()
     info = client._bridge.run(js.stream_info(stream, subjects_filter=subject), operation="info")
     return (info.state.subjects or {}).get(subject, 0)
+
+
+# jupyter_client replaces a kernelspec's bare "python" with sys.executable.
+_PYTHON_ALIASES = {"python", f"python{sys.version_info[0]}",
+                   "python{}.{}".format(*sys.version_info[:2])}
+
+
+def this_venv_kernel(tmp_path: Path, monkeypatch: Any, name: str) -> str:
+    """A kernelspec that runs this interpreter: ``python3`` if it does, else a temporary one
+    called ``name`` (found through JUPYTER_PATH), so notebooks see this venv's packages."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
+        # Compare paths, not files: a venv's python is a symlink to the base interpreter, and
+        # running the base interpreter directly would not see this venv's packages.
+        if argv0 in _PYTHON_ALIASES or os.path.abspath(argv0) == os.path.abspath(sys.executable):
+            return "python3"
+    except NoSuchKernel:
+        pass
+    spec_dir = tmp_path / "jupyter" / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"{name} (this venv)", "language": "python",
+    }))
+    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
+        p for p in (str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH")) if p))
+    return name

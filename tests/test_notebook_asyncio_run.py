@@ -8,7 +8,6 @@ against a real embedded nats-server started by the notebook itself. A second run
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from helpers import this_venv_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
@@ -91,26 +90,9 @@ def no_leftover_nats_server():
 
 @pytest.fixture
 def kernel_name(tmp_path, monkeypatch) -> str:
-    """A kernelspec that runs this interpreter: ``python3`` if it does, else a temporary one."""
+    """A kernelspec that runs this interpreter (see helpers.this_venv_kernel)."""
     monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)  # the notebook starts its own server
-    try:
-        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
-        # Compare paths, not files: a venv's python is a symlink to the base interpreter, and
-        # running the base interpreter directly would not see this venv's packages.
-        if argv0 in _PYTHON_ALIASES or os.path.abspath(argv0) == os.path.abspath(sys.executable):
-            return "python3"
-    except NoSuchKernel:
-        pass
-    name = "agentlab-test-python"
-    spec_dir = tmp_path / "jupyter" / "kernels" / name
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "agentlab test (this venv)", "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
-        p for p in (str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH")) if p))
-    return name
+    return this_venv_kernel(tmp_path, monkeypatch, "agentlab-test-python")
 
 
 # ---------------------------------------------------------------------------------------------

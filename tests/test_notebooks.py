@@ -12,7 +12,6 @@ at the top, links that lead to files that exist, an exercise with a solution tha
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -22,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import nbformat
 import pytest
-from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from helpers import this_venv_kernel
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,25 +49,8 @@ def _ids(paths: list[Path]) -> list[str]:
 
 @pytest.fixture
 def kernel_name(tmp_path, monkeypatch) -> str:
-    """A kernelspec that runs this interpreter: ``python3`` if it does, else a temporary one."""
-    try:
-        argv0 = KernelSpecManager().get_kernel_spec("python3").argv[0]
-        # Compare paths, not files: a venv's python is a symlink to the base interpreter, and
-        # running the base interpreter directly would not see this venv's packages.
-        if argv0 in _PYTHON_ALIASES or os.path.abspath(argv0) == os.path.abspath(sys.executable):
-            return "python3"
-    except NoSuchKernel:
-        pass
-    name = "agentlab-course-python"
-    spec_dir = tmp_path / "jupyter" / "kernels" / name
-    spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "agentlab course test (this venv)", "language": "python",
-    }))
-    monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
-        p for p in (str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH")) if p))
-    return name
+    """A kernelspec that runs this interpreter (see helpers.this_venv_kernel)."""
+    return this_venv_kernel(tmp_path, monkeypatch, "agentlab-course-python")
 
 
 def _kernel_env(nats_url: str | None) -> dict[str, str]:

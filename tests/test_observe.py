@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import io
-import time
 
 import pytest
 from rich.console import Console
+
+import helpers
 
 import agentlab
 from agentlab.observe import Observer
@@ -14,13 +17,7 @@ from agentlab.observe.recorder import matcher
 from agentlab.org.organisation import Organisation
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.05)
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+
 import time
 
 import pytest
+
+import helpers
 
 import agentlab
 from agentlab.org.organisation import Organisation
 from agentlab.widgets import Dashboard, FlowView, StreamsView, get_pump
 
 
-def wait_for(condition, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.05)
 
 
 @pytest.fixture(scope="module")
