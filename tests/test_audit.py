@@ -29,7 +29,8 @@ def test_replay_from_the_start_and_from_a_time(org_lab, unique):
     assert "agent.action" in kinds  # the reference roles audit their decisions
     assert [r.seq for r in everything] == sorted(r.seq for r in everything)
     created = [r.event.title for r in everything if r.kind == "task.created"]
-    assert created[0] == "First goal"
+    # The CEO may delegate before the board's own "created" event is stored: compare goals.
+    assert created.index("First goal") < created.index("Second goal")
 
     later = replay(org_lab, org_name, since=middle)
     assert all(r.time >= middle for r in later)
