@@ -14,6 +14,7 @@ error the agent recorded, then deletes the original. Poison input skips the retr
 from __future__ import annotations
 
 import base64
+import weakref
 import logging
 from typing import Any
 
@@ -49,9 +50,17 @@ def _original_bytes(letter: DeadLetter) -> bytes:
     return letter.payload.encode()
 
 
+# One bucket handle per connection: opening it is an API round trip, and failures come in
+# bursts (a flaky dependency fails every task at once).
+_failure_buckets: weakref.WeakKeyDictionary[Client, KeyValueBucket] = weakref.WeakKeyDictionary()
+
+
 async def remember_failure(client: Client, msg: Message, error: str) -> None:
     """Keep the latest error per stream message, for the dead letter if it comes to that."""
-    bucket = await KeyValueBucket.adeclare(client, FAILURES_BUCKET, ttl=7 * 86400)
+    bucket = _failure_buckets.get(client)
+    if bucket is None:
+        bucket = await KeyValueBucket.adeclare(client, FAILURES_BUCKET, ttl=7 * 86400)
+        _failure_buckets[client] = bucket
     info = msg.info
     await bucket.aput(f"{info.stream}.{info.stream_seq}", {"error": error,
                                                            "deliveries": info.num_delivered})
