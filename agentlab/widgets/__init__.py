@@ -2,6 +2,13 @@
 
     from agentlab.widgets import Dashboard
     Dashboard(lab, org)            # flow, consumers, streams, topology and controls
+
+The views are built only from standard ipywidgets 8 controls (VBox, HBox, HTML, Button,
+ToggleButton, Dropdown, Text, Textarea, Checkbox) filled with HTML and SVG rendered in
+Python; there is no custom front-end module to install or load. So they render wherever
+ipywidgets 8 renders: JupyterLab 4 and Notebook 7 (tests/test_browser.py runs the dashboard
+notebook in both) and VS Code's notebook editor, whose Jupyter extension ships those
+standard controls.
 """
 
 from .dashboard import Dashboard

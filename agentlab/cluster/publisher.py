@@ -1,0 +1,243 @@
+"""Publishing through a failover, and checking afterwards that nothing acknowledged is lost.
+
+    publisher = AckedPublisher(client, "genbrain.agents.cto.tasks", stream="AGENT_TASKS").start()
+    cluster.stop_node(cluster.stream_leader("AGENT_TASKS"), kill=True)
+    publisher.stop()
+    assert missing_acked(client, "AGENT_TASKS", publisher.acked) == []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ..errors import ClientClosed, MessageDecodeError
+from .local import ClusterTimeout
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..jetstream import PubAck
+    from ..received import Message
+    from ..subscription import Subscription
+
+__all__ = ["LEADER_ELECTED", "AckedPublisher", "ResendNow", "missing_acked"]
+
+T = TypeVar("T")
+
+# JetStream announces each new stream leader here, followed by the stream's name.
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
+# How often an attempt in flight checks for a new leader or a reconnect: well under the
+# time a failover takes, and cheap (a counter compared on the loop).
+RESEND_CHECK = 0.02
+
+
+class ResendNow(Exception):
+    """A publish waiting for its receipt is abandoned: a new stream leader was elected, or
+    the connection was lost and made again, so the receipt may never come."""
+
+
+class AckedPublisher:
+    """Publishes numbered messages from a thread of its own, each one until acknowledged.
+
+        publisher = AckedPublisher(client, "genbrain.agents.cto.tasks",
+                                   stream="AGENT_TASKS").start()
+        ...                                   # stop a node: publishes fail, then resume
+        publisher.stop()
+        publisher.acked                       # {msg_id: stream sequence} of every receipt
+
+    A publish that gets no receipt (the leader is gone, a new one is being elected) is sent
+    again with the same ``Nats-Msg-Id``, so the stream stores it once however often it is
+    retried. ``acked`` holds only what the stream confirmed: that is what must never be lost.
+
+    A publish the old leader took but never answered, or whose receipt was on its way through
+    a server that went down, would otherwise wait out its whole ``timeout``. The publisher
+    listens for JetStream's leader-elected advisory of ``stream`` (any stream if not given)
+    and watches its connection: when a new leader is announced or the connection is lost and
+    made again (to another node, or to the same one restarted), the waiting message is sent
+    again at once.
+    """
+
+    def __init__(self, client: Client, subject: str, *, stream: str | None = None,
+                 prefix: str | None = None, payload: Callable[[int], Any] | None = None,
+                 interval: float = 0.01, timeout: float = 1.0, retry_wait: float = 0.1):
+        self.client, self.subject, self.stream = client, subject, stream
+        self.prefix = prefix or f"msg-{os.getpid()}-{next(_publishers)}"
+        self.payload = payload or (lambda n: {"n": n})
+        self.interval, self.timeout, self.retry_wait = interval, timeout, retry_wait
+        self.acked: dict[str, int] = {}
+        self.duplicates = 0  # receipts for a resend the stream had already stored
+        self.failures: list[tuple[float, str]] = []  # (seconds since start, what happened)
+        self._ack_times: list[float] = []
+        self._failure_times: list[float] = []
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._advisories: Subscription | None = None
+        self._elections = 0  # leader-elected advisories seen; read and written on the loop
+        self._new_leader = ""
+
+    def start(self) -> AckedPublisher:
+        self._started = time.monotonic()
+        self._advisories = self.client.subscribe(f"{LEADER_ELECTED}.{self.stream or '*'}",
+                                                 self._on_leader_elected)
+        self._thread = threading.Thread(target=self._run, daemon=True,
+                                        name=f"agentlab-publisher-{self.prefix}")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5) -> AckedPublisher:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._advisories is not None and not self.client.is_closed:
+            self._advisories.unsubscribe()
+        self._advisories = None
+        return self
+
+    def __enter__(self) -> AckedPublisher:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def msg_id(self, n: int) -> str:
+        return f"{self.prefix}-{n:06d}"
+
+    async def _on_leader_elected(self, msg: Message) -> None:
+        try:
+            body = msg.json()
+        except MessageDecodeError:
+            body = None
+        self._new_leader = str(body.get("leader") or "") if isinstance(body, dict) else ""
+        self._elections += 1
+
+    async def _resend_due(self) -> str:
+        """Returns, with the reason, once a receipt for what is in flight may never come."""
+        nc, elections = self.client.nc, self._elections
+        reconnects = nc.stats["reconnects"]
+        while True:
+            await asyncio.sleep(RESEND_CHECK)
+            if self._stop.is_set():  # stop() need not wait out an attempt's timeout
+                return "the publisher was stopped"
+            if self._elections != elections:
+                return f"{self._new_leader or 'a new node'} was elected leader"
+            if nc.stats["reconnects"] != reconnects:
+                # A reply routed through the server this connection lost is lost with it.
+                return "the connection was lost and made again"
+
+    async def _publish_once(self, n: int, msg_id: str) -> PubAck:
+        publish = asyncio.ensure_future(self.client.js.apublish(
+            self.subject, self.payload(n), msg_id=msg_id, timeout=self.timeout))
+        watch = asyncio.ensure_future(self._resend_due())
+        try:
+            await asyncio.wait((publish, watch), return_when=asyncio.FIRST_COMPLETED)
+            if publish.done():
+                return publish.result()
+            raise ResendNow(f"{watch.result()}: {msg_id} is sent again at once")
+        finally:
+            publish.cancel()
+            watch.cancel()
+
+    def _run(self) -> None:
+        for n in itertools.count(1):
+            msg_id = self.msg_id(n)
+            while not self._stop.is_set():
+                try:
+                    ack = self.client._bridge.run(self._publish_once(n, msg_id),
+                                                  operation="publish")
+                except ClientClosed:
+                    return
+                except Exception as error:  # no receipt: send the same message again
+                    if self._stop.is_set():
+                        return
+                    now = time.monotonic()
+                    with self._cond:
+                        self._failure_times.append(now)
+                        self.failures.append((now - self._started,
+                                              f"{type(error).__name__}: {error}"[:200]))
+                    if not isinstance(error, ResendNow):
+                        self._stop.wait(self.retry_wait)
+                    continue
+                with self._cond:
+                    self.acked[msg_id] = ack.seq
+                    self.duplicates += ack.duplicate
+                    self._ack_times.append(time.monotonic())
+                    self._cond.notify_all()
+                break
+            if self._stop.wait(self.interval):
+                return
+
+    def wait_for_acks(self, count: int, timeout: float = 10) -> int:
+        """Block until at least ``count`` messages are acknowledged in all; returns how many."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.acked) >= count, timeout):
+                raise ClusterTimeout(
+                    f"Only {len(self.acked)} of {count} publishes acknowledged within "
+                    f"{timeout:g} s; last failures: {self.failures[-3:]}")
+            return len(self.acked)
+
+    def acked_after(self, moment: float) -> int:
+        """How many receipts arrived after ``moment`` (a time.monotonic() value)."""
+        with self._cond:
+            return sum(1 for t in self._ack_times if t > moment)
+
+    def resumed_after(self, moment: float) -> float | None:
+        """How long publishing was interrupted by what happened at ``moment`` (a
+        time.monotonic() value, such as when a node was stopped): seconds from ``moment`` to
+        the first receipt after the first failed attempt that followed it, or to the first
+        receipt at all if nothing failed. None while publishing has not resumed."""
+        with self._cond:
+            failed = [t for t in self._failure_times if t >= moment]
+            since = failed[0] if failed else moment
+            later = [t for t in self._ack_times if t > since]
+        return min(later) - moment if later else None
+
+    def longest_pause(self) -> float:
+        """The longest time between two receipts: how long publishing stalled."""
+        with self._cond:
+            times = list(self._ack_times)
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def __repr__(self) -> str:
+        state = "running" if self._thread and self._thread.is_alive() else "stopped"
+        return (f"<AckedPublisher {self.subject!r} {state}: {len(self.acked)} acknowledged, "
+                f"{len(self.failures)} failed attempts, longest pause "
+                f"{self.longest_pause():.2f} s>")
+
+
+_publishers = itertools.count(1)
+
+
+def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[str]:
+    """The msg ids of ``acked`` ({msg_id: seq}) that are not at their sequence in ``stream``.
+
+    Empty means every acknowledged message is stored where its receipt said.
+    """
+    async def check() -> list[str]:
+        ctx = client.nc.jetstream()
+
+        async def one(msg_id: str, seq: int) -> str | None:
+            try:
+                msg = await ctx.get_msg(stream, seq)
+            except Exception:  # deleted, or never stored
+                return msg_id
+            return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
+
+        items, missing = list(acked.items()), []
+        for chunk in _chunks(items, 64):
+            found = await asyncio.gather(*(one(m, s) for m, s in chunk))
+            missing.extend(m for m in found if m)
+        return missing
+
+    return client._bridge.run(check(), operation="missing_acked")
+
+
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
