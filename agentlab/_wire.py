@@ -179,7 +179,7 @@ class Outbound:
                 # it keeps across a reconnect and flushes in order.
                 nc._pending.extend(items)
                 nc._pending_data_size += sum(map(len, items))
-                asyncio.ensure_future(nc._flush_pending())
+                _kick_flusher(nc)
         self._room.set()
 
     async def _wait_for_socket(self, transport: Any) -> None:
@@ -190,6 +190,22 @@ class Outbound:
         finally:
             self._transport_full = False
             self.drain()
+
+
+def _kick_flusher(nc: NatsClient) -> None:
+    """Have nats-py's flusher write its buffer soon; what ``_flush_pending()`` does, minus a
+    task per call (this runs once per loop iteration under load)."""
+    queue, flusher = nc._flush_queue, nc._flusher_task
+    if not nc.is_connected or queue is None:
+        return  # the reconnect writes the buffer out
+    if flusher is None or flusher.done():
+        asyncio.ensure_future(nc._flush_pending())  # its fallback writes inline
+        return
+    if queue.empty():  # otherwise a wake-up is queued already and will see these too
+        try:
+            queue.put_nowait(asyncio.get_running_loop().create_future())
+        except asyncio.QueueFull:
+            pass
 
 
 async def flush_in_order(nc: NatsClient, outbound: Outbound, timeout: float) -> None:

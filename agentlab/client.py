@@ -75,6 +75,10 @@ class Client:
         self._subscriptions: list[Subscription] = []
         self._clients: list[Client] = []
         self._closed = False
+        # When this connection was made: a server restarted before it, never after it
+        # without a reconnect (nc.stats["reconnects"]). Agents use it to spot tasks that a
+        # restarted server may hand out again (agentlab.org.agent).
+        self.connected_at = time.time()
         from .jetstream import JetStream  # local import: jetstream builds on this module
 
         self.js = JetStream(self)
@@ -214,6 +218,16 @@ class Client:
         first-use permission round trip that publish() makes; safe from the loop thread.
         """
         self._outbound.send(self._command(subject, data, headers, ""))
+
+    def _ack_reply(self, subject: str, verb: bytes) -> None:
+        """reply() for a JetStream ack: the subject is the server's own ``$JS.ACK...``.
+
+        Every ack subject is unique, so the subject check's cache never hits; skipping it
+        saves a full token scan per acknowledged message.
+        """
+        if self._closed:
+            raise ClientClosed(self.name)
+        self._outbound.send(pub_command(subject, verb, "", b""))
 
     async def apublish(self, subject: str, data: Any = b"", *,
                        headers: dict[str, str] | None = None, reply: str = "") -> None:

@@ -189,3 +189,127 @@ class NotAStream(JetStreamError, LookupError):
             "Declare a stream whose subjects match it, or use plain publish() for "
             "fire-and-forget messages."
         )
+
+
+class JetStreamUnavailable(JetStreamError, ConnectionError):
+    """No JetStream answered: the server is restarting, or JetStream is not running there."""
+
+    def __init__(self, action: str, why: str = "no responders"):
+        self.action = action
+        super().__init__(
+            f"No JetStream responded when asked to {action} ({why}): the server is "
+            "restarting, or JetStream is not enabled on it. Retry in a moment; if it "
+            "persists, run nats-server with JetStream on (-js, or a jetstream {} block in "
+            "its config).",
+            503,
+        )
+
+
+class LeaderElection(JetStreamUnavailable):
+    """JetStream is electing a leader (of a stream, or of the cluster's JetStream itself)."""
+
+    def __init__(self, action: str, said: str, stream: str | None = None,
+                 err_code: int | None = None):
+        self.action, self.stream = action, stream
+        of = f" for stream '{stream}'" if stream else ""
+        JetStreamError.__init__(
+            self,
+            f"JetStream is electing a leader{of} and could not {action} ({said}); retry in a "
+            "moment. A cluster elects one within seconds of losing a node, as long as most "
+            "of the replicas are running.",
+            503,
+            err_code,
+        )
+
+
+class JetStreamTimeout(JetStreamError, TimeoutError):
+    """A JetStream API request got no answer in time."""
+
+    def __init__(self, action: str, timeout: float):
+        self.action, self.timeout = action, timeout
+        super().__init__(
+            f"JetStream did not answer within {timeout:g} s when asked to {action} (the "
+            "request timed out). A cluster electing a leader (for a few seconds after it "
+            "loses a node), a restarting or overloaded server does this: retry in a moment, "
+            "and if it persists look at the server's health (its /jsz monitoring page).",
+            408,
+        )
+
+
+class JetStreamNotEnabled(JetStreamError, RuntimeError):
+    """The server, or this connection's account, has no JetStream."""
+
+    def __init__(self, action: str, said: str, err_code: int | None = None):
+        self.action = action
+        super().__init__(
+            f"JetStream is not enabled here, so it could not {action} ({said}). Turn it on "
+            "in the server (-js, or a jetstream {} block) and for the account "
+            "(`jetstream: enabled` in its config), or connect as a user of an account that "
+            "has it.",
+            503,
+            err_code,
+        )
+
+
+class PublishTimeout(RequestTimeout, JetStreamError):
+    """A JetStream publish got no receipt in time: the message may or may not be stored."""
+
+    def __init__(self, subject: str, timeout: float):
+        self.subject, self.timeout = subject, timeout
+        self.code, self.err_code = 408, None
+        AgentlabError.__init__(
+            self,
+            f"No stream acknowledged the message published on '{subject}' within "
+            f"{timeout:g} s, so it may or may not be stored. A stream electing a leader (for "
+            "a few seconds after a cluster loses a node), a restarting or overloaded server "
+            "does this: publish it again with the same msg_id (if the first copy was stored, "
+            "the stream drops the resend as a duplicate), or raise timeout=.",
+        )
+
+
+# -- what the JetStream API's error codes (nats-server's errors.json) mean to a user ----------
+STREAM_NOT_FOUND, CONSUMER_NOT_FOUND = 10059, 10014
+# "JetStream system temporarily unavailable", "cluster can not handle request", "incomplete
+# results": a cluster without a (meta) leader for the moment.
+_ELECTING = {10004, 10008, 10009}
+_NOT_ENABLED = {10039, 10076}  # for this account, on this server
+JETSTREAM_HINTS = {
+    10099: "A work-queue stream allows only one consumer without a filter. Give each consumer "
+           "its own, non-overlapping filter_subject.",
+    10100: "On a work-queue stream each consumer must filter a different, non-overlapping "
+           "subject. Give this consumer its own filter_subject.",
+    10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
+    10071: "Nats-Msg-Id must not be empty.",
+}
+
+
+def jetstream_api_error(code: int | None, err_code: int | None, description: str | None,
+                        action: str, stream: str, consumer: str | None = None,
+                        hint: str = "") -> JetStreamError:
+    """The error for a JetStream API refusal of ``action`` on ``stream`` (and ``consumer``)."""
+    # Only the server's own 10059 means the stream does not exist: a stream without a
+    # leader, or a JetStream that is away, says something else (or nothing at all).
+    if err_code == STREAM_NOT_FOUND:
+        return StreamNotFound(stream)
+    if err_code == CONSUMER_NOT_FOUND and consumer:
+        return ConsumerNotFound(stream, consumer)
+    unavailable = jetstream_unavailable(code, err_code, description, action)
+    if unavailable is not None:
+        return unavailable
+    hint = hint or JETSTREAM_HINTS.get(err_code or 0, "")
+    return JetStreamError(f"JetStream could not {action}: {description} "
+                          f"(err_code {err_code}). {hint}".rstrip(), code, err_code)
+
+
+def jetstream_unavailable(code: int | None, err_code: int | None, description: str | None,
+                          action: str) -> JetStreamError | None:
+    """The answers that mean JetStream cannot do anything for now (or here), whatever was
+    asked; None for the others."""
+    if code is None and err_code is None:
+        return JetStreamUnavailable(action)  # nats-py's ServiceUnavailableError: no responders
+    said = f"{code} {description} (err_code {err_code})"
+    if err_code in _NOT_ENABLED:
+        return JetStreamNotEnabled(action, said, err_code)
+    if err_code in _ELECTING:
+        return LeaderElection(action, said, err_code=err_code)
+    return None

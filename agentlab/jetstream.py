@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,12 +21,19 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
 
 from .errors import (
-    ConsumerNotFound,
+    JETSTREAM_HINTS,
     JetStreamError,
+    JetStreamTimeout,
+    JetStreamUnavailable,
+    LeaderElection,
     NoResponders,
     NotAStream,
     PayloadTooLarge,
-    StreamNotFound,
+    PermissionDenied,
+    PublishTimeout,
+    RequestTimeout,
+    jetstream_api_error,
+    jetstream_unavailable,
 )
 from .messages import to_bytes
 from .received import Message
@@ -37,19 +44,11 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# JetStream API error codes (nats-server's errors.json) that get a dedicated explanation.
-_STREAM_NOT_FOUND = 10059
-_CONSUMER_NOT_FOUND = 10014
+# JetStream API error codes (nats-server's errors.json) handled here; errors.py explains
+# the rest (jetstream_api_error).
 _STREAM_NAME_IN_USE = 10058
 _MESSAGE_TOO_BIG = 10054
-_HINTS = {
-    10099: "A work-queue stream allows only one consumer without a filter. Give each consumer "
-           "its own, non-overlapping filter_subject.",
-    10100: "On a work-queue stream each consumer must filter a different, non-overlapping "
-           "subject. Give this consumer its own filter_subject.",
-    10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
-    10071: "Nats-Msg-Id must not be empty.",
-}
+API_TIMEOUT = 5.0  # seconds a JetStream API request may take (nats-py's default)
 
 
 @dataclass(frozen=True)
@@ -67,10 +66,20 @@ class JetStream:
     def __init__(self, client: Client):
         self._client = client
         self._bridge = client._bridge
-        self._ctx = client.nc.jetstream()
+        self._ctx = client.nc.jetstream(timeout=API_TIMEOUT)
 
     def _run(self, coro: Coroutine[Any, Any, T], operation: str) -> T:
         return self._bridge.run(coro, operation=operation)
+
+    async def _api(self, call: Awaitable[T], action: str, stream: str,
+                   consumer: str | None = None, hint: str = "") -> T:
+        """Await a JetStream API call; its failures become agentlab errors naming ``action``."""
+        try:
+            return await call
+        except nats.js.errors.APIError as error:
+            raise _explain(error, action, stream, consumer, hint) from None
+        except asyncio.TimeoutError:  # nats-py's TimeoutError is one
+            raise JetStreamTimeout(action, API_TIMEOUT) from None
 
     # -- streams ---------------------------------------------------------------------
     def declare_stream(self, spec: StreamSpec) -> StreamInfo:
@@ -81,18 +90,18 @@ class JetStream:
         return await self._bridge.arun(self._declare_stream(spec))
 
     async def _declare_stream(self, spec: StreamSpec) -> StreamInfo:
-        config = spec.to_config()
+        config, action = spec.to_config(), f"declare stream '{spec.name}'"
         try:
             return await self._ctx.add_stream(config)
         except nats.js.errors.APIError as error:
             if error.err_code != _STREAM_NAME_IN_USE:
-                raise _explain(error, f"declare stream '{spec.name}'", spec.name) from None
-        try:
-            return await self._ctx.update_stream(config)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"update stream '{spec.name}' to the new spec", spec.name,
-                           hint="Some settings (retention, storage) cannot change on an "
-                                "existing stream: delete it first or use a new name.") from None
+                raise _explain(error, action, spec.name) from None
+        except asyncio.TimeoutError:
+            raise JetStreamTimeout(action, API_TIMEOUT) from None
+        return await self._api(self._ctx.update_stream(config),
+                               f"update stream '{spec.name}' to the new spec", spec.name,
+                               hint="Some settings (retention, storage) cannot change on an "
+                                    "existing stream: delete it first or use a new name.")
 
     def stream_info(self, name: str) -> StreamInfo:
         return self._run(self._stream_info(name), "stream_info")
@@ -101,16 +110,16 @@ class JetStream:
         return await self._bridge.arun(self._stream_info(name))
 
     async def _stream_info(self, name: str) -> StreamInfo:
-        try:
-            return await self._ctx.stream_info(name)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"read stream '{name}'", name) from None
+        return await self._api(self._ctx.stream_info(name), f"read stream '{name}'", name)
 
     def streams(self) -> list[StreamInfo]:
-        return self._run(self._ctx.streams_info(), "streams")
+        return self._run(self._streams(), "streams")
 
     async def astreams(self) -> list[StreamInfo]:
-        return await self._bridge.arun(self._ctx.streams_info())
+        return await self._bridge.arun(self._streams())
+
+    async def _streams(self) -> list[StreamInfo]:
+        return await self._api(self._ctx.streams_info(), "list the streams", "(all)")
 
     def delete_stream(self, name: str) -> None:
         self._run(self._delete_stream(name), "delete_stream")
@@ -119,10 +128,7 @@ class JetStream:
         await self._bridge.arun(self._delete_stream(name))
 
     async def _delete_stream(self, name: str) -> None:
-        try:
-            await self._ctx.delete_stream(name)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"delete stream '{name}'", name) from None
+        await self._api(self._ctx.delete_stream(name), f"delete stream '{name}'", name)
 
     # -- consumers ---------------------------------------------------------------------
     def declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
@@ -133,11 +139,9 @@ class JetStream:
         return await self._bridge.arun(self._declare_consumer(stream, spec))
 
     async def _declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
-        try:
-            return await self._ctx.add_consumer(stream, spec.to_config())
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"declare consumer '{spec.durable}' on stream '{stream}'",
-                           stream, spec.durable) from None
+        return await self._api(self._ctx.add_consumer(stream, spec.to_config()),
+                               f"declare consumer '{spec.durable}' on stream '{stream}'",
+                               stream, spec.durable)
 
     def consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
         return self._run(self._consumer_info(stream, consumer), "consumer_info")
@@ -146,19 +150,15 @@ class JetStream:
         return await self._bridge.arun(self._consumer_info(stream, consumer))
 
     async def _consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
-        try:
-            return await self._ctx.consumer_info(stream, consumer)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"read consumer '{consumer}'", stream, consumer) from None
+        return await self._api(self._ctx.consumer_info(stream, consumer),
+                               f"read consumer '{consumer}'", stream, consumer)
 
     def consumers(self, stream: str) -> list[ConsumerInfo]:
         return self._run(self._consumers(stream), "consumers")
 
     async def _consumers(self, stream: str) -> list[ConsumerInfo]:
-        try:
-            return await self._ctx.consumers_info(stream)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"list the consumers of stream '{stream}'", stream) from None
+        return await self._api(self._ctx.consumers_info(stream),
+                               f"list the consumers of stream '{stream}'", stream)
 
     async def aconsumers(self, stream: str) -> list[ConsumerInfo]:
         return await self._bridge.arun(self._consumers(stream))
@@ -170,10 +170,8 @@ class JetStream:
         await self._bridge.arun(self._delete_consumer(stream, consumer))
 
     async def _delete_consumer(self, stream: str, consumer: str) -> None:
-        try:
-            await self._ctx.delete_consumer(stream, consumer)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"delete consumer '{consumer}'", stream, consumer) from None
+        await self._api(self._ctx.delete_consumer(stream, consumer),
+                        f"delete consumer '{consumer}'", stream, consumer)
 
     def read(self, stream: str, filter_subject: str = ">", *, since: datetime | None = None,
              timeout: float = 2.0) -> list[Message]:
@@ -194,10 +192,8 @@ class JetStream:
             filter_subject=filter_subject, ack_policy=AckPolicy.NONE, mem_storage=True,
             deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
             opt_start_time=since, inactive_threshold=30.0)  # gone even if we are killed
-        try:
-            info = await self._ctx.add_consumer(stream, config)
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"read stream '{stream}'", stream) from None
+        info = await self._api(self._ctx.add_consumer(stream, config),
+                               f"read stream '{stream}'", stream)
         psub = await self._ctx.pull_subscribe_bind(consumer=info.name, stream=stream)
         out: list[Message] = []
         try:
@@ -243,7 +239,9 @@ class JetStream:
         try:
             reply = self._client.request(subject, payload, headers=headers, timeout=timeout)
         except NoResponders:
-            raise NotAStream(subject) from None
+            raise self._run(self._nothing_stored(subject), "publish") from None
+        except RequestTimeout:
+            raise PublishTimeout(subject, timeout) from None
         receipt = _receipt(subject, reply)
         if receipt is None:
             raise self._run(self._too_big(subject, len(payload)), "publish")
@@ -257,15 +255,44 @@ class JetStream:
             reply = await self._client.arequest(subject, payload, headers=headers,
                                                 timeout=timeout)
         except NoResponders:
-            raise NotAStream(subject) from None
+            raise await self._bridge.arun(self._nothing_stored(subject)) from None
+        except RequestTimeout:
+            raise PublishTimeout(subject, timeout) from None
         receipt = _receipt(subject, reply)
         if receipt is None:
             raise await self._bridge.arun(self._too_big(subject, len(payload)))
         return receipt
 
+    async def _nothing_stored(self, subject: str) -> JetStreamError:
+        """Why no stream answered a publish: none captures ``subject`` (NotAStream), or
+        the one that does has no leader right now (LeaderElection), or JetStream itself is
+        away (JetStreamUnavailable). A stream only listens on its subjects while it has a
+        leader, so the JetStream API, not the silence, tells these apart."""
+        action = f"store the message published on '{subject}'"
+        try:
+            reply = await self._client.arequest(f"{self._ctx._prefix}.STREAM.NAMES",
+                                                json.dumps({"subject": subject}), timeout=1.0)
+        except NoResponders:
+            return JetStreamUnavailable(action, "no responders, for the publish nor the API")
+        except RequestTimeout:
+            return JetStreamUnavailable(action, "no responders, and the JetStream API did not "
+                                                "say within 1 s which stream captures it")
+        except PermissionDenied:
+            return NotAStream(subject)  # may not ask: the likeliest reason, as before
+        body = reply.json() if reply.data else {}
+        error = body.get("error") if isinstance(body, dict) else None
+        if error:
+            return _explain(nats.js.errors.APIError(**error), action, "(by subject)")
+        streams = body.get("streams") or []
+        if not streams:
+            return NotAStream(subject)
+        return LeaderElection(action, f"stream '{streams[0]}' captures the subject, but no "
+                                      "leader of it took the publish", stream=streams[0])
+
     async def _too_big(self, subject: str, size: int) -> PayloadTooLarge:
-        name = await self._ctx.find_stream_name_by_subject(subject)
-        info = await self._ctx.stream_info(name)
+        action = f"size up the message published on '{subject}'"
+        name = await self._api(self._ctx.find_stream_name_by_subject(subject), action, "?")
+        info = await self._api(self._ctx.stream_info(name), action, name)
         return PayloadTooLarge(subject, size, info.config.max_msg_size or -1,
                                limit_name=f"max_msg_size of stream '{name}'")
 
@@ -289,7 +316,11 @@ def _receipt(subject: str, reply: Message) -> PubAck | None:
     code = error.get("err_code")
     if code == _MESSAGE_TOO_BIG:
         return None
-    hint = _HINTS.get(code, "")
+    unavailable = jetstream_unavailable(error.get("code"), code, error.get("description"),
+                                        f"store the message published on '{subject}'")
+    if unavailable is not None:
+        raise unavailable
+    hint = JETSTREAM_HINTS.get(code, "")
     raise JetStreamError(f"The stream refused the message on '{subject}': "
                          f"{error.get('description')} (err_code {code}). {hint}".rstrip(),
                          error.get("code"), code)
@@ -355,11 +386,5 @@ def _js_headers(headers: dict[str, str] | None, msg_id: str | None,
 
 def _explain(error: nats.js.errors.APIError, action: str, stream: str,
              consumer: str | None = None, hint: str = "") -> JetStreamError:
-    if error.err_code == _STREAM_NOT_FOUND:
-        return StreamNotFound(stream)
-    if error.err_code == _CONSUMER_NOT_FOUND and consumer:
-        return ConsumerNotFound(stream, consumer)
-    hint = hint or _HINTS.get(error.err_code or 0, "")
-    return JetStreamError(f"JetStream could not {action}: {error.description} "
-                          f"(err_code {error.err_code}). {hint}".rstrip(),
-                          error.code, error.err_code)
+    return jetstream_api_error(error.code, error.err_code, error.description, action, stream,
+                               consumer, hint)

@@ -126,7 +126,7 @@ class Message:
                 "each message takes one ack, nak or term."
             )
         self._acked = final
-        self._client.reply(self.reply, verb)
+        self._client._ack_reply(self.reply, verb)
 
     def __repr__(self) -> str:
         preview = self.data[:60]

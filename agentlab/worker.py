@@ -42,6 +42,7 @@ from typing import Any
 
 EXIT_OK, EXIT_ERROR = 0, 2
 READY = "ready"
+LEDGER_PRECHECKS = {"auto": "auto", "always": True, "redeliveries": False}
 
 
 class HandlerNotFound(Exception):
@@ -87,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="attempts before a task is a dead letter (default: %(default)s)")
     parser.add_argument("--max-ack-pending", type=int, default=5, metavar="N",
                         help="tasks in hand at once, per role (default: %(default)s)")
+    parser.add_argument("--ledger-precheck", choices=tuple(LEDGER_PRECHECKS), default="auto",
+                        help="when to read the task ledger before running a task: 'auto' "
+                             "(a task that could be a repeat), 'always', or 'redeliveries' "
+                             "(default: %(default)s)")
     parser.add_argument("--heartbeat", type=float, default=2.0, metavar="S",
                         help="heartbeat interval (default: %(default)s)")
     parser.add_argument("--reconnect-wait", type=float, default=0.25, metavar="S",
@@ -149,7 +154,8 @@ def _start(args: argparse.Namespace, instance: str, handler: Any,
                 declare_reference_streams(client)
             agent = Agent(client, args.role, args.org, handler, ack_wait=args.ack_wait,
                           max_deliver=args.max_deliver, max_ack_pending=args.max_ack_pending,
-                          heartbeat_interval=args.heartbeat, instance=instance).start()
+                          heartbeat_interval=args.heartbeat, instance=instance,
+                          ledger_precheck=LEDGER_PRECHECKS[args.ledger_precheck]).start()
             return client, agent
         except (AgentlabError, TimeoutError):
             if client is not None:

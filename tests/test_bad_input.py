@@ -143,7 +143,7 @@ class Sentinel:
 @pytest.fixture(scope="module")
 def server():
     # sync_interval: always: every write is fsynced before the server acknowledges it, so
-    # the server-kill row tests "acknowledged means stored" (see agentlab/chaos.py).
+    # the server-kill row tests "acknowledged means stored" (see agentlab/chaos/targets.py).
     with EmbeddedServer(name="bad-input", sync_always=True, extra_config=AUTH) as server:
         yield server
 
@@ -332,9 +332,11 @@ def test_server_going_away_mid_run(sentinel, server, lab):
 
     "Handled" can mean twice here, and the test says so: the server sends a message before
     it writes down that it did, so a SIGKILL in between forgets the delivery and the task
-    comes back as a *first* delivery after the restart. The Agent's ledger keeps one record
-    and one announcement of it; only an idempotent handler keeps its effect to one (see
-    agentlab/chaos.py, where the fault suite counts effects).
+    comes back as a *first* delivery after the restart. The Agent reads the ledger for
+    every task stored before its reconnect, so one recorded before the kill is acked, not
+    run again; one whose run was not yet recorded runs again, and only an idempotent
+    handler keeps its effect to one (see agentlab/chaos/checks.py, where the fault suite
+    counts handler runs per task id).
     """
     stats = sentinel.agent.stats
     counted = {name: stats[name] for name in ("duplicates_suppressed", "errors", "failed")}

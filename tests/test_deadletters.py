@@ -17,9 +17,10 @@ import pytest
 from helpers import stored, wait_for
 
 from agentlab import Client, EmbeddedServer, StreamNotFound, Subjects
-from agentlab.org.agent import TASK_STREAM
+from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.deadletters import DLQ_STREAM, DeadLetterNotFound, DeadLetterOffice
 from agentlab.org.models import DeadLetter, Task, TaskCompleted
+from agentlab.org.streams import declare_reference_streams
 
 S = Subjects()
 CLI = [sys.executable, "-m", "agentlab.cli"]
@@ -204,6 +205,48 @@ def test_the_sweep_leaves_tasks_in_progress_alone(org_lab, agents, names, connec
     done = org_lab.subscribe(S.tasks_completed(names.org))
     agents(names.cto, names.org).start()
     assert len(done.messages(count=2, timeout=4)) == 2
+
+
+def test_an_advisory_sent_while_the_office_reconnects_is_swept_up_after_it(tmp_path):
+    """The server restarts; the office's connection comes back last (a 4 s pause between
+    its reconnect attempts), so the poison task's max-deliveries advisory is sent while it
+    is away and lost. The office sweeps after its reconnect: the letter comes promptly."""
+    with EmbeddedServer(name="dlq-restart", store_dir=tmp_path / "store",
+                        sync_always=True) as server:
+        admin = Client.open(server.url, name="admin", reconnect_wait=0.05)
+        worker = Client.open(server.url, name="worker", reconnect_wait=0.05)
+        office_client = Client.open(server.url, name="office", reconnect_wait=4.0)
+        try:
+            declare_reference_streams(admin)
+            office = DeadLetterOffice(office_client).start()
+            cto = Agent(worker, "cto", "acme", always_fails, max_deliver=2).start()
+            server.kill()
+            time.sleep(0.3)  # the office's first, immediate reconnect attempt fails now
+            server.restart()
+            wait_for(lambda: worker.nc.is_connected and admin.nc.is_connected, 10,
+                     "the agent's and the publisher's reconnects")
+            task = Task(org="acme", role="cto", title="Poison", requested_by="ceo")
+            receipt = admin.js.publish(S.tasks("cto"), task, msg_id=task.id)
+            wait_for(lambda: cto.stats["failed"] == 2, 5, "two failed deliveries")
+            wait_for(lambda: admin.js.consumer_info(TASK_STREAM, "cto").num_ack_pending == 0,
+                     5, "the consumer to give up")
+            assert not office_client.nc.is_connected, "the office came back too early"
+
+            wait_for(lambda: office_client.nc.is_connected, 8, "the office's reconnect",
+                     interval=0.01)
+            reconnected = time.monotonic()
+            [(_, letter)] = wait_for_letters(office, S.tasks("cto"), timeout=5)
+            assert time.monotonic() - reconnected < 1.5
+            assert office.swept == 1  # by the sweep: the advisory never reached the office
+            assert letter.reason == "max_deliveries" and letter.deliveries == 2
+            assert letter.error == "RuntimeError: cannot do 'Poison'"
+            assert (letter.stream, letter.stream_seq) == (TASK_STREAM, receipt.seq)
+            assert stored(admin, TASK_STREAM, S.tasks("cto")) == 0
+            cto.stop()
+            office.stop()
+        finally:
+            for client in (admin, worker, office_client):
+                client.close()
 
 
 # -- the agentlab dlq command ------------------------------------------------------------------

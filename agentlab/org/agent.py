@@ -40,6 +40,9 @@ log = logging.getLogger("agentlab")
 TaskHandler = Callable[[Task, TaskContext], Any]
 TASK_STREAM = "AGENT_TASKS"
 LEDGER_BUCKET = "TASK_LEDGER"
+# How far the server's clock may run ahead of this machine's when a task's stream timestamp
+# is compared with the time this agent's connection was (re)made (see _stored_before_connect).
+CLOCK_SKEW_ALLOWANCE = 2.0
 _instances = itertools.count(1)
 
 
@@ -87,6 +90,8 @@ class Agent:
         self._ledger: KeyValueBucket | None = None
         self._inbox: Any = None
         self._psub: Any = None
+        self._reconnects_seen = 0
+        self._connected_since = 0.0
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -108,6 +113,7 @@ class Agent:
             return self
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
         self._ledger = await KeyValueBucket.adeclare(self.client, LEDGER_BUCKET, history=1)
+        self._reconnects_seen, self._connected_since = 0, self.client.connected_at
         self._psub = await self.client.nc.jetstream().pull_subscribe_bind(
             durable=self.role, stream=TASK_STREAM)
         # reply_with_result: the subscription answers requests with what _on_inbox returns,
@@ -302,27 +308,49 @@ class Agent:
             return True
         if self.ledger_precheck is False:
             return False
-        if "Agentlab-Redriven-From" in msg.headers:
+        if "Agentlab-Redriven-From" in msg.headers or self._stored_before_connect(msg):
             return True
         return (utc_now() - task.created_at).total_seconds() > DUPLICATE_WINDOW
+
+    def _stored_before_connect(self, msg: Message) -> bool:
+        """Was this task stored before the connection's latest (re)connect?
+
+        A server that is SIGKILLed can come back without the consumer's record that it
+        handed a task out and that the ack came: the task is delivered again as a *first*
+        delivery (num_delivered 1). On one server only a restart loses that record, and a
+        restart breaks every connection, so a task stored after this connection was
+        (re)made cannot have been handed out by a server that has since forgotten it. (In
+        a cluster the record is replicated; a node's loss moves this connection only if it
+        was connected there.)
+        """
+        reconnects = self.client.nc.stats["reconnects"]
+        if reconnects != self._reconnects_seen:
+            # nats-py counts a reconnect before it resubscribes, so no delivery on the new
+            # connection gets here first; noticing it late only widens what is checked.
+            self._reconnects_seen, self._connected_since = reconnects, time.time()
+        return msg.info.timestamp.timestamp() < self._connected_since + CLOCK_SKEW_ALLOWANCE
 
     async def _run_task(self, task: Task, msg: Message) -> None:
         assert self._ledger is not None
         if msg.info.redelivered:
             self.stats["redeliveries"] += 1
-        # A first delivery can still be a task whose effect is recorded: a redriven dead
-        # letter whose last, slow attempt did finish, or a task resent after the stream's
-        # 60 s duplicate window. "auto" reads the ledger exactly then (a redelivery, a
-        # redrive, or a task older than the window) and saves the KV round trip (~0.3 ms
-        # of a ~1 ms delegation) otherwise. Its one blind spot: the same task id resent
-        # with a fresh created_at after the window runs the handler again; the ledger
-        # create below still keeps one record and one completion announcement.
+        # A first delivery can still be a task whose effect is recorded: one handed out
+        # again by a restarted server that lost its consumer state, a redriven dead letter
+        # whose last, slow attempt did finish, or a task resent after the stream's 60 s
+        # duplicate window. "auto" reads the ledger exactly then (a redelivery, a task
+        # stored before the latest (re)connect, a redrive, a task older than the window)
+        # and saves the KV round trip (~0.3 ms of a ~1 ms delegation) for fresh tasks.
+        # Its one blind spot: the same task id resent with a fresh created_at after the
+        # window runs the handler again; the ledger create below still keeps one record
+        # and one completion announcement.
         done = None
         if self._should_check_ledger(task, msg):
+            self.stats["ledger_prechecks"] += 1
             done = await self._ledger.aget(task.id)
         if done is not None:
             # The effect happened before (we crashed before the ack): acknowledge only.
             self.stats["duplicates_suppressed"] += 1
+            self.stats["acked_from_ledger"] += 1
             await self._complete(task, msg, done.get("result", {}), 0.0, announce=True)
             return
         ctx = TaskContext(self, task, msg)

@@ -13,9 +13,11 @@ error the agent recorded, then deletes the original. Poison input skips the retr
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import weakref
 import logging
+import time
+import weakref
 from typing import Any
 
 import nats.js.errors
@@ -35,6 +37,8 @@ log = logging.getLogger("agentlab")
 DLQ_STREAM = "DEAD_LETTERS"
 FAILURES_BUCKET = "TASK_FAILURES"
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+RECONNECT_POLL = 0.1      # how often the office looks whether its connection was remade
+SWEEP_RETRY_FOR = 30.0    # after a reconnect, how long to retry a sweep JetStream refuses
 
 
 def _payload_fields(data: bytes) -> dict[str, str]:
@@ -91,10 +95,12 @@ class DeadLetterNotFound(AgentlabError, LookupError):
 class DeadLetterOffice:
     """Turns max-delivery advisories into dead letters; lists, shows and redrives them.
 
-    Advisories are core NATS messages: while no office is subscribed they are lost, and a
-    message that ran out of deliveries then stays in its work queue, never delivered
-    again. ``start()`` therefore first runs ``sweep()``, which finds such messages from
-    the consumers' state and buries them too.
+    Advisories are core NATS messages: while no office is subscribed, or while its
+    connection is down, they are lost, and a message that ran out of deliveries then stays
+    in its work queue, never delivered again. ``start()`` therefore first runs ``sweep()``,
+    which finds such messages from the consumers' state and buries them too, and a started
+    office sweeps again after every reconnect of its connection (a server restart, a
+    network blip), retrying while JetStream is still recovering or electing leaders.
     """
 
     def __init__(self, client: Client, subjects: Subjects | None = None,
@@ -103,7 +109,9 @@ class DeadLetterOffice:
         self.subjects = subjects or Subjects()
         self.streams = streams
         self.handled = 0
+        self.swept = 0  # of those, found by a sweep: their advisory went unheard
         self._sub: Any = None
+        self._watcher: asyncio.Future | None = None
         self._failures: KeyValueBucket | None = None
 
     def start(self, sweep: bool = True) -> DeadLetterOffice:
@@ -117,18 +125,51 @@ class DeadLetterOffice:
                 self._sub = await self.client.asubscribe(f"{ADVISORY}.>", self._on_advisory)
             if sweep:
                 await self.asweep()
+            if self._watcher is None:
+                self._watcher = asyncio.ensure_future(self._sweep_after_reconnects())
             return self
         return await self.client._bridge.arun(start())
 
     def stop(self) -> None:
-        if self._sub is not None:
-            self._sub.unsubscribe()
-            self._sub = None
+        self.client._bridge.run(self.astop(), operation="stop")
 
     async def astop(self) -> None:
-        if self._sub is not None:
-            await self._sub.aunsubscribe()
-            self._sub = None
+        async def stop() -> None:
+            if self._watcher is not None:
+                self._watcher.cancel()
+                self._watcher = None
+            if self._sub is not None:
+                sub, self._sub = self._sub, None
+                await sub.aunsubscribe()
+        await self.client._bridge.arun(stop())
+
+    async def _sweep_after_reconnects(self) -> None:
+        # nats-py has one reconnected callback per connection, and it belongs to the Client;
+        # its reconnect counter is the office's own way to see that advisories were missed.
+        nc = self.client.nc
+        seen = nc.stats["reconnects"]
+        while not self.client.is_closed:
+            await asyncio.sleep(RECONNECT_POLL)
+            if nc.stats["reconnects"] == seen or not nc.is_connected:
+                continue
+            seen = nc.stats["reconnects"]
+            deadline = time.monotonic() + SWEEP_RETRY_FOR
+            while not self.client.is_closed:
+                try:
+                    buried = await self.asweep()
+                except Exception as error:  # streams still recovering, a leader election
+                    if time.monotonic() > deadline:
+                        log.warning("dead-letter office: no sweep after the reconnect of %r "
+                                    "succeeded within %g s (%s); the next reconnect or "
+                                    "office.sweep() tries again", self.client.name,
+                                    SWEEP_RETRY_FOR, error)
+                        break
+                    await asyncio.sleep(0.25)
+                    continue
+                if buried:
+                    log.warning("dead-letter office: %d dead letter(s) whose advisory was "
+                                "sent while %r reconnected", buried, self.client.name)
+                break
 
     async def _on_advisory(self, msg: Message) -> None:
         advisory = msg.json()
@@ -181,6 +222,7 @@ class DeadLetterOffice:
                     break
                 if await self.bury(stream, raw.seq, consumer.name, config.max_deliver):
                     buried += 1
+                    self.swept += 1
                 seq = raw.seq + 1
         return buried
 

@@ -1,0 +1,310 @@
+"""One run of the fault suite: the server, the agent processes, the publisher and the faults."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from .checks import check, settled
+from .config import ChaosConfig, Restart
+from .effects import EFFECTS_BUCKET, HANDLER, LOG_DIR_ENV, ORG, STATS_BUCKET
+from .report import ChaosReport
+from .targets import ClusterServers, SingleServer
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.effects = self.queued = self.letters = 0
+
+
+class ChaosRun:
+    """One run of the fault suite. ``run(config)`` is the short way to use it."""
+
+    def __init__(self, config: ChaosConfig, console: Console | None = None):
+        self.config = config
+        self.console = console or Console(stderr=True, quiet=True)
+        self.random = random.Random(config.seed)
+        self.report = ChaosReport(config)
+        self.workdir = Path(config.keep or tempfile.mkdtemp(prefix="agentlab-chaos-"))
+        self.report.workdir = self.workdir
+        self.logs = self.workdir / "logs"
+        self.published: list[str] = []
+        self.workers: list[Any] = []
+        self.deaths: dict[int, float] = {}  # pid -> when its agent process was SIGKILLed
+        self._generation: Counter = Counter()
+        self._publisher_done = threading.Event()
+        self._stop = threading.Event()
+        self._publisher_error: list[BaseException] = []
+        self.target: Any = None
+        self.admin: Any = None
+        self.office: Any = None
+        self.started = 0.0
+
+    # -- faults ------------------------------------------------------------------------
+    def kill_server(self) -> None:
+        """SIGKILL the server (a node, in cluster mode), wait ``server_down``, restart it on
+        the same store and port."""
+        number = len(self.report.restarts) + 1
+        killed = time.time()
+        label, token = self.target.kill(number)
+        self.console.log(f"[red]SIGKILL {label}[/] ({number} of {self.config.server_kills})")
+        time.sleep(self.config.server_down)
+        called = time.time()
+        self.target.restart(token)
+        ready = time.time()
+        self.report.restarts.append(Restart(number, killed, called, ready, label=label))
+        self.console.log(f"[green]{label} restarted[/] in {ready - called:.2f} s")
+
+    def kill_agent(self) -> None:
+        alive = [w for w in self.workers if w.alive]
+        if not alive:
+            return
+        victim = self.random.choice(alive)
+        self.deaths[victim.pid] = time.time()
+        victim.kill()
+        self.report.agent_kills += 1
+        self.console.log(f"[yellow]SIGKILL[/] {victim.instance} (pid {victim.pid})")
+        self.workers[self.workers.index(victim)] = self._spawn(victim.role, victim.slot)
+
+    # -- processes ---------------------------------------------------------------------
+    def _spawn(self, role: str, slot: int, wait: bool = False) -> Any:
+        from ..worker import WorkerProcess
+
+        self._generation[(role, slot)] += 1
+        instance = f"{role}-{slot}-g{self._generation[(role, slot)]}"
+        cfg = self.config
+        options = ["--ack-wait", str(cfg.ack_wait), "--max-deliver", str(cfg.max_deliver),
+                   "--max-ack-pending", str(cfg.max_ack_pending), "--heartbeat", "1",
+                   "--reconnect-wait", str(cfg.reconnect_wait), "--wait-for-server", "10",
+                   "--stats-bucket", STATS_BUCKET, "--stats-every", "0.25",
+                   "--ledger-precheck", cfg.ledger_precheck]
+        env = {**os.environ, LOG_DIR_ENV: str(self.logs), "PYTHONUNBUFFERED": "1"}
+        env.pop("AGENTLAB_NATS_URL", None)
+        worker = WorkerProcess(self.target.url, role, org=ORG, instance=instance,
+                               handler=HANDLER, options=options, env=env,
+                               log_path=self.logs / f"{instance}.stderr")
+        worker.slot = slot  # type: ignore[attr-defined]
+        return worker.start(wait=wait)
+
+    def _publish(self) -> None:
+        from ..client import Client
+        from ..org.models import Task
+        from ..subjects import Subjects
+
+        cfg, s = self.config, Subjects()
+        interval = 1.0 / cfg.publish_rate()
+        client = Client.open(self.target.url, name="chaos-publisher",
+                             reconnect_wait=cfg.reconnect_wait)
+        try:
+            start = time.monotonic()
+            for i in range(cfg.tasks):
+                if self._stop.is_set():
+                    return
+                delay = start + i * interval - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                role = cfg.roles[i % len(cfg.roles)]
+                details: dict[str, Any] = {"n": i, "work": cfg.work}
+                if cfg.fail_every and i % cfg.fail_every == cfg.fail_every - 1:
+                    details["always_fail"] = True
+                task = Task(id=f"chaos-{i:06d}", org=ORG, role=role, title=f"task {i}",
+                            requested_by="chaos", details=details)
+                while True:  # until the stream says it has it (the msg id makes it once)
+                    try:
+                        client.js.publish(s.tasks(role), task, msg_id=task.id, timeout=2.0)
+                        break
+                    except Exception:
+                        if self._stop.is_set():
+                            return
+                        self.report.publish_retries += 1
+                        time.sleep(0.05)
+                self.published.append(task.id)
+        except BaseException as error:  # reported by run()
+            self._publisher_error.append(error)
+        finally:
+            self._publisher_done.set()
+            client.close()
+
+    def _progress(self) -> _Progress | None:
+        """Effects, queued tasks and dead letters now; None while the server is away."""
+        from ..org.agent import TASK_STREAM
+        from ..org.deadletters import DLQ_STREAM
+
+        async def read() -> _Progress:
+            js = self.admin.nc.jetstream(timeout=1.0)  # a stalled poll would stall the faults
+            p = _Progress()
+            p.effects = (await js.stream_info(f"KV_{EFFECTS_BUCKET}")).state.messages
+            p.queued = (await js.stream_info(TASK_STREAM)).state.messages
+            p.letters = (await js.stream_info(DLQ_STREAM)).state.messages
+            return p
+
+        try:
+            return self.admin._bridge.run(read(), operation="progress")
+        except Exception:  # the server is restarting, or a leader is being elected
+            return None
+
+    # -- the whole run -----------------------------------------------------------------
+    def run(self) -> ChaosReport:
+        cfg = self.config
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.target = (ClusterServers(self.workdir, self.random) if cfg.cluster
+                       else SingleServer(self.workdir, cfg.sync_always))
+        self.target.start()
+        self.started = self.report.started = time.time()
+        try:
+            self._set_up()
+            self._loop()
+        except BaseException:
+            self._stop.set()
+            self._shutdown()
+            self.target.stop()
+            raise
+        self._stop.set()
+        self._shutdown()
+        try:
+            check(self)
+        finally:
+            for client in (self.office.client if self.office else None, self.admin):
+                if client is not None:
+                    client.close()
+            self.target.stop()
+        self.report.duration = time.time() - self.started
+        if cfg.keep is None and self.report.ok:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.report
+
+    def _set_up(self) -> None:
+        from ..client import Client
+        from ..org.agent import LEDGER_BUCKET, TASK_STREAM, Agent
+        from ..org.deadletters import FAILURES_BUCKET, DeadLetterOffice
+        from ..org.streams import declare_reference_streams
+        from ..stores import KeyValueBucket
+
+        cfg = self.config
+        self.admin = Client.open(self.target.url, name="chaos-admin",
+                                 reconnect_wait=cfg.reconnect_wait)
+        replicas = self.target.replicas
+        if replicas > 1:
+            from ..cluster import declare_replicated_streams
+
+            declare_replicated_streams(self.admin, replicas)
+        else:
+            declare_reference_streams(self.admin)
+        # Every bucket before the agents declare theirs (with one replica, by default).
+        for bucket, ttl in ((EFFECTS_BUCKET, None), (STATS_BUCKET, None),
+                            (LEDGER_BUCKET, None), (FAILURES_BUCKET, 7 * 86400.0)):
+            settled(lambda b=bucket, t=ttl: KeyValueBucket.declare(
+                self.admin, b, ttl=t, replicas=replicas))
+        for role in cfg.roles:  # the consumers exist before the first task is published
+            spec = Agent(self.admin, role, ORG, ack_wait=cfg.ack_wait,
+                         max_deliver=cfg.max_deliver,
+                         max_ack_pending=cfg.max_ack_pending).consumer_spec
+            settled(lambda spec=spec: self.admin.js.declare_consumer(TASK_STREAM, spec))
+        # The office sweeps on start and after each reconnect of its own: an advisory sent
+        # while it was away is caught up as soon as it is back.
+        self.office = DeadLetterOffice(Client.open(self.target.url, name="chaos-dlq",
+                                                   reconnect_wait=cfg.reconnect_wait))
+        settled(self.office.start)
+        self.workers = [self._spawn(role, slot) for role in cfg.roles
+                        for slot in range(1, cfg.workers_per_role + 1)]
+        for worker in self.workers:
+            worker.wait_ready()
+        self.console.log(f"{len(self.workers)} agent processes ready; publishing "
+                         f"{cfg.tasks:,} tasks at {cfg.publish_rate():.0f}/s")
+
+    def _loop(self) -> None:
+        cfg = self.config
+        publisher = threading.Thread(target=self._publish, name="chaos-publisher", daemon=True)
+        publisher.start()
+        deadline = time.monotonic() + cfg.deadline()
+        thresholds = [cfg.tasks * (k + 1) / (cfg.server_kills + 1)
+                      for k in range(cfg.server_kills)]
+        next_kill = time.monotonic() + self._jitter()
+        last_sweep, sweeper = time.monotonic(), None
+        effects_at_fault = -1
+        last_report = 0.0
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            if self._publisher_error:
+                raise self._publisher_error[0]
+            self._replace_exited()
+            progress = self._progress()
+            if progress is None:
+                continue
+            now = time.monotonic()
+            if now - last_report > 2.0:
+                last_report = now
+                self.console.log(f"published {len(self.published):,}, effects "
+                                 f"{progress.effects:,}, queued {progress.queued:,}, "
+                                 f"dead letters {progress.letters}")
+            done_publishing = self._publisher_done.is_set()
+            # The server faults come while tasks are still being published, so that work
+            # arrives across every outage and after it (and recovery can be timed).
+            # Each fault comes once work has completed since the last one, so that each
+            # recovery is timed from a working system.
+            if thresholds and len(self.published) >= thresholds[0] and \
+                    progress.effects > effects_at_fault and not done_publishing:
+                thresholds.pop(0)
+                self.kill_server()
+                effects_at_fault = progress.effects
+                continue
+            if now >= next_kill and not (done_publishing and progress.queued == 0):
+                self.kill_agent()
+                next_kill = now + self._jitter()
+            if done_publishing and progress.queued == 0:
+                if thresholds:
+                    self.report.problems.append(
+                        f"only {len(self.report.restarts)} of {cfg.server_kills} server faults "
+                        "came while tasks were being published (a slower --rate helps)")
+                return
+            if cfg.cluster and now - last_sweep > 3.0 and not (sweeper and sweeper.is_alive()):
+                # On a cluster the office need not reconnect when a node dies, and an
+                # advisory the dead node had not yet passed on is gone: the sweep finds its
+                # message. In a thread: while a leader is elected it waits; the faults not.
+                last_sweep = now
+                sweeper = threading.Thread(target=self._sweep, daemon=True)
+                sweeper.start()
+        self.report.problems.append(f"the run did not finish within {cfg.deadline():.0f} s")
+
+    def _replace_exited(self) -> None:
+        for i, worker in enumerate(self.workers):  # one that exited on its own
+            if worker.proc is not None and worker.proc.poll() is not None:
+                self.deaths.setdefault(worker.pid, time.time())
+                self.report.unexpected_exits += 1
+                self.console.log(f"[red]{worker.instance} exited on its own[/] (code "
+                                 f"{worker.proc.returncode}; stderr in {worker.log_path})")
+                self.workers[i] = self._spawn(worker.role, worker.slot)
+
+    def _sweep(self) -> None:
+        try:
+            self.office.sweep()
+        except Exception:  # the server is away; the next sweep will do
+            pass
+
+    def _jitter(self) -> float:
+        return self.config.kill_every * self.random.uniform(0.5, 1.5)
+
+    def _shutdown(self) -> None:
+        stoppers = [threading.Thread(target=w.stop, daemon=True) for w in self.workers]
+        for thread in stoppers:
+            thread.start()
+        for thread in stoppers:
+            thread.join(15)
+
+
+def run(config: ChaosConfig | None = None, console: Console | None = None,
+        **overrides: Any) -> ChaosReport:
+    """Run the fault suite once and return its report (``report.ok``, ``report.to_table()``)."""
+    config = config or ChaosConfig()
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return ChaosRun(config, console).run()
