@@ -42,6 +42,21 @@ def test_each_invitee_receives_its_invitation(org_lab, connect, unique):
         assert sub.messages(timeout=0.2) == []  # exactly one each, despite the duplicate
 
 
+def test_a_role_invited_later_gets_the_same_meeting(org_lab, connect, unique):
+    late = f"{unique}late"
+    inbox = connect(late).subscribe(Subjects().meetings(late))
+    meeting = Meeting.create(org_lab, "hiring", invitees=[f"{unique}early"], organizer="ceo")
+    meeting.say("ceo", "before the late one was asked")
+    meeting.invite(late, organizer="ceo")
+    invitation = inbox.next(timeout=2).decode(MeetingInvitation)
+    assert (invitation.meeting_id, invitation.topic, invitation.invitee) == \
+        (meeting.id, "hiring", late)
+    joined = Meeting.join(connect(f"{late}-reader"), invitation.meeting_id)
+    assert [e.text for e in joined.transcript()] == ["before the late one was asked"]
+    with pytest.raises(BadSubject):
+        meeting.invite("bad role", organizer="ceo")
+
+
 def test_chat_order_and_decisions_are_recorded(org_lab, connect, unique):
     meeting = Meeting.create(org_lab, "pricing", invitees=["cfo"], organizer="ceo",
                              meeting_id=f"{unique}-pricing")

@@ -144,3 +144,49 @@ def test_buffers_stay_bounded(org_server):
     ("a.b", "a.c", False), ("", "x", True)])
 def test_matcher(pattern, subject, expected):
     assert matcher(pattern)(subject) is expected
+
+
+def test_poll_reads_state_now_not_at_the_next_interval(org_server, unique):
+    lab = agentlab.Client.open(org_server.url, name="observe-poll")
+    stream = f"POLL_NOW_{unique}"
+    try:
+        lab.js.declare_stream(agentlab.StreamSpec(stream, subjects=[f"pollnow.{stream}"]))
+        obs = Observer(lab, poll_interval=3600).start()   # no timed poll during the test
+        try:
+            assert obs.state().streams.row(stream).messages == 0
+            for n in range(3):
+                lab.js.publish(f"pollnow.{stream}", {"n": n})
+            assert obs.state().streams.row(stream).messages == 0
+            obs.poll()
+            assert obs.state().streams.row(stream).messages == 3
+        finally:
+            obs.stop()
+        with pytest.raises(agentlab.ClientClosed):
+            obs.poll()
+    finally:
+        lab.js.delete_stream(stream)
+        lab.close()
+
+
+def test_meeting_and_tool_messages_name_their_sender_and_kind():
+    from agentlab.observe.events import body_info
+    from agentlab.org.meetings import MeetingEntry, MeetingInvitation
+    from agentlab.org.toolpayloads import ToolCall, ToolResult
+
+    invitation = MeetingInvitation(meeting_id="m1", topic="Budget", organizer="ceo",
+                                   invitee="cfo", invitees=["cfo"], messages_subject="a",
+                                   decisions_subject="b")
+    decision = MeetingEntry(meeting_id="m1", kind="decision", sender="ceo", text="Go")
+    call = ToolCall(tool="search", conversation_id="c1", requested_by="cto")
+    result = ToolResult(call_id=call.id, tool="search", conversation_id="c1", status="ok")
+    seen = {name: body_info(model.model_dump_json().encode(), None) for name, model in
+            (("invitation", invitation), ("decision", decision), ("call", call),
+             ("result", result))}
+    assert (seen["invitation"].sender, seen["invitation"].type, seen["invitation"].receiver,
+            seen["invitation"].trace_id) == ("ceo", "meeting.invitation", "cfo", "m1")
+    assert (seen["decision"].sender, seen["decision"].type, seen["decision"].title) == \
+        ("ceo", "meeting.decision", "Go")
+    assert (seen["call"].sender, seen["call"].type, seen["call"].trace_id) == \
+        ("cto", "tool call: search", call.id)
+    assert (seen["result"].sender, seen["result"].type, seen["result"].trace_id) == \
+        ("tool-search", "tool result: ok", call.id)

@@ -131,6 +131,19 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
     if "reason" in body and "original_subject" in body:                         # DeadLetter
         return BodyInfo(sender=_s(get("consumer")), type=f"dead letter ({get('reason')})",
                         title=_s(get("error"))[:60])
+    if "invitee" in body and "organizer" in body and "meeting_id" in body:       # invitation
+        return BodyInfo(sender=_s(get("organizer")), type="meeting.invitation",
+                        trace_id=trace or _s(get("meeting_id")), title=_s(get("topic")),
+                        receiver=_s(get("invitee")))
+    if "meeting_id" in body and "kind" in body and "sender" in body:            # MeetingEntry
+        return BodyInfo(sender=_s(get("sender")), type=f"meeting.{get('kind')}",
+                        trace_id=trace or _s(get("meeting_id")), title=_s(get("text")))
+    if "tool" in body and "conversation_id" in body and "arguments" in body:    # ToolCall
+        return BodyInfo(sender=_s(get("requested_by")), type=f"tool call: {get('tool')}",
+                        trace_id=trace or _s(get("id")), title=_s(get("tool")))
+    if "call_id" in body and "status" in body and "tool" in body:               # ToolResult
+        return BodyInfo(sender=f"tool-{get('tool')}", type=f"tool result: {get('status')}",
+                        trace_id=trace or _s(get("call_id")), title=_s(get("tool")))
     if "sender" in body:                                                         # AgentMessage
         text = payload.get("text") or payload.get("title") or ""
         return BodyInfo(sender=_s(get("sender")), type=_s(kind or "message"),

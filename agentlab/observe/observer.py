@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from ..client import Client
-from ..errors import StreamNotFound
+from ..errors import ClientClosed, StreamNotFound
 from ..subjects import DEFAULT_ROOT
 from .recorder import FlowRecorder, matcher
 from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
@@ -99,6 +99,13 @@ class Observer:
         await nc.flush()
         await self._poll_once()
         self._poller = asyncio.ensure_future(self._poll_forever())
+
+    def poll(self) -> None:
+        """Read stream and consumer state now, rather than at the next ``poll_interval``
+        (before a final snapshot, say, so that the views show the last messages too)."""
+        if self.client is None:
+            raise ClientClosed(f"observer of {self.root}")
+        self._bridge.run(self._poll_once(), operation="poll")
 
     def stop(self) -> None:
         """Unsubscribe and close the connection. Snapshots taken stay readable."""

@@ -109,17 +109,24 @@ class Meeting:
                       organizer: str, meeting_id: str | None = None,
                       subjects: Subjects | None = None) -> Meeting:
         meeting = cls(client, _meeting_id(meeting_id), topic=topic, subjects=subjects)
-        roles = list(dict.fromkeys(invitees))  # once each, in the order given
+        await meeting.ainvite(*invitees, organizer=organizer)
+        return meeting
+
+    def invite(self, *roles: str, organizer: str) -> None:
+        """Invite more roles to this meeting; they can replay what was said before."""
+        self._run(self.ainvite(*roles, organizer=organizer), "invite")
+
+    async def ainvite(self, *roles: str, organizer: str) -> None:
+        invitees = list(dict.fromkeys(roles))  # once each, in the order given
         validate_token(organizer, "organizer")
         # Build (and so validate) every subject before the first invitation leaves.
-        invitations = [(meeting.subjects.meetings(role), MeetingInvitation(
-            meeting_id=meeting.id, topic=topic, organizer=organizer, invitee=role,
-            invitees=roles, messages_subject=meeting.messages_subject,
-            decisions_subject=meeting.decisions_subject)) for role in roles]
+        invitations = [(self.subjects.meetings(role), MeetingInvitation(
+            meeting_id=self.id, topic=self.topic, organizer=organizer, invitee=role,
+            invitees=invitees, messages_subject=self.messages_subject,
+            decisions_subject=self.decisions_subject)) for role in invitees]
         for subject, invitation in invitations:
-            await client.apublish(subject, invitation)
-        await client.aflush()  # the invitations are on the server when create() returns
-        return meeting
+            await self.client.apublish(subject, invitation)
+        await self.client.aflush()  # the invitations are on the server when this returns
 
     @classmethod
     def join(cls, client: Client, meeting_id: str, *, topic: str = "",

@@ -139,8 +139,10 @@ class TableView:
         from rich.console import Console
 
         table = self.to_table()
+        # force_jupyter=False: in a kernel rich would also display the table itself, so a
+        # report at the end of a cell would show twice (its text, then rich's own output).
         console = Console(width=natural_width(table), record=True, file=_Discard(),
-                          color_system=None)
+                          color_system=None, force_jupyter=False)
         console.print(table)
         return console.export_text().rstrip("\n")
 
@@ -154,7 +156,7 @@ def natural_width(table: Table) -> int:
     """The width at which ``table`` prints without wrapping or truncating a cell."""
     from rich.console import Console
 
-    measuring = Console(width=10_000, file=_Discard())
+    measuring = Console(width=10_000, file=_Discard(), force_jupyter=False)
     return measuring.measure(table).maximum
 
 
