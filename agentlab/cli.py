@@ -85,7 +85,7 @@ def run_status(args: argparse.Namespace) -> int:
     with Client.open(url, name="agentlab-status") as client:
         tables = [report.to_table() for report in status_reports(client)]
     console = Console()
-    if not console.is_terminal:  # piped: whole names and numbers, as the nats CLI prints them
+    if not _on_a_terminal():  # piped: whole names and numbers, as the nats CLI prints them
         console = Console(width=max(natural_width(table) for table in tables))
     for table in tables:
         console.print(table)
@@ -127,7 +127,7 @@ def run_dlq(args: argparse.Namespace) -> int:
     from .org.deadletters import DeadLetterOffice
 
     console = Console()
-    if not console.is_terminal:  # piped: whole subjects and errors, as the nats CLI prints
+    if not _on_a_terminal():  # piped: whole subjects and errors, as the nats CLI prints
         console = Console(width=max(console.width, 160))
     with Client.open(url, name="agentlab-dlq") as client:
         office = DeadLetterOffice(client)
@@ -207,7 +207,7 @@ def run_audit(args: argparse.Namespace) -> int:
     from .tenants import Tenants
 
     console = Console()
-    if not console.is_terminal:  # piped: the whole table, not a wrapped one
+    if not _on_a_terminal():  # piped: the whole table, not a wrapped one
         console = Console(width=max(console.width, 160 if args.explain else 120))
     names = [n.strip() for n in args.tenants.split(",") if n.strip()]
     failed = []
@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         command.configure(sub.add_parser(name, help=command.help, description=command.help))
     return parser
+
+
+def _on_a_terminal() -> bool:
+    # Not rich's is_terminal: Jupyter's `!cmd` sets FORCE_COLOR, which makes rich think it
+    # has an 80-column terminal, and the tables would wrap in the notebook.
+    return sys.stdout.isatty()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -184,6 +184,15 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             except BaseException:
                 lab.close()
                 raise
+        if tenants is not None and server is None and not lab.nc._server_info.get(
+                "auth_required"):
+            lab.close()
+            raise ValueError(
+                f"tenants= needs a server that agentlab configures, but {url} (from url= or "
+                "$AGENTLAB_NATS_URL) requires no login, so every tenant would see every "
+                "other's messages. Unset AGENTLAB_NATS_URL to let agentlab start an embedded "
+                "server with the tenants' accounts, or start that server with the config "
+                "from agentlab.tenants.Tenants([...]).config().")
         if tenants is not None:
             try:
                 tenants.setup(lab)  # users model: the operator declares the tenants' streams

@@ -19,7 +19,7 @@ import pytest
 from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, StreamSpec, Subjects
-from agentlab.org import agent as agent_module
+from agentlab.org import workloop as agent_module
 from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.models import Task, TaskCompleted
 

@@ -391,7 +391,7 @@ def test_handler_raising(sentinel, lab, caplog):
             timeout=5, what="the retried task")
     done.unsubscribe()
     assert f"agent {sentinel.agent.instance}: task {task.id} ('flaky') failed on delivery 1: " \
-           "the LLM API timed out" in caplog.text
+           "ConnectionError: the LLM API timed out" in caplog.text
     assert event.deliveries == 2 and sentinel.calls_for(task) == [1, 2]
     sentinel.still_works()
 

@@ -13,45 +13,35 @@ task id before the ack, so a task redelivered after a crash is acked, not run ag
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
-import nats.errors
-
 from ..client import Client
-from ..errors import MessageDecodeError
-from ..messages import decode_model, to_bytes, utc_now
-from ..received import Message, nak_unless_settled
+from ..received import Message
 from ..specs import ConsumerSpec
 from ..stores import KeyValueBucket
 from ..subjects import Subjects, validate_token
 from .context import TaskContext
-from .deadletters import dead_letter_now, remember_failure
-from .models import Heartbeat, Task, TaskCompleted
-from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
+from .models import Heartbeat, Task
+from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
+    CLOCK_SKEW_ALLOWANCE,
+    LEDGER_BUCKET,
+    TASK_STREAM,
+    TaskLoop,
+    _call,
+    retry_delay,
+)
 
 log = logging.getLogger("agentlab")
 
 TaskHandler = Callable[[Task, TaskContext], Any]
-TASK_STREAM = "AGENT_TASKS"
-LEDGER_BUCKET = "TASK_LEDGER"
-# How far the server's clock may run ahead of this machine's when a task's stream timestamp
-# is compared with the time this agent's connection was (re)made (see _stored_before_connect).
-CLOCK_SKEW_ALLOWANCE = 2.0
 _instances = itertools.count(1)
 
 
-def retry_delay(deliveries: int) -> float:
-    """Back off between attempts: 0.5 s, 1 s, 2 s ... capped at 30 s."""
-    return min(30.0, 0.5 * 2 ** (deliveries - 1))
-
-
-class Agent:
+class Agent(TaskLoop):
     """One instance of a role. Several instances of a role share its durable consumer.
 
     ``ack_wait`` is how long a task may go without an ack (or ``ctx.in_progress()``)
@@ -218,183 +208,6 @@ class Agent:
         return Task(org=self.org, role=validate_token(role, "role"), title=title,
                     details=details or {}, requested_by=self.role, **extra)
 
-    # -- the work loop ------------------------------------------------------------------
-    async def _consume(self, psub: Any) -> None:
-        # Up to max_ack_pending tasks run at once, as the seed's consumer config intends.
-        # A batch handled one by one would leave its last tasks waiting in this process
-        # while their ack_wait ran out: redelivered (to a replica: run twice) meanwhile.
-        # One message per pull: a pull for several returns only when all came or it
-        # expired, so its first tasks would sit idle, holding ack-pending slots that
-        # the replicas sharing the consumer need (3 replicas: 60 tasks took 4 s, not 0.2).
-        # But when a delivery says more tasks are waiting (num_pending), ask for that many:
-        # nats-py first takes what the server already has and returns at once, so a
-        # backlog costs one round trip per batch instead of one per task.
-        in_hand: set[asyncio.Future] = set()
-        waiting = 0
-        try:
-            while self._running:
-                free = self.max_ack_pending - len(in_hand)
-                if free <= 0:
-                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                want = min(free, 1 + waiting)
-                try:
-                    batch = await psub.fetch(want, timeout=0.5 if want == 1 else 0.05)
-                except asyncio.TimeoutError:
-                    # nats.errors.TimeoutError, or the plain one nats-py raises at the
-                    # deadline (on 3.11+ an OSError: it must be caught before OSError).
-                    waiting = 0
-                    continue
-                except (nats.errors.Error, OSError) as error:
-                    if not self._running:
-                        break
-                    if self.client.is_closed:
-                        log.warning("agent %s: its connection was closed; the agent stops",
-                                    self.instance)
-                        self._running = False
-                        break
-                    log.warning("agent %s: fetch failed (%s); retrying", self.instance, error)
-                    await asyncio.sleep(0.25)
-                    continue
-                waiting = 0
-                for raw in batch:
-                    msg = Message.from_nats(raw, self.client)
-                    job = asyncio.ensure_future(self._process(msg))
-                    in_hand.add(job)
-                    job.add_done_callback(in_hand.discard)
-                    waiting = _pending_after(msg)
-            if in_hand:  # stop(): finish what was taken
-                await asyncio.wait(in_hand)
-        except asyncio.CancelledError:  # kill(), or stop() ran out of time
-            for job in in_hand:
-                job.cancel()
-            raise
-
-    async def _process(self, msg: Message) -> None:
-        self._in_flight += 1
-        try:
-            try:
-                task = decode_model(msg.data, Task, msg.subject)
-            except MessageDecodeError as error:  # not JSON, or not a Task: no retry helps
-                await self._poison(msg, f"not a valid Task: {error.reason}")
-                return
-            await self._run_task(task, msg)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            # Not the handler (its errors are handled in _run_task): the ledger, the DLQ or
-            # the connection failed. Retry later rather than let the work loop die.
-            self.stats["errors"] += 1
-            text = f"{type(error).__name__}: {error}"
-            log.warning("agent %s: could not process %s#%s: %s", self.instance, TASK_STREAM,
-                        _seq(msg), text)
-            nak_unless_settled(msg, retry_delay(_deliveries(msg)))
-            try:  # for the dead letter, should it come to that
-                await remember_failure(self.client, msg, text)
-            except Exception:
-                pass
-        finally:
-            self._in_flight -= 1
-
-    async def _poison(self, msg: Message, reason: str) -> None:
-        # Dead-letter first, term second: if the DLQ is unreachable the error propagates,
-        # the message is nak'ed and stays in the work queue instead of being lost.
-        await dead_letter_now(self.client, self.subjects, msg, reason)
-        msg.term(reason[:200])
-        self.stats["poison"] += 1
-
-    def _should_check_ledger(self, task: Task, msg: Message) -> bool:
-        if msg.info.redelivered or self.ledger_precheck is True:
-            return True
-        if self.ledger_precheck is False:
-            return False
-        if "Agentlab-Redriven-From" in msg.headers or self._stored_before_connect(msg):
-            return True
-        return (utc_now() - task.created_at).total_seconds() > DUPLICATE_WINDOW
-
-    def _stored_before_connect(self, msg: Message) -> bool:
-        """Was this task stored before the connection's latest (re)connect?
-
-        A server that is SIGKILLed can come back without the consumer's record that it
-        handed a task out and that the ack came: the task is delivered again as a *first*
-        delivery (num_delivered 1). On one server only a restart loses that record, and a
-        restart breaks every connection, so a task stored after this connection was
-        (re)made cannot have been handed out by a server that has since forgotten it. (In
-        a cluster the record is replicated; a node's loss moves this connection only if it
-        was connected there.)
-        """
-        reconnects = self.client.nc.stats["reconnects"]
-        if reconnects != self._reconnects_seen:
-            # nats-py counts a reconnect before it resubscribes, so no delivery on the new
-            # connection gets here first; noticing it late only widens what is checked.
-            self._reconnects_seen, self._connected_since = reconnects, time.time()
-        return msg.info.timestamp.timestamp() < self._connected_since + CLOCK_SKEW_ALLOWANCE
-
-    async def _run_task(self, task: Task, msg: Message) -> None:
-        assert self._ledger is not None
-        if msg.info.redelivered:
-            self.stats["redeliveries"] += 1
-        # A first delivery can still be a task whose effect is recorded: one handed out
-        # again by a restarted server that lost its consumer state, a redriven dead letter
-        # whose last, slow attempt did finish, or a task resent after the stream's 60 s
-        # duplicate window. "auto" reads the ledger exactly then (a redelivery, a task
-        # stored before the latest (re)connect, a redrive, a task older than the window)
-        # and saves the KV round trip (~0.3 ms of a ~1 ms delegation) for fresh tasks.
-        # Its one blind spot: the same task id resent with a fresh created_at after the
-        # window runs the handler again; the ledger create below still keeps one record
-        # and one completion announcement.
-        done = None
-        if self._should_check_ledger(task, msg):
-            self.stats["ledger_prechecks"] += 1
-            done = await self._ledger.aget(task.id)
-        if done is not None:
-            # The effect happened before (we crashed before the ack): acknowledge only.
-            self.stats["duplicates_suppressed"] += 1
-            self.stats["acked_from_ledger"] += 1
-            await self._complete(task, msg, done.get("result", {}), 0.0, announce=True)
-            return
-        ctx = TaskContext(self, task, msg)
-        started = time.perf_counter()
-        try:
-            result = await self._call_handler(task, ctx)
-            result = result if isinstance(result, dict) else {"value": result}
-            record = to_bytes({"result": result, "instance": self.instance})
-        except Exception as error:
-            self.stats["failed"] += 1
-            log.warning("agent %s: task %s (%r) failed on delivery %d: %s", self.instance,
-                        task.id, task.title, msg.info.num_delivered, error)
-            await remember_failure(self.client, msg, f"{type(error).__name__}: {error}")
-            msg.nak(delay=retry_delay(msg.info.num_delivered)
-                    if msg.info.num_delivered < self.max_deliver else None)
-            return
-        if not await self._ledger.acreate(task.id, record):
-            # Recorded already: by a replica that ran it at the same time, or by an earlier
-            # run of the same task id (a resend after the duplicate window). Announce the
-            # recorded result, not this one.
-            self.stats["duplicates_suppressed"] += 1
-            done = await self._ledger.aget(task.id) or {}
-            result = done.get("result", result)
-        else:
-            self.stats["processed"] += 1
-        await self._complete(task, msg, result, (time.perf_counter() - started) * 1e3)
-
-    async def _call_handler(self, task: Task, ctx: TaskContext) -> Any:
-        if self.handler is None:
-            return {"ack": task.title}
-        return await _call(self._bridge, self.handler, task, ctx)
-
-    async def _complete(self, task: Task, msg: Message, result: dict[str, Any],
-                        duration_ms: float, announce: bool = True) -> None:
-        event = TaskCompleted(task_id=task.id, org=task.org, role=self.role,
-                              instance=self.instance, title=task.title, result=result,
-                              deliveries=msg.info.num_delivered, duration_ms=duration_ms,
-                              correlation_id=task.correlation_id or task.id)
-        msg.ack()
-        if announce:
-            # Same Nats-Msg-Id on a repeat: AGENT_EVENTS keeps one completion per task.
-            self.client.publish(self.subjects.tasks_completed(task.org), event,
-                                headers={"Nats-Msg-Id": f"{task.id}.completed"})
-
     # -- inbox and heartbeat -------------------------------------------------------------
     async def _on_inbox(self, msg: Message) -> Any:
         """Answer a request (the subscription replies with what this returns)."""
@@ -421,36 +234,3 @@ class Agent:
         state = "running" if self._running else "stopped"
         return (f"<Agent {self.instance} role={self.role} org={self.org} {state} "
                 f"processed={self.stats['processed']}>")
-
-
-async def _call(bridge: Any, handler: Callable[..., Any], *args: Any) -> Any:
-    """Call any sync or async callable: coroutine functions on the loop, others in a thread."""
-    outcome = bridge.run_handler(handler, *args)
-    result = await outcome if inspect.isawaitable(outcome) else outcome
-    if inspect.isawaitable(result):
-        # A plain callable that returned a coroutine (a lambda or partial around an async
-        # function): it ran in a worker thread, its coroutine runs here, on the loop.
-        result = await result
-    return result
-
-
-def _seq(msg: Message) -> Any:
-    try:
-        return msg.info.stream_seq
-    except ValueError:
-        return "?"
-
-
-def _deliveries(msg: Message) -> int:
-    try:
-        return msg.info.num_delivered
-    except ValueError:
-        return 1
-
-
-def _pending_after(msg: Message) -> int:
-    """How many more tasks the server said were waiting when it delivered ``msg``."""
-    try:
-        return msg.info.num_pending
-    except ValueError:
-        return 0
