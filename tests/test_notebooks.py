@@ -63,6 +63,8 @@ def _kernel_env(nats_url: str | None) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # running a notebook
 
+# agentlab.start() with or without arguments (tenants=..., cluster=3), at the start of a line.
+_STARTS_LAB = re.compile(r"^\s*\w+\s*=\s*agentlab\.start\(", re.MULTILINE)
 _PROBE_KERNEL = 'import sys\nprint("KERNEL_PYTHON", sys.executable)'
 _PROBE_LAB = '_course_lab = lab\nprint("LAB_STARTED", lab.url, lab.embedded)'
 _PROBE_END = ('import agentlab as _agentlab\n'
@@ -75,7 +77,7 @@ _PROBE_END = ('import agentlab as _agentlab\n'
 def _instrument(nb: nbformat.NotebookNode) -> None:
     """Add, in memory only, cells that report the kernel's Python and how the lab ended."""
     start = next((i for i, c in enumerate(nb.cells)
-                  if c.cell_type == "code" and "agentlab.start()" in c.source), None)
+                  if c.cell_type == "code" and _STARTS_LAB.search(c.source)), None)
     if start is not None:
         nb.cells.insert(start + 1, nbformat.v4.new_code_cell(_PROBE_LAB))
     nb.cells.insert(0, nbformat.v4.new_code_cell(_PROBE_KERNEL))
@@ -133,9 +135,13 @@ def _check_ran_cleanly(nb: nbformat.NotebookNode, path: Path, seconds: float,
 
 def test_the_course_is_all_there():
     names = [p.name for p in NOTEBOOKS]
-    for name in ("index.ipynb", "00-start-here.ipynb", "01-subjects-and-wildcards.ipynb",
-                 "02-queue-groups-and-request-reply.ipynb", "03-durable-tasks-ceo-to-cto.ipynb"):
-        assert name in names
+    course = ("index", "00-start-here", "01-subjects-and-wildcards",
+              "02-queue-groups-and-request-reply", "03-durable-tasks-ceo-to-cto", "04-meetings",
+              "05-async-tool-execution", "06-retries-and-dead-letters", "07-tenant-isolation",
+              "08-cluster-and-failover", "09-observability-and-performance",
+              "10-bring-your-own-agent")
+    missing = [name for name in course if f"{name}.ipynb" not in names]
+    assert not missing, f"the course lacks {missing}"
     index = nbformat.read(COURSE / "index.ipynb", as_version=4)
     linked = {target for c in index.cells if c.cell_type == "markdown"
               for target in LINK.findall(c.source)}

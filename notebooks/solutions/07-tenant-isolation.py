@@ -1,0 +1,25 @@
+# Solution to the exercise of 07-tenant-isolation.ipynb. It runs inside that notebook, with
+# the notebook's `users`, `users_server`, `globex`, `acme`, `connect` and `call_shared_tool`:
+#     %run -i solutions/07-tenant-isolation.py
+# ruff: noqa: F821 (the names come from the notebook)
+from agentlab import PermissionDenied
+
+# 1. Users model: Acme's replies come back on _INBOX.acme.>, which only Acme may read.
+users_globex = connect(users, users_server, "globex", "globex-eavesdropper")
+try:
+    users_globex.subscribe("_INBOX.acme.>")
+except PermissionDenied as error:
+    print(f"users model, Globex on _INBOX.acme.>:\n  {error}\n")
+else:
+    raise AssertionError("Globex may read Acme's replies in the users model")
+
+# 2. Accounts model: Globex may listen to every inbox of its own account, and hears nothing
+#    of Acme's, which live in Acme's account.
+eavesdropper = globex.subscribe("_INBOX.>")
+answer = call_shared_tool(acme, "search", query="acme's reply")
+overheard = eavesdropper.messages(timeout=0.5)
+print(f"accounts model: Acme got {answer}")
+print(f"                Globex's _INBOX.> received {len(overheard)} messages")
+assert answer == ["acme's reply: result 1", "acme's reply: result 2"]
+assert not overheard, f"Globex overheard {[m.subject for m in overheard]}"
+eavesdropper.unsubscribe()
