@@ -165,6 +165,24 @@ def test_in_progress_keeps_a_long_task_from_redelivery(org_lab, agents, names):
     assert org_lab.js.consumer_info(TASK_STREAM, names.cto).num_redelivered == 0
 
 
+def test_keep_alive_holds_a_task_through_one_long_blocking_call(org_lab, agents, names):
+    calls: list[int] = []
+
+    def one_long_call(task: Task, ctx) -> dict:
+        calls.append(ctx.deliveries)
+        with ctx.keep_alive():      # every ack_wait / 3 = 0.33 s
+            time.sleep(2.5)         # a model call that cannot report progress itself
+        return {"pages": 40}
+
+    done = org_lab.subscribe(S.tasks_completed(names.org))
+    agents(names.cto, names.org, one_long_call, ack_wait=1).start()
+    agents(names.ceo, names.org).delegate(names.cto, "Write the design doc")
+    event = completions(done, 1, timeout=6)[0]
+    time.sleep(1.2)  # more than ack_wait: a redelivery would have arrived by now
+    assert event.deliveries == 1 and calls == [1]
+    assert org_lab.js.consumer_info(TASK_STREAM, names.cto).num_redelivered == 0
+
+
 def test_without_in_progress_a_long_task_is_redelivered(org_lab, agents, names):
     """The control for the test above: the same ack_wait, no in_progress()."""
     calls: list[int] = []

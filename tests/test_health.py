@@ -284,13 +284,37 @@ def test_stopped_agent_is_reported_down(org_lab, connect, unique, monitor):
     assert wait_for(lambda: any(a.instance == agent.instance and a.processed == 1
                                 for a in mon.agents()), timeout=2)  # a beat told it
 
-    stopped = time.monotonic()      # beats stop now; stop() then waits for the fetch loop
-    agent.stop()
+    agent.stop()                    # its last beat says "leaving": down at once
+    stopped = time.monotonic()
     down = wait_for(lambda: event("down"), timeout=3)
     elapsed = time.monotonic() - stopped
     assert down is not None and down.status == "down", "no 'down' on org.system.health"
-    assert 0.3 <= elapsed <= 2.5, elapsed  # down_after 0.6 s + ticks + stop()
-    assert down.silent_for > 0.6 and down.processed == 1
+    assert elapsed < 0.5 and down.reason == "stopped", (elapsed, down.reason)
+    assert down.silent_for < 0.5 and down.processed == 1
     assert {a.instance: a.status for a in mon.agents()}[agent.instance] == "down"
     assert wait_for(lambda: (s := mon.snapshot()) and s.agent(agent.instance)
                     and s.agent(agent.instance).status == "down", timeout=2)
+
+
+def test_killed_agent_is_reported_down_after_its_silence(org_lab, connect, unique, monitor):
+    role = f"{unique}-crash"
+    agent = Agent(connect(role), role=role, heartbeat_interval=0.2).start()
+    watcher = connect("crash-watcher")
+    sub = watcher.subscribe(S.system_health())
+    monitor(heartbeat_interval=0.2)     # down after 3 x 0.2 s of silence
+
+    def event(status):
+        for msg in sub.messages(timeout=0.2):
+            health = msg.decode(AgentHealth)
+            if health.instance == agent.instance and health.status == status:
+                return health
+        return None
+
+    assert wait_for(lambda: event("up"), timeout=3)
+    killed = time.monotonic()
+    agent.kill()                        # a crash sends no last beat: only silence tells
+    down = wait_for(lambda: event("down"), timeout=3)
+    elapsed = time.monotonic() - killed
+    assert down is not None and "no heartbeat for" in down.reason, down
+    assert 0.4 <= elapsed <= 2.5, elapsed  # down_after 0.6 s + ticks
+    assert down.silent_for > 0.6

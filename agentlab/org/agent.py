@@ -142,6 +142,13 @@ class Agent(TaskLoop):
                     task.cancel()
         self._tasks, self._consumer, self._heart = [], None, None
         await self._unsubscribe(*self._take_subscriptions())
+        try:  # the last beat says "leaving": the health monitor marks it down at once
+            self.client.publish(self.subjects.heartbeat(self.role), Heartbeat(
+                role=self.role, org=self.org, instance=self.instance, leaving=True,
+                processed=self.stats["processed"], failed=self.stats["failed"],
+                in_flight=self._in_flight))
+        except Exception as error:  # closed connection: the silence says it instead
+            log.info("agent %s: last heartbeat not sent (%s)", self.instance, error)
 
     def kill(self) -> None:
         """Stop at once, mid-task, as a crash would: the task in hand is redelivered later.

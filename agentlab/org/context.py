@@ -3,11 +3,16 @@
     def cto(task, ctx):
         ctx.progress("reviewing the design")
         ctx.in_progress()                     # long work: keep the task from being redelivered
+        with ctx.keep_alive():                # ... or keep it alive through one long call
+            answer = call_the_model(task.title)
         return {"decision": "ship it"}
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..messages import AgentMessage
@@ -63,6 +68,32 @@ class TaskContext:
         if self.cancelled:
             return  # a crashed agent cannot keep its task: let it be redelivered
         self.message.in_progress()
+
+    @contextlib.contextmanager
+    def keep_alive(self, every: float | None = None) -> Iterator[None]:
+        """Send ``in_progress()`` every ``every`` seconds (a third of ``ack_wait`` unless
+        given) for as long as the block runs: for one long, blocking call, such as an LLM's,
+        that cannot call ``in_progress()`` itself. A call that hangs for good still ends in a
+        redelivery once the agent is killed or the process dies.
+        """
+        interval = every if every is not None else self.agent.ack_wait / 3
+        if interval <= 0:
+            raise ValueError(f"keep_alive(every={every!r}): the interval must be positive "
+                             f"(ack_wait is {self.agent.ack_wait} s)")
+        finished = threading.Event()
+
+        def beat() -> None:
+            while not finished.wait(interval) and not self.cancelled:
+                self.in_progress()
+
+        beater = threading.Thread(target=beat, name=f"keep-alive-{self.task.id}",
+                                  daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            finished.set()
+            beater.join()
 
     def audit(self, action: str, **details: Any) -> None:
         """Record an ``agent.action`` event in the AGENT_EVENTS stream. Does not wait."""

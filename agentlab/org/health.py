@@ -271,6 +271,16 @@ class HealthMonitor:
         now = time.monotonic()
         key = (beat.org, beat.role, beat.instance)
         state = self._instances.get(key)
+        if beat.leaving:
+            # Stopped on purpose: down now, not after down_after seconds of silence, so a
+            # role scaled to zero no longer counts as attached.
+            if state is not None and state.status == "up":
+                state.last_seen, state.last_seen_mono = utc_now(), now
+                state.status, state.down_since_mono = "down", now
+                state.processed, state.failed, state.in_flight = beat.processed, \
+                    beat.failed, beat.in_flight
+                self._publish_health(state.health(now, "stopped"))
+            return
         if state is None:
             state = _Instance(beat.org, beat.role, beat.instance, utc_now(), now)
             self._instances[key] = state

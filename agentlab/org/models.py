@@ -69,6 +69,8 @@ class Heartbeat(WireModel):
     processed: int = 0
     failed: int = 0
     in_flight: int = 0
+    leaving: bool = Field(default=False, description="The last beat of an agent that stops "
+                                                     "on purpose (stop(), scale down).")
     at: datetime = Field(default_factory=utc_now)
 
 
