@@ -257,6 +257,15 @@ def test_scale_to_zero_when_idle_with_workers_attached(org_lab, connect, unique,
         agent.stop()
 
 
+def health_event(sub, agent: Agent, status: str) -> AgentHealth | None:
+    """The first of ``agent``'s health events with ``status`` among those that came."""
+    for msg in sub.messages(timeout=0.2):
+        health = msg.decode(AgentHealth)
+        if health.instance == agent.instance and health.status == status:
+            return health
+    return None
+
+
 def test_stopped_agent_is_reported_down(org_lab, connect, unique, monitor):
     role = f"{unique}-beat"
     agent = Agent(connect(role), role=role, heartbeat_interval=0.2,
@@ -267,11 +276,7 @@ def test_stopped_agent_is_reported_down(org_lab, connect, unique, monitor):
     assert mon.down_after == pytest.approx(0.6)
 
     def event(status):
-        for msg in sub.messages(timeout=0.2):
-            health = msg.decode(AgentHealth)
-            if health.instance == agent.instance and health.status == status:
-                return health
-        return None
+        return health_event(sub, agent, status)
 
     up = wait_for(lambda: event("up"), timeout=3)
     assert up is not None and up.status == "up" and up.role == role
@@ -304,11 +309,7 @@ def test_killed_agent_is_reported_down_after_its_silence(org_lab, connect, uniqu
     monitor(heartbeat_interval=0.2)     # down after 3 x 0.2 s of silence
 
     def event(status):
-        for msg in sub.messages(timeout=0.2):
-            health = msg.decode(AgentHealth)
-            if health.instance == agent.instance and health.status == status:
-                return health
-        return None
+        return health_event(sub, agent, status)
 
     assert wait_for(lambda: event("up"), timeout=3)
     killed = time.monotonic()
