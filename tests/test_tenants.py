@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+from helpers import wait_for
 
 import agentlab
 from agentlab import AuthenticationFailed, PermissionDenied, StreamSpec
@@ -108,6 +109,34 @@ def test_each_tenant_runs_the_reference_organisation_under_the_seed_names(start_
     finally:
         for org in orgs.values():
             org.stop()
+
+
+def test_a_tenant_observer_sees_its_own_account_only(start_lab):
+    from agentlab.observe import Observer
+
+    lab = start_lab(["acme", "globex"])
+    tenants = {name: lab.tenant(name) for name in ("acme", "globex")}
+    observers = {name: Observer(client, poll_interval=0.2).start()
+                 for name, client in tenants.items()}
+    orgs = {name: client.organisation(ack_wait=2, heartbeat_interval=0.2).start()
+            for name, client in tenants.items()}
+    try:
+        acme_task = orgs["acme"].assign("Open an office in Lisbon")
+        globex_task = orgs["globex"].assign("Buy a rival")
+
+        def titles(name: str) -> set[str]:
+            return {e.title for e in observers[name].flow(limit=10_000).events}
+        wait_for(lambda: acme_task.title in titles("acme") and
+                 globex_task.title in titles("globex"), 10, "each observer to see its task")
+        assert globex_task.title not in titles("acme")
+        assert acme_task.title not in titles("globex")
+        observers["acme"].poll()
+        assert "AGENT_TASKS" in observers["acme"].state().streams.names
+    finally:
+        for org in orgs.values():
+            org.stop()
+        for observer in observers.values():
+            observer.stop()
 
 
 @pytest.mark.parametrize("model", ["accounts", "users"])

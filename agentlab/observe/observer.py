@@ -42,6 +42,7 @@ class Observer:
                  poll_interval: float = 1.0, deliveries: bool = True,
                  streams: list[str] | None = None, name: str = "agentlab-observer"):
         self.url = client.url
+        self._source = client
         self.root = root
         self.poll_interval = poll_interval
         self.deliveries = deliveries
@@ -60,14 +61,26 @@ class Observer:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> Observer:
         """Connect, subscribe the taps, take a first state poll. Returns self."""
-        self.client = Client.open(self.url, name=self.name)
+        self.client = self._bridge.run(self._connect(), operation="connect the observer")
         self._bridge.run(self._start(), operation="observe")
         return self
 
     async def astart(self) -> Observer:
-        self.client = await Client.aopen(self.url, name=self.name)
+        self.client = await self._bridge.arun(self._connect())
         await self._bridge.arun(self._start())
         return self
+
+    async def _connect(self) -> Client:
+        # As the client it observes for: the same login (a tenant sees its own account only),
+        # on a connection of its own so that its taps never slow the observed one.
+        source = self._source
+        aconnect = getattr(source, "aconnect", None)
+        if getattr(source, "tenant", ""):  # a TenantClient: its identity and inbox prefix
+            return await aconnect(self.name)  # type: ignore[misc]
+        options = source.nc.options
+        return await Client.aopen(self.url, name=self.name, user=options.get("user"),
+                                  password=options.get("password"), token=options.get("token"),
+                                  creds=options.get("user_credentials"))
 
     async def _start(self) -> None:
         assert self.client is not None
