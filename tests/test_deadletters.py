@@ -184,6 +184,24 @@ def test_a_missed_advisory_is_caught_up_by_the_sweep(org_lab, agents, names, con
         late.stop()
 
 
+def test_a_running_office_sweeps_every_so_often(org_lab, agents, names, connect):
+    """An advisory that never comes while the office is connected (a restarted server does
+    not announce again a message that ran out of deliveries before it went down): the
+    periodic sweep buries it. Here the office stops listening to advisories to stand for it."""
+    office = DeadLetterOffice(connect("periodic-office"), sweep_every=0.5).start()
+    office.client._bridge.run(office._sub.aunsubscribe(), operation="deafen the office")
+    try:
+        cto = agents(names.cto, names.org, always_fails).start()
+        agents(names.ceo, names.org).delegate(names.cto, "Heard by nobody")
+        wait_for(lambda: cto.stats["failed"] == 3, what="three failed deliveries")
+        [(_, letter)] = wait_for_letters(office, S.tasks(names.cto), timeout=5)
+        assert letter.reason == "max_deliveries" and office.swept == 1
+        assert stored(org_lab, TASK_STREAM, S.tasks(names.cto)) == 0
+    finally:
+        office._sub = None
+        office.stop()
+
+
 def test_the_sweep_leaves_tasks_in_progress_alone(org_lab, agents, names, connect):
     """Pending, nak'ed-for-later and unacked-after-a-crash tasks are not dead."""
     started = []

@@ -100,12 +100,17 @@ class DeadLetterOffice:
     in its work queue, never delivered again. ``start()`` therefore first runs ``sweep()``,
     which finds such messages from the consumers' state and buries them too, and a started
     office sweeps again after every reconnect of its connection (a server restart, a
-    network blip), retrying while JetStream is still recovering or electing leaders.
+    network blip), retrying while JetStream is still recovering or electing leaders, and
+    every ``sweep_every`` seconds besides (None: never).
     """
 
     def __init__(self, client: Client, subjects: Subjects | None = None,
-                 streams: tuple[str, ...] = ("AGENT_TASKS", "TOOL_REQUESTS")):
+                 streams: tuple[str, ...] = ("AGENT_TASKS", "TOOL_REQUESTS"),
+                 sweep_every: float | None = 30.0):
         self.client = client
+        # A safety net under the advisories and the reconnect sweeps: a server that restarts
+        # may not announce again a message that ran out of deliveries before it went down.
+        self.sweep_every = sweep_every
         self.subjects = subjects or Subjects()
         self.streams = streams
         self.handled = 0
@@ -148,11 +153,14 @@ class DeadLetterOffice:
         # its reconnect counter is the office's own way to see that advisories were missed.
         nc = self.client.nc
         seen = nc.stats["reconnects"]
+        last_sweep = time.monotonic()
         while not self.client.is_closed:
             await asyncio.sleep(RECONNECT_POLL)
-            if nc.stats["reconnects"] == seen or not nc.is_connected:
+            due = self.sweep_every is not None and \
+                time.monotonic() - last_sweep >= self.sweep_every
+            if (nc.stats["reconnects"] == seen and not due) or not nc.is_connected:
                 continue
-            seen = nc.stats["reconnects"]
+            seen, last_sweep = nc.stats["reconnects"], time.monotonic()
             deadline = time.monotonic() + SWEEP_RETRY_FOR
             while not self.client.is_closed:
                 try:
@@ -167,8 +175,8 @@ class DeadLetterOffice:
                     await asyncio.sleep(0.25)
                     continue
                 if buried:
-                    log.warning("dead-letter office: %d dead letter(s) whose advisory was "
-                                "sent while %r reconnected", buried, self.client.name)
+                    log.warning("dead-letter office: %d dead letter(s) whose advisory %r "
+                                "never heard", buried, self.client.name)
                 break
 
     async def _on_advisory(self, msg: Message) -> None:
