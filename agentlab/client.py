@@ -75,6 +75,7 @@ class Client:
         self._subscriptions: list[Subscription] = []
         self._clients: list[Client] = []
         self._closed = False
+        self._reconnect_waiters: list[asyncio.Future] = []
         # When this connection was made: a server restarted before it, never after it
         # without a reconnect (nc.stats["reconnects"]). Agents use it to spot tasks that a
         # restarted server may hand out again (agentlab.org.agent).
@@ -144,6 +145,7 @@ class Client:
             log.info("connection %r reconnected", name)
             if made:
                 made[0]._outbound.attach()  # a new socket: route its writes through our lock
+                made[0]._wake_reconnect_waiters()
 
         try:
             nc = await nats.connect(error_cb=on_error, disconnected_cb=on_disconnect,
@@ -218,6 +220,30 @@ class Client:
         first-use permission round trip that publish() makes; safe from the loop thread.
         """
         self._outbound.send(self._command(subject, data, headers, ""))
+
+    async def next_reconnect(self) -> None:
+        """Return once this connection has been made again (after a server restart, say),
+        or closed."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._reconnect_waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._reconnect_waiters:
+                self._reconnect_waiters.remove(waiter)
+
+    def _wake_reconnect_waiters(self) -> None:
+        waiters, self._reconnect_waiters = self._reconnect_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _aopen_like(self, name: str) -> Client:
+        """Another connection to this server, logged in as this one."""
+        options = self.nc.options
+        return await Client.aopen(self.url, name=name, user=options.get("user"),
+                                  password=options.get("password"), token=options.get("token"),
+                                  creds=options.get("user_credentials"))
 
     def _ack_reply(self, subject: str, verb: bytes) -> None:
         """reply() for a JetStream ack: the subject is the server's own ``$JS.ACK...``.
@@ -422,6 +448,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._wake_reconnect_waiters()  # they look at is_closed and end
         try:
             await flush_in_order(self.nc, self._outbound, 1.0)
             if drain:

@@ -34,6 +34,9 @@ class TenantClient(Client):
         return await self.tenants.aconnect(self.url, self.tenant,  # type: ignore[union-attr]
                                            name=name)
 
+    async def _aopen_like(self, name: str) -> TenantClient:
+        return await self.aconnect(name)  # the tenant's inbox prefix too
+
     def organisation(self, **options: Any) -> Any:
         """The reference organisation of this tenant (accounts model), agents connected as it."""
         return tenant_organisation(self, **options)

@@ -73,14 +73,7 @@ class Observer:
     async def _connect(self) -> Client:
         # As the client it observes for: the same login (a tenant sees its own account only),
         # on a connection of its own so that its taps never slow the observed one.
-        source = self._source
-        aconnect = getattr(source, "aconnect", None)
-        if getattr(source, "tenant", ""):  # a TenantClient: its identity and inbox prefix
-            return await aconnect(self.name)  # type: ignore[misc]
-        options = source.nc.options
-        return await Client.aopen(self.url, name=self.name, user=options.get("user"),
-                                  password=options.get("password"), token=options.get("token"),
-                                  creds=options.get("user_credentials"))
+        return await self._source._aopen_like(self.name)
 
     async def _start(self) -> None:
         assert self.client is not None

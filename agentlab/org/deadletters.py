@@ -37,7 +37,6 @@ log = logging.getLogger("agentlab")
 DLQ_STREAM = "DEAD_LETTERS"
 FAILURES_BUCKET = "TASK_FAILURES"
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
-RECONNECT_POLL = 0.1      # how often the office looks whether its connection was remade
 SWEEP_RETRY_FOR = 30.0    # after a reconnect, how long to retry a sweep JetStream refuses
 
 
@@ -149,27 +148,19 @@ class DeadLetterOffice:
         await self.client._bridge.arun(stop())
 
     async def _sweep_after_reconnects(self) -> None:
-        # nats-py has one reconnected callback per connection, and it belongs to the Client;
-        # its reconnect counter is the office's own way to see that advisories were missed.
-        nc = self.client.nc
-        seen = nc.stats["reconnects"]
-        last_sweep = time.monotonic()
         while not self.client.is_closed:
-            await asyncio.sleep(RECONNECT_POLL)
-            due = self.sweep_every is not None and \
-                time.monotonic() - last_sweep >= self.sweep_every
-            if (nc.stats["reconnects"] == seen and not due) or not nc.is_connected:
-                continue
-            seen, last_sweep = nc.stats["reconnects"], time.monotonic()
+            try:
+                await asyncio.wait_for(self.client.next_reconnect(), self.sweep_every)
+            except asyncio.TimeoutError:  # sweep_every passed without a reconnect
+                pass
             deadline = time.monotonic() + SWEEP_RETRY_FOR
             while not self.client.is_closed:
                 try:
                     buried = await self.asweep()
                 except Exception as error:  # streams still recovering, a leader election
                     if time.monotonic() > deadline:
-                        log.warning("dead-letter office: no sweep after the reconnect of %r "
-                                    "succeeded within %g s (%s); the next reconnect or "
-                                    "office.sweep() tries again", self.client.name,
+                        log.warning("dead-letter office: no sweep for %r succeeded within "
+                                    "%g s (%s); the next one tries again", self.client.name,
                                     SWEEP_RETRY_FOR, error)
                         break
                     await asyncio.sleep(0.25)
