@@ -49,6 +49,22 @@ T = TypeVar("T")
 _STREAM_NAME_IN_USE = 10058
 _MESSAGE_TOO_BIG = 10054
 API_TIMEOUT = 5.0  # seconds a JetStream API request may take (nats-py's default)
+# A list request makes the meta leader gather every stream's (or consumer's) info from its
+# leader, and just after a node is lost it waits out the ones that do not answer: the
+# request needs longer than one stream's info.
+LIST_TIMEOUT = 15.0
+
+
+async def api_call(call: Awaitable[T], action: str, stream: str, consumer: str | None = None,
+                   hint: str = "", timeout: float = API_TIMEOUT) -> T:
+    """Await a JetStream API call; its failures become agentlab errors naming ``action``.
+    ``timeout`` is the one the call was made with, for the message."""
+    try:
+        return await call
+    except nats.js.errors.APIError as error:
+        raise _explain(error, action, stream, consumer, hint) from None
+    except asyncio.TimeoutError:  # nats-py's TimeoutError is one
+        raise JetStreamTimeout(action, timeout) from None
 
 
 @dataclass(frozen=True)
@@ -73,13 +89,7 @@ class JetStream:
 
     async def _api(self, call: Awaitable[T], action: str, stream: str,
                    consumer: str | None = None, hint: str = "") -> T:
-        """Await a JetStream API call; its failures become agentlab errors naming ``action``."""
-        try:
-            return await call
-        except nats.js.errors.APIError as error:
-            raise _explain(error, action, stream, consumer, hint) from None
-        except asyncio.TimeoutError:  # nats-py's TimeoutError is one
-            raise JetStreamTimeout(action, API_TIMEOUT) from None
+        return await api_call(call, action, stream, consumer, hint)
 
     # -- streams ---------------------------------------------------------------------
     def declare_stream(self, spec: StreamSpec) -> StreamInfo:

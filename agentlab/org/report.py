@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import nats.js.errors
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
 from ..errors import StreamNotFound
+from ..jetstream import LIST_TIMEOUT, api_call
 from ..messages import utc_now
 from .render import (
     TableView,
@@ -67,7 +67,6 @@ CONSUMER_REPORT_COLUMNS: tuple[str, ...] = (
 AGENTLAB_CONSUMER_COLUMNS: tuple[str, ...] = ("Oldest Unprocessed",)
 
 _REQUIRED_API_LEVEL = "_nats.req.level"  # jsm.go api.JsMetaRequiredServerLevel
-_STREAM_NOT_FOUND = 10059
 
 
 def _cluster_peers(cluster: ClusterInfo | None) -> tuple[str, ...]:
@@ -314,7 +313,9 @@ async def astream_report(client: Client, *, sort: str = "bytes") -> StreamReport
 async def _stream_report(client: Client, sort: str) -> StreamReport:
     if sort not in _SORTS:
         raise ValueError(f"sort={sort!r}: use one of {', '.join(_SORTS)}")
-    infos = await _all_pages(lambda offset: client.nc.jetstream().streams_info(offset))
+    js = client.nc.jetstream(timeout=LIST_TIMEOUT)
+    infos = await api_call(_all_pages(js.streams_info), "list the streams", "(all)",
+                           timeout=LIST_TIMEOUT)
     rows = sorted((StreamRow.from_info(info) for info in infos), key=_SORTS[sort])
     return StreamReport(rows=tuple(rows), taken_at=utc_now())
 
@@ -334,16 +335,12 @@ async def aconsumer_report(client: Client, stream: str, *,
 
 
 async def _consumer_report(client: Client, stream: str, extras: bool) -> ConsumerReport:
-    js = client.nc.jetstream()
-    try:
-        stream_info = await js.stream_info(stream)
-        infos = await _all_pages(lambda offset: js.consumers_info(stream, offset))
-    except nats.js.errors.NotFoundError:
-        raise StreamNotFound(stream) from None
-    except nats.js.errors.APIError as error:
-        if error.err_code == _STREAM_NOT_FOUND:
-            raise StreamNotFound(stream) from None
-        raise
+    js = client.nc.jetstream(timeout=LIST_TIMEOUT)
+    stream_info = await api_call(js.stream_info(stream), f"read stream '{stream}'", stream,
+                                 timeout=LIST_TIMEOUT)
+    infos = await api_call(_all_pages(lambda offset: js.consumers_info(stream, offset)),
+                           f"list the consumers of stream '{stream}'", stream,
+                           timeout=LIST_TIMEOUT)
     direct = bool(stream_info.config.allow_direct)
     taken_at = utc_now()
     rows = []
