@@ -40,6 +40,7 @@ from agentlab.cluster import (
 )
 from agentlab.errors import NoMessage
 from agentlab.server import EmbeddedServer, find_nats_server
+from agentlab.specs import StreamSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "AGENT_TASKS"
@@ -291,6 +292,19 @@ def test_stop_does_not_wait_out_a_publish_in_flight(client, unique):
     publisher.stop()
     assert time.monotonic() - asked < 1
     assert "stopped" in repr(publisher) and publisher.failures == []
+
+
+def test_missing_acked_names_a_message_that_is_gone_and_only_that_one(client, unique):
+    client.js.declare_stream(StreamSpec(name=f"S_{unique}", subjects=[f"{unique}.>"]))
+    acked = {}
+    for n in range(3):
+        receipt = client.js.publish(f"{unique}.tasks", {"n": n}, msg_id=f"task-{n}")
+        acked[f"task-{n}"] = receipt.seq
+    assert missing_acked(client, f"S_{unique}", acked) == []
+    client._bridge.run(client.nc.jetstream().delete_msg(f"S_{unique}", acked["task-1"]),
+                       operation="delete_msg")
+    wrong_place = {**acked, "task-2": acked["task-0"]}  # stored, but not at that sequence
+    assert missing_acked(client, f"S_{unique}", wrong_place) == ["task-1", "task-2"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ClientClosed, MessageDecodeError
+from ..errors import (
+    ClientClosed,
+    JetStreamError,
+    JetStreamTimeout,
+    JetStreamUnavailable,
+    MessageDecodeError,
+)
+from ..jetstream import LIST_TIMEOUT, api_call
 from .local import ClusterTimeout
 
 if TYPE_CHECKING:
@@ -220,14 +227,28 @@ def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[st
     Empty means every acknowledged message is stored where its receipt said.
     """
     async def check() -> list[str]:
-        ctx = client.nc.jetstream()
+        ctx = client.nc.jetstream(timeout=LIST_TIMEOUT)
 
         async def one(msg_id: str, seq: int) -> str | None:
-            try:
-                msg = await ctx.get_msg(stream, seq)
-            except Exception:  # deleted, or never stored
-                return msg_id
-            return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
+            # Only the stream's "no message at this sequence" counts as missing: a request
+            # that timed out (a node just lost, a loaded machine) proves nothing, so it is
+            # asked again, and an answer that never comes is an error, not a lost message.
+            for attempt in range(_READ_ATTEMPTS):
+                try:
+                    msg = await api_call(ctx.get_msg(stream, seq),
+                                         f"read message {seq} of stream '{stream}'", stream,
+                                         timeout=LIST_TIMEOUT)
+                except (JetStreamTimeout, JetStreamUnavailable):
+                    if attempt == _READ_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.5)
+                    continue
+                except JetStreamError as error:
+                    if error.err_code in (_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND):
+                        return msg_id
+                    raise
+                return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
+            return msg_id  # not reached
 
         items, missing = list(acked.items()), []
         for chunk in _chunks(items, 64):
@@ -236,6 +257,10 @@ def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[st
         return missing
 
     return client._bridge.run(check(), operation="missing_acked")
+
+
+_READ_ATTEMPTS = 3
+_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND = 10037, 10059  # nats-server's errors.json
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
