@@ -268,7 +268,7 @@ class PublishTimeout(RequestTimeout, JetStreamError):
 
 
 # -- what the JetStream API's error codes (nats-server's errors.json) mean to a user ----------
-STREAM_NOT_FOUND, CONSUMER_NOT_FOUND = 10059, 10014
+STREAM_NOT_FOUND, CONSUMER_NOT_FOUND, NO_MESSAGE_FOUND = 10059, 10014, 10037
 # "JetStream system temporarily unavailable", "cluster can not handle request", "incomplete
 # results": a cluster without a (meta) leader for the moment.
 _ELECTING = {10004, 10008, 10009}

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
+    NO_MESSAGE_FOUND,
+    STREAM_NOT_FOUND,
     ClientClosed,
     JetStreamError,
     JetStreamTimeout,
@@ -233,22 +235,21 @@ def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[st
             # Only the stream's "no message at this sequence" counts as missing: a request
             # that timed out (a node just lost, a loaded machine) proves nothing, so it is
             # asked again, and an answer that never comes is an error, not a lost message.
-            for attempt in range(_READ_ATTEMPTS):
+            for attempt in range(1, _READ_ATTEMPTS + 1):
                 try:
                     msg = await api_call(ctx.get_msg(stream, seq),
                                          f"read message {seq} of stream '{stream}'", stream,
                                          timeout=LIST_TIMEOUT)
+                    break
                 except (JetStreamTimeout, JetStreamUnavailable):
-                    if attempt == _READ_ATTEMPTS - 1:
+                    if attempt == _READ_ATTEMPTS:
                         raise
                     await asyncio.sleep(0.5)
-                    continue
                 except JetStreamError as error:
-                    if error.err_code in (_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND):
+                    if error.err_code in (NO_MESSAGE_FOUND, STREAM_NOT_FOUND):
                         return msg_id
                     raise
-                return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
-            return msg_id  # not reached
+            return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
 
         items, missing = list(acked.items()), []
         for chunk in _chunks(items, 64):
@@ -260,7 +261,6 @@ def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[st
 
 
 _READ_ATTEMPTS = 3
-_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND = 10037, 10059  # nats-server's errors.json
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 import nats.js.errors
 from nats.js.api import ConsumerInfo
 
+from ..errors import NO_MESSAGE_FOUND, STREAM_NOT_FOUND
+
 if TYPE_CHECKING:
     from ..client import Client
 
 __all__ = ["oldest_unprocessed", "find_oldest_unprocessed"]
-
-_NO_MESSAGE_FOUND = 10037
-_STREAM_NOT_FOUND = 10059
 
 
 def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
@@ -63,7 +62,7 @@ async def find_oldest_unprocessed(client: Client, stream: str, info: ConsumerInf
         except nats.js.errors.NotFoundError:
             continue  # nothing above the ack floor on this subject (acked since we looked)
         except nats.js.errors.APIError as error:
-            if error.code == 404 or error.err_code in (_NO_MESSAGE_FOUND, _STREAM_NOT_FOUND):
+            if error.code == 404 or error.err_code in (NO_MESSAGE_FOUND, STREAM_NOT_FOUND):
                 continue
             raise
         if msg.seq is not None and msg.time is not None:
