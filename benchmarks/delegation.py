@@ -10,7 +10,9 @@ max_deliver 3, max_ack_pending 256) hands it to a worker that decodes it, runs a
 async handler, claims it in TASK_LEDGER (kv.create(id)), acks, and publishes a completion
 (Nats-Msg-Id "<id>.completed", stored by AGENT_EVENTS) that the CEO observes. agentlab: a
 Task model through ``client.js.publish`` from the main thread, an ``Agent`` with default
-options on its own client, a subscription. Raw: hand-written nats-py on ``asyncio.run``.
+options on its own client (it keeps pull requests outstanding for as many tasks as it has
+room for: agentlab/continuous_pull.py), a subscription. Raw: hand-written nats-py on
+``asyncio.run``.
 The Agent's default (``ledger_precheck="auto"``) reads the ledger before the handler only
 when a delivery could be a repeat, which makes it the raw flow's equivalent here; the
 indented rows show ``ledger_precheck=True``, which reads it before every task.

@@ -400,7 +400,7 @@ def test_stop_is_prompt_and_finishes_the_task_in_hand(org_lab, agents, names):
     time.sleep(0.1)
     t0 = time.monotonic()
     cto.stop()
-    assert time.monotonic() - t0 < 1.0  # at most one 0.5 s fetch poll
+    assert time.monotonic() - t0 < 1.0  # the idle pull request expires within 0.5 s
 
 
 def test_stop_timeout_abandons_a_stuck_task_for_redelivery(org_lab, agents, names):

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..client import Client
+from ..continuous_pull import ContinuousPull
 from ..received import Message
 from ..specs import ConsumerSpec
 from ..stores import KeyValueBucket
@@ -79,7 +80,9 @@ class Agent(TaskLoop):
         self._in_flight = 0
         self._ledger: KeyValueBucket | None = None
         self._inbox: Any = None
-        self._psub: Any = None
+        self._feed: ContinuousPull | None = None
+        self._in_hand: set[asyncio.Future] = set()
+        self._stop_requested = asyncio.Event()
         self._reconnects_seen = 0
         self._connected_since = 0.0
 
@@ -104,15 +107,22 @@ class Agent(TaskLoop):
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
         self._ledger = await KeyValueBucket.adeclare(self.client, LEDGER_BUCKET, history=1)
         self._reconnects_seen, self._connected_since = 0, self.client.connected_at
-        self._psub = await self.client.nc.jetstream().pull_subscribe_bind(
-            durable=self.role, stream=TASK_STREAM)
+        self._feed = ContinuousPull(self.client, TASK_STREAM, self.role, self._take,
+                                    self._room, name=f"agent {self.instance}")
+        self._stop_requested = asyncio.Event()
         # reply_with_result: the subscription answers requests with what _on_inbox returns,
         # and with an {"error": ...} reply if on_request raises (instead of a silent timeout).
         self._inbox = await self.client.asubscribe(self.subjects.inbox(self.role),
                                                    self._on_inbox, queue=self.role,
                                                    reply_with_result=True)
         self._running = True
-        self._consumer = asyncio.ensure_future(self._consume(self._psub))
+        try:
+            await self._feed.start()
+        except BaseException:  # denied, or the connection went: leave nothing half-started
+            self._running = False
+            await self._unsubscribe(*self._take_subscriptions())
+            raise
+        self._consumer = asyncio.ensure_future(self._consume(self._feed))
         self._heart = asyncio.ensure_future(self._beat())
         self._tasks = [self._consumer, self._heart]
         log.info("agent %s (%s) started", self.instance, self.org)
@@ -121,8 +131,9 @@ class Agent(TaskLoop):
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the tasks in hand, then stop. Unstarted tasks wait in the stream.
 
-        Takes at most one fetch poll (0.5 s) plus the time the tasks in hand need; after
-        ``timeout`` seconds those are abandoned as by kill() (redelivered after ack wait).
+        Takes as long as the tasks in hand need (with any task the server had already sent
+        on its way); after ``timeout`` seconds those are abandoned as by kill() (redelivered
+        after ack wait).
         """
         self._bridge.run(self._stop(timeout), operation="stop")
 
@@ -131,10 +142,12 @@ class Agent(TaskLoop):
 
     async def _stop(self, timeout: float) -> None:
         self._running = False
+        self._stop_requested.set()
         if self._heart is not None:
             self._heart.cancel()  # do not wait out a heartbeat_interval sleep
         if self._consumer is not None:
-            # The work loop ends after its current fetch (<= 0.5 s) and the tasks in hand.
+            # The work loop ends once the server has dropped its pull requests and the
+            # tasks in hand are done.
             _, pending = await asyncio.wait([self._consumer], timeout=timeout)
             if pending:  # out of time: abandon the tasks in hand, as kill() does
                 self._epoch += 1
@@ -170,18 +183,15 @@ class Agent(TaskLoop):
         self._bridge.call_soon(crash)
 
     def _take_subscriptions(self) -> tuple[Any, Any]:
-        taken = self._inbox, self._psub
-        self._inbox = self._psub = None
+        taken = self._inbox, self._feed
+        self._inbox = self._feed = None
         return taken
 
-    async def _unsubscribe(self, inbox: Any, psub: Any) -> None:
+    async def _unsubscribe(self, inbox: Any, feed: ContinuousPull | None) -> None:
+        if feed is not None:
+            feed.abandon()  # after stop() a no-op; after kill() it drops what is on its way
         if inbox is not None:
             await inbox.aunsubscribe()
-        if psub is not None:
-            try:
-                await psub.unsubscribe()
-            except Exception:  # its connection is closed already
-                pass
 
     @property
     def running(self) -> bool:

@@ -14,8 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-import nats.errors
-
+from ..continuous_pull import ContinuousPull
 from ..errors import MessageDecodeError
 from ..messages import decode_model, to_bytes, utc_now
 from ..received import Message, nak_unless_settled
@@ -61,57 +60,47 @@ class TaskLoop:
     _ledger: KeyValueBucket | None
     _reconnects_seen: int
     _connected_since: float
+    _in_hand: set[asyncio.Future]
+    _feed: ContinuousPull | None
+    _stop_requested: asyncio.Event
 
-    async def _consume(self, psub: Any) -> None:
-        # Up to max_ack_pending tasks run at once, as the seed's consumer config intends.
-        # A batch handled one by one would leave its last tasks waiting in this process
-        # while their ack_wait ran out: redelivered (to a replica: run twice) meanwhile.
-        # One message per pull: a pull for several returns only when all came or it
-        # expired, so its first tasks would sit idle, holding ack-pending slots that
-        # the replicas sharing the consumer need (3 replicas: 60 tasks took 4 s, not 0.2).
-        # But when a delivery says more tasks are waiting (num_pending), ask for that many:
-        # nats-py first takes what the server already has and returns at once, so a
-        # backlog costs one round trip per batch instead of one per task.
-        in_hand: set[asyncio.Future] = set()
-        waiting = 0
+    async def _consume(self, feed: ContinuousPull) -> None:
+        # Up to max_ack_pending tasks run at once, as the seed's consumer config intends,
+        # each started the moment it arrives: the feed keeps pull requests for as many tasks
+        # as there is room for outstanding, and _take starts each one. (A batch handled one
+        # by one would leave its last tasks waiting here while their ack_wait ran out.)
         try:
             while self._running:
-                free = self.max_ack_pending - len(in_hand)
-                if free <= 0:
-                    await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                want = min(free, 1 + waiting)
                 try:
-                    batch = await psub.fetch(want, timeout=0.5 if want == 1 else 0.05)
+                    await asyncio.wait_for(self._stop_requested.wait(), 0.5)
                 except asyncio.TimeoutError:
-                    # nats.errors.TimeoutError, or the plain one nats-py raises at the
-                    # deadline (on 3.11+ an OSError: it must be caught before OSError).
-                    waiting = 0
-                    continue
-                except (nats.errors.Error, OSError) as error:
-                    if not self._running:
-                        break
-                    if self.client.is_closed:
-                        log.warning("agent %s: its connection was closed; the agent stops",
-                                    self.instance)
-                        self._running = False
-                        break
-                    log.warning("agent %s: fetch failed (%s); retrying", self.instance, error)
-                    await asyncio.sleep(0.25)
-                    continue
-                waiting = 0
-                for raw in batch:
-                    msg = Message.from_nats(raw, self.client)
-                    job = asyncio.ensure_future(self._process(msg))
-                    in_hand.add(job)
-                    job.add_done_callback(in_hand.discard)
-                    waiting = _pending_after(msg)
-            if in_hand:  # stop(): finish what was taken
-                await asyncio.wait(in_hand)
+                    pass
+                if self._running and self.client.is_closed:
+                    log.warning("agent %s: its connection was closed; the agent stops",
+                                self.instance)
+                    self._running = False
+            await feed.stop()  # no new requests; a task already on its way is still taken
+            if self._in_hand:  # stop(): finish what was taken
+                await asyncio.wait(self._in_hand)
         except asyncio.CancelledError:  # kill(), or stop() ran out of time
-            for job in in_hand:
+            feed.abandon()
+            for job in self._in_hand:
                 job.cancel()
             raise
+
+    def _room(self) -> int:
+        return self.max_ack_pending - len(self._in_hand)
+
+    def _take(self, raw: Any) -> None:
+        """A task arrived from the feed: start it now."""
+        job = asyncio.ensure_future(self._process(Message.from_nats(raw, self.client)))
+        self._in_hand.add(job)
+        job.add_done_callback(self._finished)
+
+    def _finished(self, job: asyncio.Future) -> None:
+        self._in_hand.discard(job)
+        if self._feed is not None:
+            self._feed.wake()
 
     async def _process(self, msg: Message) -> None:
         self._in_flight += 1
@@ -269,11 +258,3 @@ def _deliveries(msg: Message) -> int:
         return msg.info.num_delivered
     except ValueError:
         return 1
-
-
-def _pending_after(msg: Message) -> int:
-    """How many more tasks the server said were waiting when it delivered ``msg``."""
-    try:
-        return msg.info.num_pending
-    except ValueError:
-        return 0
