@@ -165,7 +165,11 @@ class ContinuousPull:
                 return
             # Refused (consumer deleted, leader changed, too many waiting): ask again on the
             # watchdog's next round, not at once, and say so once, not on every refusal.
-            refusal = f"{status} {headers.get('Description', '')}".strip()
+            if status == "503":  # no responders on the pull API
+                refusal = ("503: nobody answers for this consumer: it does not exist, or it "
+                           "has no leader right now (an election after a node was lost)")
+            else:
+                refusal = f"{status} {headers.get('Description', '')}".strip()
             if refusal != self._refusal:
                 self._refusal = refusal
                 log.warning("%s: the server refused a pull request (%s); asking again every "
@@ -173,8 +177,8 @@ class ContinuousPull:
             return
         self._set_owed(self._owed - 1)
         self._refusal = ""
-        # Also while stop() drains: the server sent it before it saw our unsubscribe, and a
-        # nak would spend one of the message's max_deliver attempts.
+        # Also while stop() waits for its requests to end: the message is ours now, and a
+        # nak would spend one of its max_deliver attempts.
         self._on_message(msg)
 
     async def _watch(self) -> None:

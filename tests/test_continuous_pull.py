@@ -8,6 +8,7 @@ again, and that one request serves many tasks.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -125,3 +126,16 @@ def test_requests_are_sent_again_after_the_server_restarts(tmp_path):
         finally:
             worker.close()
             admin.close()
+
+
+def test_a_refused_request_is_explained_once_and_asked_again(org_lab, caplog):
+    """No consumer answers (here it does not exist; in a cluster, during an election): the
+    feed says so once, in words, and keeps asking until one does."""
+    feed = ContinuousPull(org_lab, TASK_STREAM, "nobody-here", lambda msg: None, lambda: 5)
+    with caplog.at_level(logging.WARNING, logger="agentlab"):
+        org_lab._bridge.run(feed.start(), operation="start the feed")
+        wait_for(lambda: feed.requests >= 4, 3, "requests asked again")
+        org_lab._bridge.run(feed.stop(), operation="stop the feed")
+    [warning] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert "nobody answers for this consumer: it does not exist, or it has no leader" in warning
+    assert f"{TASK_STREAM}/nobody-here" in warning
