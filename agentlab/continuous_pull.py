@@ -87,10 +87,7 @@ class ContinuousPull:
         # clear PermissionDenied here, not silence later.
         want = self._room()
         self._heard = time.monotonic()
-        self._settled.clear()
-        self._set_owed(want)
-        self.requests += 1
-        await self.client.apublish(self._api, self._request(want), reply=self._inbox)
+        await self.client.apublish(self._api, self._asked_for(want), reply=self._inbox)
         self._watchdog = asyncio.ensure_future(self._watch())
         return self
 
@@ -106,10 +103,7 @@ class ContinuousPull:
         """Stop asking; return once every request has been served or has expired (at most
         ``request_lifetime``). What arrives meanwhile still goes to ``on_message``: no message is
         lost or left to wait out ack_wait."""
-        self._pulling = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._stop_asking()
         if self._sub is None:
             return
         if self._owed and self.client.nc.is_connected:
@@ -129,24 +123,28 @@ class ContinuousPull:
     def abandon(self) -> None:
         """Stop at once, as a crash would: a message sent to a request still outstanding
         waits out ack_wait."""
-        self._pulling = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._stop_asking()
         sub, self._sub = self._sub, None
         if sub is not None:
             asyncio.ensure_future(_quietly(sub.unsubscribe()))
 
     # -- internals ---------------------------------------------------------------------
-    def _request(self, batch: int) -> bytes:
-        return json.dumps({"batch": batch, "expires": int(self.request_lifetime * 1e9)}).encode()
+    def _stop_asking(self) -> None:
+        self._pulling = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
-    def _ask(self, want: int) -> None:
+    def _asked_for(self, want: int) -> bytes:
+        """Count a request for ``want`` more messages; returns its body."""
         self._owed += want
         self._settled.clear()
         self.requests += 1
+        return json.dumps({"batch": want, "expires": int(self.request_lifetime * 1e9)}).encode()
+
+    def _ask(self, want: int) -> None:
         # Straight to the outbound queue: this runs once per refill, on the loop.
-        self.client._outbound.send(pub_command(self._api, self._request(want), self._inbox))
+        self.client._outbound.send(pub_command(self._api, self._asked_for(want), self._inbox))
 
     def _set_owed(self, owed: int) -> None:
         self._owed = max(0, owed)
