@@ -7,8 +7,9 @@
 The flow, over one embedded nats-server with the reference streams: a CEO publishes a Task
 (JSON, Nats-Msg-Id = id) into AGENT_TASKS; a durable pull consumer (explicit ack,
 max_deliver 3, max_ack_pending 256) hands it to a worker that decodes it, runs a trivial
-async handler, claims it in TASK_LEDGER (kv.create(id)), acks, and publishes a completion
-(Nats-Msg-Id "<id>.completed", stored by AGENT_EVENTS) that the CEO observes. agentlab: a
+async handler, records its TaskCompleted in TASK_LEDGER (key "<org>.<id>", first record wins,
+Nats-Msg-Id "<org>.<id>.completed") and acks. The ledger's stream republishes the record on the
+completion subject (stored by AGENT_EVENTS), which the CEO observes: agentlab/org/ledger.py. agentlab: a
 Task model through ``client.js.publish`` from the main thread, an ``Agent`` with default
 options on its own client (it keeps pull requests outstanding for as many tasks as it has
 room for: agentlab/continuous_pull.py), a subscription. Raw: hand-written nats-py on
@@ -42,17 +43,18 @@ from datetime import datetime, timezone
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import APIError
 
 import agentlab
-from agentlab.org.agent import LEDGER_BUCKET, TASK_STREAM, Agent
+from agentlab.org.agent import TASK_STREAM, Agent
+from agentlab.org.ledger import LEDGER_BUCKET, TaskLedger
 from agentlab.org.models import Task
 from agentlab.org.streams import declare_reference_streams
-from agentlab.stores import KeyValueBucket
 
 from .common import console, interleaved, main, pct, run_raw
 
 MAX_ACK = 256
+ALREADY_RECORDED = 10077  # the ledger keeps one message per key: "maximum messages per subject"
 TASKS, COMPLETED = "genbrain.agents.{}.tasks", "genbrain.org.{}.tasks.completed"
 _roles = itertools.count(1)
 TITLE = "agentlab Agent vs raw nats-py: delegation through JetStream, one server, one process"
@@ -63,7 +65,8 @@ CAPTION = ("ratio = agentlab ÷ raw. Latency: LOWER is better; tasks/s: HIGHER i
 
 # -- raw nats-py: the same flow, written by hand -------------------------------------------
 class RawWorker:
-    """Pull, decode, handle, claim in the ledger, ack, announce: what the Agent does."""
+    """Pull, decode, handle, record in the ledger (which the server announces), ack: what
+    the Agent does."""
 
     def __init__(self, nc: nats.NATS, role: str, batch: int):
         self.nc, self.role, self.batch = nc, role, batch
@@ -76,7 +79,7 @@ class RawWorker:
             durable_name=self.role, filter_subject=TASKS.format(self.role),
             ack_policy=AckPolicy.EXPLICIT, ack_wait=300, max_deliver=3,
             max_ack_pending=MAX_ACK, deliver_policy=DeliverPolicy.ALL))
-        self.kv = await js.key_value(LEDGER_BUCKET)
+        self.js = js
         psub = await js.pull_subscribe_bind(durable=self.role, stream=TASK_STREAM)
         self.loop_task = asyncio.ensure_future(self.consume(psub))
 
@@ -106,20 +109,22 @@ class RawWorker:
         task = json.loads(msg.data)
         started = time.perf_counter()
         result = await handler(task)
-        record = json.dumps({"result": result, "instance": self.instance}).encode()
-        try:
-            await self.kv.create(task["id"], record)
-        except KeyWrongLastSequenceError:
-            pass  # recorded already: announce again (the Agent reads the record back)
-        await msg.ack()
         event = {"task_id": task["id"], "org": task["org"], "role": self.role,
                  "instance": self.instance, "title": task["title"], "result": result,
                  "deliveries": msg.metadata.num_delivered,
                  "duration_ms": (time.perf_counter() - started) * 1e3,
                  "completed_at": datetime.now(timezone.utc).isoformat(),
                  "correlation_id": task.get("correlation_id") or task["id"]}
-        await self.nc.publish(COMPLETED.format(task["org"]), json.dumps(event).encode(),
-                              headers={"Nats-Msg-Id": f"{task['id']}.completed"})
+        # The record is the announcement: the ledger's stream republishes it as the completion.
+        try:
+            await self.js.publish(f"$KV.{LEDGER_BUCKET}.{task['org']}.{task['id']}",
+                                  json.dumps(event).encode(),
+                                  headers={"Nats-Msg-Id": f"{task['org']}.{task['id']}.completed"})
+        except APIError as error:
+            if error.err_code != ALREADY_RECORDED:
+                raise
+            # recorded already: the Agent would ack and announce again; not on this path
+        await msg.ack()
 
 
 async def handler(task, ctx=None) -> dict:
@@ -257,7 +262,7 @@ def run(args, results: dict) -> None:
         worker = agentlab.Client.open(url, name="bench-cto")
         clients += [ceo, worker]
         declare_reference_streams(ceo)
-        KeyValueBucket.declare(ceo, LEDGER_BUCKET, history=1)
+        TaskLedger.declare(ceo)  # append-only, and republishes each record as its completion
         completions = ceo.subscribe(COMPLETED.format("bench-al"))
 
         console.print(f"[dim]delegation latency: {rounds} round(s) × {n_lat} tasks, one in "

@@ -18,9 +18,9 @@ from helpers import stored, wait_for
 from nats.js.api import AckPolicy, DeliverPolicy
 
 from agentlab import AgentMessage, BadSubject, NoResponders, RequestTimeout, Subjects
-from agentlab.org.agent import LEDGER_BUCKET, TASK_STREAM, Agent, retry_delay
+from agentlab.org.agent import TASK_STREAM, Agent, retry_delay
+from agentlab.org.ledger import TaskLedger
 from agentlab.org.models import Heartbeat, Task, TaskCompleted
-from agentlab.stores import KeyValueBucket
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(60)
@@ -221,14 +221,13 @@ def test_same_task_id_is_stored_once(org_lab, agents, names):
 
 
 class _AckLost:
-    """The delivery as _complete sees it, except that its ack never reaches the server."""
+    """The delivery as the work loop sees it, except that its ack never reaches the server."""
 
     def __init__(self, msg):
         self._msg = msg
 
-    @property
-    def info(self):
-        return self._msg.info
+    def __getattr__(self, name):
+        return getattr(self._msg, name)
 
     def ack(self) -> None:
         pass
@@ -237,8 +236,8 @@ class _AckLost:
 class CrashesBeforeAck(Agent):
     """Records the effect in the ledger and announces it, then dies before its ack leaves."""
 
-    async def _complete(self, task, msg, result, duration_ms, announce=True):
-        await super()._complete(task, _AckLost(msg), result, duration_ms, announce)
+    async def _run_task(self, task, msg):
+        await super()._run_task(task, _AckLost(msg))
         self.kill()
 
 
@@ -264,10 +263,9 @@ def test_effect_recorded_but_ack_lost_is_not_repeated(org_lab, connect, agents, 
 
     assert calls == {task.id: 1}
     assert survivor.stats["duplicates_suppressed"] == 1 and survivor.stats["processed"] == 0
-    ledger = KeyValueBucket.declare(org_lab, LEDGER_BUCKET)
-    assert ledger.get(task.id)["instance"] == crashing.instance
+    assert TaskLedger.declare(org_lab).get(names.org, task.id)["instance"] == crashing.instance
     wait_for(lambda: stored(org_lab, TASK_STREAM, S.tasks(names.cto)) == 0, what="the ack")
-    # Announced twice on the wire, stored once: Nats-Msg-Id "{task_id}.completed".
+    # Announced twice on the wire, stored once: Nats-Msg-Id "{org}.{task_id}.completed".
     assert stored(org_lab, "AGENT_EVENTS", S.tasks_completed(names.org)) == 1
 
 
@@ -276,8 +274,9 @@ def test_a_task_whose_effect_is_in_the_ledger_is_only_acked(org_lab, agents, nam
                                                             precheck):
     """As if the task ran before (a resend after the 60 s duplicate window, say)."""
     task_id = f"task-{unique}"
-    KeyValueBucket.declare(org_lab, LEDGER_BUCKET).create(
-        task_id, {"result": {"from": "the earlier run"}, "instance": "cto-old"})
+    TaskLedger.declare(org_lab).record(TaskCompleted(
+        task_id=task_id, org=names.org, role=names.cto, instance="cto-old", title="Again",
+        result={"from": "the earlier run"}))
     calls = Counter()
     done = org_lab.subscribe(S.tasks_completed(names.org))
     cto = agents(names.cto, names.org, lambda t, ctx: calls.update([t.id]) or {"new": 1},
@@ -355,7 +354,7 @@ def test_a_killed_agent_s_task_is_redelivered_after_ack_wait(org_lab, agents, na
     assert event.instance == successor.instance and event.result == {"ok": True}
     assert calls == [1, 2]
     assert done.messages(timeout=0.3) == []  # the zombie's result was dropped
-    assert KeyValueBucket.declare(org_lab, LEDGER_BUCKET).get(task.id)["result"] == {"ok": True}
+    assert TaskLedger.declare(org_lab).get(names.org, task.id)["result"] == {"ok": True}
 
 
 def test_a_failed_task_is_retried_after_the_backoff_not_before(org_lab, agents, names):
@@ -453,8 +452,8 @@ def test_replicas_share_one_durable_consumer_and_split_the_work(org_lab, agents,
     assert [r.stats["processed"] for r in replicas] == [split[r.instance] for r in replicas]
     assert sum(split.values()) == 60
     assert set(calls) == set(ids) and set(calls.values()) == {1}  # no task ran twice
-    ledger = KeyValueBucket.declare(org_lab, LEDGER_BUCKET)
-    assert Counter(ledger.get(i)["instance"] for i in ids) == split
+    ledger = TaskLedger.declare(org_lab)
+    assert Counter(ledger.get(names.org, i)["instance"] for i in ids) == split
     assert org_lab.js.consumer_info(TASK_STREAM, names.cto).num_redelivered == 0
 
 

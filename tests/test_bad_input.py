@@ -5,6 +5,7 @@ and that one agent, the *sentinel*, keeps working through every row.
 |-------------------------------------------|----------------------------------------------------|
 | malformed JSON                            | dead letter "poison": "not a valid Task: ..."      |
 | valid JSON failing the task schema        | dead letter "poison", naming each bad field        |
+| task id that cannot key the ledger ('.')  | dead letter "poison", naming the id and the rule   |
 | payload over the max message size         | PayloadTooLarge naming the limit in bytes          |
 | invalid subject tokens (space, empty, *)  | BadSubject naming the problem and a fix            |
 | unknown stream or consumer                | StreamNotFound / ConsumerNotFound naming them      |
@@ -59,12 +60,12 @@ from agentlab import (
 )
 from agentlab._wire import encode_headers
 from agentlab.messages import decode_model
-from agentlab.org.agent import LEDGER_BUCKET, TASK_STREAM, Agent
+from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.deadletters import DeadLetterOffice
 from agentlab.org.intents import IntentQueue, publish_intent
+from agentlab.org.ledger import TaskLedger
 from agentlab.org.models import DeadLetter, Task, TaskCompleted
 from agentlab.org.streams import declare_reference_streams
-from agentlab.stores import KeyValueBucket
 
 S = Subjects()
 ROLE, ORG = "sentinel", "catalogue"
@@ -222,6 +223,21 @@ def test_valid_json_failing_the_task_schema(sentinel, lab):
     sentinel.still_works()
 
 
+def test_task_id_that_cannot_key_the_ledger(sentinel, lab):
+    """The ledger key is {org}.{task_id} and the server announces the record by its org
+    token, so an id with a '.' would be recorded but never announced: poison, at once."""
+    bad = Task(id=f"invoice.{uuid.uuid4().hex[:8]}", org=ORG, role=ROLE, title="dotted id",
+               requested_by="ceo")
+    receipt = lab.js.publish(TASKS, bad, msg_id=bad.id)
+    letter = letter_for(DeadLetterOffice(lab), receipt.seq)
+    assert (letter.reason, letter.deliveries) == ("poison", 1)
+    assert letter.error == (f"not a valid Task: task id {bad.id!r} cannot key the ledger: use "
+                            "letters, digits and '-', '_', '=', '/' only (no '.', no spaces), "
+                            "e.g. a uuid4 hex")
+    assert bad.id not in [task_id for task_id, _ in sentinel.calls]  # never handled
+    sentinel.still_works()
+
+
 def test_payload_over_the_max_message_size(sentinel, lab):
     limit = lab.max_payload
     with pytest.raises(PayloadTooLarge) as caught:
@@ -360,11 +376,11 @@ def test_server_going_away_mid_run(sentinel, server, lab):
     publisher.join(15)
     assert receipt and receipt[0].stream == TASK_STREAM and not receipt[0].duplicate
 
-    ledger = KeyValueBucket.declare(lab, LEDGER_BUCKET)
+    ledger = TaskLedger.declare(lab)
     everything = before + during + [late]
     # A ledger write in flight when the server died gets no reply: it times out (5 s), the
     # task is nak'ed and comes back.
-    wait_for(lambda: all(ledger.get(task.id) for task in everything), timeout=20,
+    wait_for(lambda: all(ledger.get(ORG, task.id) for task in everything), timeout=20,
              what="every task in the ledger")
     wait_for(lambda: stored(lab, TASK_STREAM, TASKS) == 0, what="every ack")
     # An attempt whose ledger write died with the old connection finishes (fails) later.
@@ -407,7 +423,7 @@ def test_handler_hanging_past_ack_wait(sentinel, lab, office):
     assert letter.reason == "max_deliveries" and letter.deliveries == 3
     assert letter.error == "no error recorded (handler hung?)"
     assert sentinel.calls_for(task) == [1, 2, 3]
-    assert KeyValueBucket.declare(lab, LEDGER_BUCKET).get(task.id) is None
+    assert TaskLedger.declare(lab).get(ORG, task.id) is None
     sentinel.still_works()
 
 
@@ -427,7 +443,7 @@ def test_duplicate_publish_within_the_dedup_window(sentinel, lab):
     task = sentinel.task("once only", echo="once")
     first, again = sentinel.publish(task), sentinel.publish(task)
     assert not first.duplicate and again.duplicate and again.seq == first.seq
-    wait_for(lambda: KeyValueBucket.declare(lab, LEDGER_BUCKET).get(task.id), what="the ledger")
+    wait_for(lambda: TaskLedger.declare(lab).get(ORG, task.id), what="the ledger")
     time.sleep(0.3)
     assert sentinel.calls_for(task) == [1]
     sentinel.still_works()

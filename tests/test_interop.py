@@ -131,5 +131,5 @@ def test_a_plain_nats_client_delegates_to_an_agentlab_agent(org_server, org_lab,
     assert completion.task_id == out["task"]["id"] and completion.role == role
     assert completion.result == {"words": 1200, "lang": "fr"} and completion.deliveries == 1
     assert out["stored"] == out["completion"]  # the same event, kept in AGENT_EVENTS
-    assert out["stored_msg_id"] == f"{out['task']['id']}.completed"
+    assert out["stored_msg_id"] == f"{org}.{out['task']['id']}.completed"
     assert out["status"]["role"] == role and out["status"]["instance"] == agent.instance

@@ -26,9 +26,10 @@ Delivery is at least once: JetStream redelivers a task whose ack did not arrive 
 run by every worker) performs one side effect keyed by the task id: a KV ``create`` of
 ``CHAOS_EFFECTS[task_id]``. A create is atomic on the server: the first one stores the
 key, every later one is refused. Around it the Agent keeps its own record,
-``TASK_LEDGER[task_id]`` (also a create), written before the ack::
+``TASK_LEDGER["chaos." + task_id]`` (append-only: also first-wins), written before the ack;
+the server announces the completion when it stores that record::
 
-    handler: create CHAOS_EFFECTS[id]   agent: create TASK_LEDGER[id]   ack   announce
+    handler: create CHAOS_EFFECTS[id]   agent: record TASK_LEDGER[org.id] (announced)   ack
 
 A SIGKILL of the agent between any two of these steps is safe:
 

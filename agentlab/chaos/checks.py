@@ -73,12 +73,13 @@ def read_all(js: Any, stream: str) -> list[Any]:
     return messages
 
 
-def read_kv(js: Any, bucket: str, stored_at: dict[str, float] | None = None
-            ) -> dict[str, Any]:
+def read_kv(js: Any, bucket: str, stored_at: dict[str, float] | None = None, *,
+            org: str | None = None) -> dict[str, Any]:
     """Every live key of a bucket and its JSON value, in one pass over its stream (and, in
-    ``stored_at``, when the server stored each one)."""
+    ``stored_at``, when the server stored each one). ``org``: the ledger's keys are
+    "{org}.{task_id}"; read the task ids of that org."""
     out: dict[str, Any] = {}
-    prefix = f"$KV.{bucket}."
+    prefix = f"$KV.{bucket}." + (f"{org}." if org else "")
     for msg in read_all(js, f"KV_{bucket}"):
         key = msg.subject[len(prefix):]
         if msg.headers.get("KV-Operation") in ("DEL", "PURGE"):
@@ -151,7 +152,7 @@ def check(run: Any) -> None:
     from ..org.agent import LEDGER_BUCKET, TASK_STREAM
     from ..org.deadletters import DLQ_STREAM
     from ..org.models import DeadLetter
-    from .effects import EFFECTS_BUCKET, STATS_BUCKET
+    from .effects import EFFECTS_BUCKET, ORG, STATS_BUCKET
 
     report, js, config = run.report, run.admin.js, run.config
     try:
@@ -160,7 +161,7 @@ def check(run: Any) -> None:
         report.problems.append(f"final sweep failed: {type(error).__name__}: {error}")
     effects = settled(lambda: read_kv(js, EFFECTS_BUCKET))
     recorded: dict[str, float] = {}  # task id -> when the ledger stored it: completed
-    ledger = settled(lambda: read_kv(js, LEDGER_BUCKET, recorded))
+    ledger = settled(lambda: read_kv(js, LEDGER_BUCKET, recorded, org=ORG))
     stats = settled(lambda: read_kv(js, STATS_BUCKET))
     letters: dict[str, list[Any]] = defaultdict(list)
     for msg in settled(lambda: read_all(js, DLQ_STREAM)):

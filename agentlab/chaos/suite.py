@@ -184,8 +184,9 @@ class ChaosRun:
 
     def _set_up(self) -> None:
         from ..client import Client
-        from ..org.agent import LEDGER_BUCKET, TASK_STREAM, Agent
+        from ..org.agent import TASK_STREAM, Agent
         from ..org.deadletters import FAILURES_BUCKET, DeadLetterOffice
+        from ..org.ledger import TaskLedger
         from ..org.streams import declare_reference_streams
         from ..stores import KeyValueBucket
 
@@ -201,9 +202,10 @@ class ChaosRun:
             declare_reference_streams(self.admin)
         # Every bucket before the agents declare theirs (with one replica, by default).
         for bucket, ttl in ((EFFECTS_BUCKET, None), (STATS_BUCKET, None),
-                            (LEDGER_BUCKET, None), (FAILURES_BUCKET, 7 * 86400.0)):
+                            (FAILURES_BUCKET, 7 * 86400.0)):
             settled(lambda b=bucket, t=ttl: KeyValueBucket.declare(
                 self.admin, b, ttl=t, replicas=replicas))
+        settled(lambda: TaskLedger.declare(self.admin, replicas=replicas))
         for role in cfg.roles:  # the consumers exist before the first task is published
             spec = Agent(self.admin, role, ORG, ack_wait=cfg.ack_wait,
                          max_deliver=cfg.max_deliver,

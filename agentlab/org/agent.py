@@ -7,7 +7,8 @@
 The handler is any callable ``handler(task, ctx)``, sync (run in a worker thread: an LLM
 call is fine) or async (run on the loop). What it returns is the task's result. Up to
 ``max_ack_pending`` tasks run at once. The result is recorded in the TASK_LEDGER bucket by
-task id before the ack, so a task redelivered after a crash is acked, not run again.
+org and task id before the ack, so a task redelivered after a crash is acked, not run again;
+the server announces each record on ``{root}.org.{org}.tasks.completed`` (org/ledger.py).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from ..client import Client
 from ..continuous_pull import ContinuousPull
 from ..received import Message
 from ..specs import ConsumerSpec
-from ..stores import KeyValueBucket
 from ..subjects import Subjects, validate_token
 from .context import TaskContext
+from .ledger import TaskLedger
 from .models import Heartbeat, Task
 from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
     CLOCK_SKEW_ALLOWANCE,
@@ -78,7 +79,7 @@ class Agent(TaskLoop):
         self._running = False
         self._epoch = 0  # bumped by kill(): contexts of an older epoch are dead
         self._in_flight = 0
-        self._ledger: KeyValueBucket | None = None
+        self._ledger: TaskLedger | None = None
         self._inbox: Any = None
         self._feed: ContinuousPull | None = None
         self._in_hand: set[asyncio.Future] = set()
@@ -105,7 +106,7 @@ class Agent(TaskLoop):
         if self._running:
             return self
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
-        self._ledger = await KeyValueBucket.adeclare(self.client, LEDGER_BUCKET, history=1)
+        self._ledger = await TaskLedger.adeclare(self.client, self.subjects)
         self._reconnects_seen, self._connected_since = 0, self.client.connected_at
         self._feed = ContinuousPull(self.client, TASK_STREAM, self.role, self._take,
                                     self._room, name=f"agent {self.instance}")

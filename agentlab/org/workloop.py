@@ -1,4 +1,4 @@
-"""The Agent's work loop: pull tasks, run the handler, record, ack, announce.
+"""The Agent's work loop: pull tasks, run the handler, record (which announces), ack.
 
 Split from agent.py, which keeps an agent's lifecycle, delegation, inbox and heartbeat.
 What makes a task run once in effect (the ledger, and when to read it first) lives here.
@@ -18,9 +18,9 @@ from ..continuous_pull import ContinuousPull
 from ..errors import MessageDecodeError
 from ..messages import decode_model, to_bytes, utc_now
 from ..received import Message, nak_unless_settled
-from ..stores import KeyValueBucket
 from .context import TaskContext
 from .deadletters import dead_letter_now, remember_failure
+from .ledger import LEDGER_BUCKET, TaskLedger, completion_msg_id, ledger_key_problem  # noqa: F401
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentlab")
 
 TASK_STREAM = "AGENT_TASKS"
-LEDGER_BUCKET = "TASK_LEDGER"
 # How far the server's clock may run ahead of this machine's when a task's stream timestamp
 # is compared with the time this agent's connection was (re)made (see _stored_before_connect).
 CLOCK_SKEW_ALLOWANCE = 2.0
@@ -57,7 +56,7 @@ class TaskLoop:
     _bridge: Any
     _running: bool
     _in_flight: int
-    _ledger: KeyValueBucket | None
+    _ledger: TaskLedger | None
     _reconnects_seen: int
     _connected_since: float
     _in_hand: set[asyncio.Future]
@@ -109,6 +108,10 @@ class TaskLoop:
                 task = decode_model(msg.data, Task, msg.subject)
             except MessageDecodeError as error:  # not JSON, or not a Task: no retry helps
                 await self._poison(msg, f"not a valid Task: {error.reason}")
+                return
+            problem = ledger_key_problem(task.org, task.id)
+            if problem is not None:  # its effect could not be recorded, nor announced
+                await self._poison(msg, f"not a valid Task: {problem}")
                 return
             await self._run_task(task, msg)
         except asyncio.CancelledError:
@@ -178,19 +181,20 @@ class TaskLoop:
         done = None
         if self._should_check_ledger(task, msg):
             self.stats["ledger_prechecks"] += 1
-            done = await self._ledger.aget(task.id)
+            done = await self._ledger.aget(task.org, task.id)
         if done is not None:
             # The effect happened before (we crashed before the ack): acknowledge only.
             self.stats["duplicates_suppressed"] += 1
             self.stats["acked_from_ledger"] += 1
-            await self._complete(task, msg, done.get("result", {}), 0.0, announce=True)
+            await self._complete(task, msg, done.get("result", {}), 0.0)
             return
         ctx = TaskContext(self, task, msg)
         started = time.perf_counter()
         try:
             result = await self._call_handler(task, ctx)
             result = result if isinstance(result, dict) else {"value": result}
-            record = to_bytes({"result": result, "instance": self.instance})
+            record = self._completion(task, msg, result, (time.perf_counter() - started) * 1e3)
+            data = to_bytes(record)  # a result that is not JSON fails here, as the handler's
         except Exception as error:
             if ctx.cancelled:
                 return  # killed meanwhile: as after a real crash, nothing is reported
@@ -206,33 +210,49 @@ class TaskLoop:
             # kill() landed while the handler ran: its result must not count, as it would
             # not have if the process had really crashed (the task is redelivered).
             return
-        if not await self._ledger.acreate(task.id, record):
-            # Recorded already: by a replica that ran it at the same time, or by an earlier
-            # run of the same task id (a resend after the duplicate window). Announce the
-            # recorded result, not this one.
-            self.stats["duplicates_suppressed"] += 1
-            done = await self._ledger.aget(task.id) or {}
-            result = done.get("result", result)
-        else:
-            self.stats["processed"] += 1
-        await self._complete(task, msg, result, (time.perf_counter() - started) * 1e3)
+        # The record is the announcement: the server republishes it on tasks.completed the
+        # moment it is stored (org/ledger.py), so the effect is announced if and only if it
+        # is recorded, and the CEO hears of it one round trip before the ack.
+        # Counted first: whoever sees the announcement may read the stats before the
+        # record's receipt is back here.
+        self.stats["processed"] += 1
+        try:
+            recorded = await self._ledger.arecord(record, data)
+        except BaseException:
+            self.stats["processed"] -= 1
+            raise
+        if recorded:
+            msg.ack()
+            return
+        # Recorded already: by a replica that ran it at the same time, or by an earlier
+        # run of the same task id (a resend after the duplicate window). Announce the
+        # recorded result again, not this one.
+        self.stats["processed"] -= 1
+        self.stats["duplicates_suppressed"] += 1
+        done = await self._ledger.aget(task.org, task.id) or {}
+        await self._complete(task, msg, done.get("result", result), record.duration_ms)
 
     async def _call_handler(self, task: Task, ctx: TaskContext) -> Any:
         if self.handler is None:
             return {"ack": task.title}
         return await _call(self._bridge, self.handler, task, ctx)
 
+    def _completion(self, task: Task, msg: Message, result: dict[str, Any],
+                    duration_ms: float) -> TaskCompleted:
+        return TaskCompleted(task_id=task.id, org=task.org, role=self.role,
+                             instance=self.instance, title=task.title, result=result,
+                             deliveries=msg.info.num_delivered, duration_ms=duration_ms,
+                             correlation_id=task.correlation_id or task.id)
+
     async def _complete(self, task: Task, msg: Message, result: dict[str, Any],
-                        duration_ms: float, announce: bool = True) -> None:
-        event = TaskCompleted(task_id=task.id, org=task.org, role=self.role,
-                              instance=self.instance, title=task.title, result=result,
-                              deliveries=msg.info.num_delivered, duration_ms=duration_ms,
-                              correlation_id=task.correlation_id or task.id)
+                        duration_ms: float) -> None:
+        """Ack a task whose effect was recorded before, and announce it again: the CEO
+        may have resent it because it missed the first announcement."""
         msg.ack()
-        if announce:
-            # Same Nats-Msg-Id on a repeat: AGENT_EVENTS keeps one completion per task.
-            self.client.publish(self.subjects.tasks_completed(task.org), event,
-                                headers={"Nats-Msg-Id": f"{task.id}.completed"})
+        # Same Nats-Msg-Id as the record's: AGENT_EVENTS keeps one completion per task.
+        self.client.publish(self.subjects.tasks_completed(task.org),
+                            self._completion(task, msg, result, duration_ms),
+                            headers={"Nats-Msg-Id": completion_msg_id(task.org, task.id)})
 
 
 async def _call(bridge: Any, handler: Callable[..., Any], *args: Any) -> Any:

@@ -1,0 +1,159 @@
+"""TASK_LEDGER: one record per task's effect, which the server itself announces.
+
+    ledger = TaskLedger.declare(client)            # the agents declare it too
+    ledger.get("acme", task_id)                    # the task's TaskCompleted record, or None
+
+An agent records a task's result here before it acks the task, so a redelivered task is
+acked, not run again. Three settings on the bucket's stream make the record also the
+completion announcement, made once:
+
+* **append-only**: one message per key, and a second one for the same key is refused
+  (``discard: new`` per subject), as are deletes and purges. The first record of a task wins;
+  no later put, create, delete or purge can change it.
+* **republish**: the moment a record is stored, the server publishes it on
+  ``{root}.org.{org}.tasks.completed``. So the completion goes out if and only if the effect
+  is recorded, with no second publish from the agent (a transactional outbox, done by the
+  server), and the CEO sees it one round trip sooner.
+* keys are ``{org}.{task_id}``: the republish rule takes the org from the key. Both must
+  be single subject tokens, so a task id may not contain '.'.
+
+The records are :class:`~agentlab.org.models.TaskCompleted` events. AGENT_EVENTS stores
+the republished copies, as it stores any completion. One account holds one ledger, so
+every agent in it must use the same subject root.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from nats.js.api import DiscardPolicy, RePublish
+
+from ..errors import AgentlabError, JetStreamError
+from ..jetstream import api_call
+from ..stores import KeyValueBucket
+from ..subjects import Subjects, validate_token
+from .models import TaskCompleted
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+LEDGER_BUCKET = "TASK_LEDGER"
+# The stream refuses a second message for a key: "maximum messages per subject exceeded".
+_ALREADY_RECORDED = 10077
+_KEY_TOKEN = re.compile(r"[-/_=a-zA-Z0-9]+")  # a KV key's characters, less the '.'
+
+
+class LedgerRootConflict(AgentlabError):
+    """The account's ledger already announces its records under another subject root."""
+
+    def __init__(self, bucket: str, announces_on: str, wanted: str):
+        self.bucket, self.announces_on, self.wanted = bucket, announces_on, wanted
+        super().__init__(
+            f"Ledger bucket '{bucket}' already announces completions on '{announces_on}', "
+            f"but this agent's subject root wants '{wanted}'. One account holds one ledger, "
+            "so its agents must share a root: use the same Subjects root, or give each root "
+            "its own account (agentlab.Tenants, accounts model).")
+
+
+def ledger_key_problem(org: str, task_id: str) -> str | None:
+    """Why (org, task_id) cannot key a ledger record, or None if it can."""
+    try:
+        validate_token(org, "org")
+    except AgentlabError as error:
+        return str(error)
+    if not _KEY_TOKEN.fullmatch(task_id):
+        return (f"task id {task_id!r} cannot key the ledger: use letters, digits and "
+                "'-', '_', '=', '/' only (no '.', no spaces), e.g. a uuid4 hex")
+    return None
+
+
+def completion_msg_id(org: str, task_id: str) -> str:
+    """The Nats-Msg-Id of a task's record and of any repeat of its announcement: AGENT_EVENTS
+    keeps one of them (within its duplicate window). The org is part of it, as of the key:
+    two orgs may use the same task id."""
+    return f"{org}.{task_id}.completed"
+
+
+def announcement_subject(subjects: Subjects) -> str:
+    """The republish destination: {root}.org.<the key's first token>.tasks.completed."""
+    return subjects.tasks_completed("*").replace(".*.", ".{{wildcard(1)}}.", 1)
+
+
+class TaskLedger:
+    """The TASK_LEDGER bucket, keyed by org and task id (see the module docstring)."""
+
+    def __init__(self, client: Client, bucket: KeyValueBucket):
+        self._client, self.bucket = client, bucket
+        self.name = bucket.name
+
+    @classmethod
+    def declare(cls, client: Client, subjects: Subjects | None = None, *,
+                replicas: int = 1) -> TaskLedger:
+        """Open the ledger (creating it first if needed) and make sure it announces."""
+        return client._bridge.run(cls.adeclare(client, subjects, replicas=replicas),
+                                  operation="declare the task ledger")
+
+    @classmethod
+    async def adeclare(cls, client: Client, subjects: Subjects | None = None, *,
+                       replicas: int = 1) -> TaskLedger:
+        bucket = await KeyValueBucket.adeclare(
+            client, LEDGER_BUCKET, history=1, replicas=replicas,
+            description="Each task's effect, once; republished as its completion.")
+        await client._bridge.arun(_make_announcing(client, subjects or Subjects()))
+        return cls(client, bucket)
+
+    def subject(self, org: str, task_id: str) -> str:
+        problem = ledger_key_problem(org, task_id)
+        if problem is not None:
+            raise JetStreamError(problem)
+        return f"$KV.{self.name}.{org}.{task_id}"
+
+    def get(self, org: str, task_id: str) -> dict[str, Any] | None:
+        """The task's record (a TaskCompleted, as JSON data), or None if it has none."""
+        return self.bucket.get(f"{org}.{task_id}")
+
+    async def aget(self, org: str, task_id: str) -> dict[str, Any] | None:
+        return await self.bucket.aget(f"{org}.{task_id}")
+
+    def record(self, event: TaskCompleted) -> bool:
+        return self._client._bridge.run(self.arecord(event), operation="record a task")
+
+    async def arecord(self, event: TaskCompleted, data: bytes | None = None) -> bool:
+        """Store ``event`` (``data``: its JSON, if already encoded) as its task's record;
+        the server then announces it.
+
+        True if this call recorded it; False if the task had a record already (a replica,
+        or an earlier run, got there first: that record stands, and was announced then).
+        """
+        try:
+            receipt = await self._client.js.apublish(
+                self.subject(event.org, event.task_id), event if data is None else data,
+                msg_id=completion_msg_id(event.org, event.task_id))
+        except JetStreamError as error:
+            if getattr(error, "err_code", None) == _ALREADY_RECORDED:
+                return False
+            raise
+        return not receipt.duplicate
+
+    def __repr__(self) -> str:
+        return f"<TaskLedger {self.name}>"
+
+
+async def _make_announcing(client: Client, subjects: Subjects) -> None:
+    """Give the ledger's stream the settings above; idempotent, and safe to race."""
+    js, stream = client.nc.jetstream(), f"KV_{LEDGER_BUCKET}"
+    action = f"make the ledger '{LEDGER_BUCKET}' append-only and announcing"
+    info = await api_call(js.stream_info(stream), action, stream)
+    config, wanted = info.config, announcement_subject(subjects)
+    current = config.republish
+    if current is not None and current.dest != wanted:
+        raise LedgerRootConflict(LEDGER_BUCKET, current.dest or "?", wanted)
+    if (current is not None and config.discard == DiscardPolicy.NEW
+            and config.discard_new_per_subject and not config.allow_rollup_hdrs
+            and config.deny_delete):
+        return
+    config.discard, config.discard_new_per_subject = DiscardPolicy.NEW, True
+    config.allow_rollup_hdrs, config.deny_delete = False, True
+    config.republish = RePublish(src=f"$KV.{LEDGER_BUCKET}.*.*", dest=wanted)
+    await api_call(js.update_stream(config), action, stream)
