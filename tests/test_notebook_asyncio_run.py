@@ -175,10 +175,11 @@ def test_seed_001_runs_unchanged_with_allow_asyncio_run(kernel_name, no_leftover
     # (the seed's orchestrator sends {"text": ...} and its worker reads "prompt", hence:)
     assert set(map(str, answers.values())) == {"{'result': 'Completed: '}"}
 
-    # Spread over the queue group. nats-server picks a member at random for each message, so
-    # all 7 requests landing on one of the 3 workers has probability 3 * (1/3)**7 ~ 0.14%.
+    # Handled within the queue group. nats-server picks a member at random for each message,
+    # so 7 requests may all land on one worker (p ~ 0.14%, and it happened in CI): whether they
+    # spread is not asserted here; test_agent.py checks the spread over 60 requests.
     handled = Counter(worker for worker, _ in processed)
-    assert len(handled) >= 2, handled
+    assert set(handled) <= {"worker-0", "worker-1", "worker-2"} and sum(handled.values()) == 7
     assert f"RESULT ok 7 answers from {len(handled)} workers" in out
 
     # Publish/subscribe through NATSAgentBus.publish / .subscribe with the seed's AgentMessage.
