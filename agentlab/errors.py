@@ -280,6 +280,9 @@ JETSTREAM_HINTS = {
            "subject. Give this consumer its own filter_subject.",
     10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
     10071: "Nats-Msg-Id must not be empty.",
+    10077: "This stream keeps one message per subject and refuses any later one (discard: new "
+           "per subject): that subject has its message. In TASK_LEDGER it means the task is "
+           "recorded already; the first record stands.",
 }
 
 

@@ -8,7 +8,7 @@ from helpers import stored, wait_for
 
 import agentlab
 from agentlab import Subjects
-from agentlab.errors import JetStreamError
+from agentlab.errors import BadSubject, JetStreamError
 from agentlab.org.ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
 from agentlab.org.models import TaskCompleted
 from agentlab.server import EmbeddedServer
@@ -62,7 +62,7 @@ def test_the_ledger_cannot_be_overwritten_or_deleted(org_lab, names, unique):
 
 
 def test_a_task_id_with_a_dot_cannot_key_the_ledger(org_lab, names):
-    with pytest.raises(JetStreamError, match="task id 'a.b' cannot key the ledger"):
+    with pytest.raises(BadSubject, match="task id 'a.b' cannot key the ledger"):
         TaskLedger.declare(org_lab).record(record_of(names.org, "a.b"))
 
 
@@ -94,3 +94,12 @@ def test_a_plain_bucket_of_that_name_is_made_append_only_and_announcing():
             assert ledger.record(record_of("acme", "old")) is False  # kept, not replaced
         finally:
             client.close()
+
+
+def test_publishing_over_a_record_is_refused_with_the_reason(org_lab, names, unique):
+    ledger = TaskLedger.declare(org_lab)
+    ledger.record(record_of(names.org, f"once-{unique}"))
+    with pytest.raises(JetStreamError) as caught:
+        org_lab.js.publish(f"$KV.{LEDGER_BUCKET}.{names.org}.once-{unique}", {"forged": True})
+    assert caught.value.err_code == 10077
+    assert "In TASK_LEDGER it means the task is recorded already" in str(caught.value)

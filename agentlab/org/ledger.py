@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.api import DiscardPolicy, RePublish
 
-from ..errors import AgentlabError, JetStreamError
+from ..errors import AgentlabError, BadSubject, JetStreamError
 from ..jetstream import api_call
 from ..stores import KeyValueBucket
 from ..subjects import Subjects, validate_token
@@ -106,7 +106,7 @@ class TaskLedger:
     def subject(self, org: str, task_id: str) -> str:
         problem = ledger_key_problem(org, task_id)
         if problem is not None:
-            raise JetStreamError(problem)
+            raise BadSubject(problem)
         return f"$KV.{self.name}.{org}.{task_id}"
 
     def get(self, org: str, task_id: str) -> dict[str, Any] | None:

@@ -186,7 +186,7 @@ class TaskLoop:
             # The effect happened before (we crashed before the ack): acknowledge only.
             self.stats["duplicates_suppressed"] += 1
             self.stats["acked_from_ledger"] += 1
-            await self._complete(task, msg, done.get("result", {}), 0.0)
+            await self._ack_and_announce_again(task, msg, done.get("result", {}), 0.0)
             return
         ctx = TaskContext(self, task, msg)
         started = time.perf_counter()
@@ -194,7 +194,7 @@ class TaskLoop:
             result = await self._call_handler(task, ctx)
             result = result if isinstance(result, dict) else {"value": result}
             record = self._completion(task, msg, result, (time.perf_counter() - started) * 1e3)
-            data = to_bytes(record)  # a result that is not JSON fails here, as the handler's
+            data = to_bytes(record)  # a result that is not JSON fails here, as a handler error
         except Exception as error:
             if ctx.cancelled:
                 return  # killed meanwhile: as after a real crash, nothing is reported
@@ -230,7 +230,7 @@ class TaskLoop:
         self.stats["processed"] -= 1
         self.stats["duplicates_suppressed"] += 1
         done = await self._ledger.aget(task.org, task.id) or {}
-        await self._complete(task, msg, done.get("result", result), record.duration_ms)
+        await self._ack_and_announce_again(task, msg, done.get("result", result), record.duration_ms)
 
     async def _call_handler(self, task: Task, ctx: TaskContext) -> Any:
         if self.handler is None:
@@ -244,8 +244,8 @@ class TaskLoop:
                              deliveries=msg.info.num_delivered, duration_ms=duration_ms,
                              correlation_id=task.correlation_id or task.id)
 
-    async def _complete(self, task: Task, msg: Message, result: dict[str, Any],
-                        duration_ms: float) -> None:
+    async def _ack_and_announce_again(self, task: Task, msg: Message,
+                                      result: dict[str, Any], duration_ms: float) -> None:
         """Ack a task whose effect was recorded before, and announce it again: the CEO
         may have resent it because it missed the first announcement."""
         msg.ack()
