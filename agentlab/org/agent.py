@@ -26,11 +26,10 @@ from ..received import Message
 from ..specs import ConsumerSpec
 from ..subjects import Subjects, validate_token
 from .context import TaskContext
-from .ledger import TaskLedger
+from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
 from .models import Heartbeat, Task
 from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
     CLOCK_SKEW_ALLOWANCE,
-    LEDGER_BUCKET,
     TASK_STREAM,
     TaskLoop,
     _call,

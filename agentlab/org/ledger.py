@@ -103,18 +103,22 @@ class TaskLedger:
         await client._bridge.arun(_make_announcing(client, subjects or Subjects()))
         return cls(client, bucket)
 
+    @staticmethod
+    def key(org: str, task_id: str) -> str:
+        return f"{org}.{task_id}"
+
     def subject(self, org: str, task_id: str) -> str:
         problem = ledger_key_problem(org, task_id)
         if problem is not None:
             raise BadSubject(problem)
-        return f"$KV.{self.name}.{org}.{task_id}"
+        return f"$KV.{self.name}.{self.key(org, task_id)}"
 
     def get(self, org: str, task_id: str) -> dict[str, Any] | None:
         """The task's record (a TaskCompleted, as JSON data), or None if it has none."""
-        return self.bucket.get(f"{org}.{task_id}")
+        return self.bucket.get(self.key(org, task_id))
 
     async def aget(self, org: str, task_id: str) -> dict[str, Any] | None:
-        return await self.bucket.aget(f"{org}.{task_id}")
+        return await self.bucket.aget(self.key(org, task_id))
 
     def record(self, event: TaskCompleted) -> bool:
         return self._client._bridge.run(self.arecord(event), operation="record a task")

@@ -20,7 +20,7 @@ from ..messages import decode_model, to_bytes, utc_now
 from ..received import Message, nak_unless_settled
 from .context import TaskContext
 from .deadletters import dead_letter_now, remember_failure
-from .ledger import LEDGER_BUCKET, TaskLedger, completion_msg_id, ledger_key_problem  # noqa: F401
+from .ledger import TaskLedger, completion_msg_id, ledger_key_problem
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
 
