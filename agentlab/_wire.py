@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import select
 import socket
 import threading
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from .bridge import Bridge
 
 _CRLF = b"\r\n"
+# RFC 7230 token characters, as nats-py checks header names (anything else could break the line).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_LINE = b"NATS/1.0\r\n"
 # Above this many queued bytes a caller thread waits for the loop to catch up, so a tight
 # publish loop cannot grow memory without bound while the server is slow or away.
@@ -40,8 +43,10 @@ def encode_headers(headers: dict[str, str]) -> bytes:
     for key, value in headers.items():
         key = str(key).strip()
         value = str(value)
-        if not key or any(c in key for c in ": \t\r\n"):
-            raise ValueError(f"Header name {key!r} is invalid: no ':', spaces or line breaks.")
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(
+                f"Header name {key!r} is invalid: a header name is printable ASCII letters, "
+                "digits and !#$%&'*+-.^_`|~ (no ':', spaces or line breaks), e.g. 'X-Trace-Id'.")
         if "\r" in value or "\n" in value:
             raise ValueError(f"Header {key!r} has a line break in its value; remove it.")
         parts.append(f"{key}: {value}\r\n".encode())

@@ -31,6 +31,7 @@ from ._wire import (
 from .bridge import Bridge, get_bridge
 from .errors import (
     AuthenticationFailed,
+    BadSubject,
     ClientClosed,
     PayloadTooLarge,
     PermissionDenied,
@@ -41,7 +42,7 @@ from .errors import (
 from .messages import to_bytes
 from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
-from .subjects import check_publish_subject
+from .subjects import check_publish_subject, check_reply_subject, check_subscribe_subject
 from .subscription import Subscription
 
 log = logging.getLogger("agentlab")
@@ -116,6 +117,11 @@ class Client:
             connect_timeout=connect_timeout, max_reconnect_attempts=1,
         )
         if inbox_prefix:
+            # Every request's reply subject starts with it, and goes to the socket unchecked.
+            check_subscribe_subject(inbox_prefix)
+            if "*" in inbox_prefix.split(".") or ">" in inbox_prefix.split("."):
+                raise BadSubject(f"inbox_prefix {inbox_prefix!r} has a wildcard; it must be a "
+                                 "concrete subject such as '_INBOX.acme'")
             options["inbox_prefix"] = inbox_prefix
         return await bridge.arun(cls._open(bridge, url, name, user, options))
 
@@ -295,7 +301,10 @@ class Client:
     def _command(self, subject: str, data: Any, headers: dict[str, str] | None,
                  reply: str) -> bytes:
         block = encode_headers(headers) if headers else b""
-        return pub_command(subject, self._payload(subject, data, block), reply, block)
+        payload = self._payload(subject, data, block)
+        # The reply goes into the protocol line as it is: unchecked, a space or a line break
+        # in it would end this command and start another (a protocol injection).
+        return pub_command(subject, payload, check_reply_subject(reply) if reply else "", block)
 
     # -- request / reply -------------------------------------------------------------------
     def request(self, subject: str, data: Any = b"", *, timeout: float = 2.0,

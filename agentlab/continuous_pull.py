@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._wire import drain_subscription, pub_command
+from .subjects import check_name
 
 if TYPE_CHECKING:
     from .client import Client
@@ -64,6 +65,8 @@ class ContinuousPull:
         self.client, self.stream, self.consumer = client, stream, consumer
         self.name = name or f"{stream}/{consumer}"
         self._on_message, self._room = on_message, room
+        # Both names become tokens of the request's subject, written straight to the socket.
+        check_name(stream, "stream"), check_name(consumer, "consumer")
         self._api = PULL_API.format(stream=stream, consumer=consumer)
         self.request_lifetime = request_lifetime
         self._owed = 0  # messages our outstanding requests may still deliver

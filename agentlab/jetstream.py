@@ -38,6 +38,7 @@ from .errors import (
 from .messages import to_bytes
 from .received import Message
 from .specs import ConsumerSpec, StreamSpec
+from .subjects import check_name, check_subscribe_subject
 
 if TYPE_CHECKING:
     from .client import Client
@@ -100,6 +101,7 @@ class JetStream:
         return await self._bridge.arun(self._declare_stream(spec))
 
     async def _declare_stream(self, spec: StreamSpec) -> StreamInfo:
+        check_name(spec.name, "stream")
         config, action = spec.to_config(), f"declare stream '{spec.name}'"
         try:
             return await self._ctx.add_stream(config)
@@ -120,6 +122,7 @@ class JetStream:
         return await self._bridge.arun(self._stream_info(name))
 
     async def _stream_info(self, name: str) -> StreamInfo:
+        check_name(name, "stream")
         return await self._api(self._ctx.stream_info(name), f"read stream '{name}'", name)
 
     def streams(self) -> list[StreamInfo]:
@@ -138,6 +141,7 @@ class JetStream:
         await self._bridge.arun(self._delete_stream(name))
 
     async def _delete_stream(self, name: str) -> None:
+        check_name(name, "stream")
         await self._api(self._ctx.delete_stream(name), f"delete stream '{name}'", name)
 
     # -- consumers ---------------------------------------------------------------------
@@ -149,6 +153,7 @@ class JetStream:
         return await self._bridge.arun(self._declare_consumer(stream, spec))
 
     async def _declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
+        check_name(stream, "stream"), check_name(spec.durable, "consumer")
         return await self._api(self._ctx.add_consumer(stream, spec.to_config()),
                                f"declare consumer '{spec.durable}' on stream '{stream}'",
                                stream, spec.durable)
@@ -160,6 +165,7 @@ class JetStream:
         return await self._bridge.arun(self._consumer_info(stream, consumer))
 
     async def _consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:
+        check_name(stream, "stream"), check_name(consumer, "consumer")
         return await self._api(self._ctx.consumer_info(stream, consumer),
                                f"read consumer '{consumer}'", stream, consumer)
 
@@ -167,6 +173,7 @@ class JetStream:
         return self._run(self._consumers(stream), "consumers")
 
     async def _consumers(self, stream: str) -> list[ConsumerInfo]:
+        check_name(stream, "stream")
         return await self._api(self._ctx.consumers_info(stream),
                                f"list the consumers of stream '{stream}'", stream)
 
@@ -180,6 +187,7 @@ class JetStream:
         await self._bridge.arun(self._delete_consumer(stream, consumer))
 
     async def _delete_consumer(self, stream: str, consumer: str) -> None:
+        check_name(stream, "stream"), check_name(consumer, "consumer")
         await self._api(self._ctx.delete_consumer(stream, consumer),
                         f"delete consumer '{consumer}'", stream, consumer)
 
@@ -198,6 +206,7 @@ class JetStream:
 
     async def _read(self, stream: str, filter_subject: str, since: datetime | None,
                     timeout: float) -> list[Message]:
+        check_name(stream, "stream"), check_subscribe_subject(filter_subject)
         config = ConsumerConfig(
             filter_subject=filter_subject, ack_policy=AckPolicy.NONE, mem_storage=True,
             deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,

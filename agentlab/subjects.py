@@ -24,8 +24,8 @@ import types
 
 from agentlab.errors import BadSubject
 
-__all__ = ["DEFAULT_ROOT", "Subjects", "check_publish_subject", "check_subscribe_subject",
-           "subject_matches", "validate_token"]
+__all__ = ["DEFAULT_ROOT", "Subjects", "check_name", "check_publish_subject",
+           "check_reply_subject", "check_subscribe_subject", "subject_matches", "validate_token"]
 
 DEFAULT_ROOT = "genbrain"
 
@@ -146,6 +146,56 @@ def check_subscribe_subject(subject: str) -> str:
     if problem is not None:
         raise BadSubject(problem)
     return subject
+
+
+def check_reply_subject(reply: str) -> str:
+    """Return ``reply`` if it can be a message's reply subject ('' for none), else raise.
+
+    A reply subject is written into the protocol line beside the subject, so whitespace in it
+    would end the command early and start another: it gets the publish subject's rules.
+    """
+    if reply == "":
+        return reply
+    try:
+        problem = _publish_problem(reply)
+    except TypeError:
+        problem = _subject_problem(reply, publish=True)
+    if problem is not None:
+        raise BadSubject("Reply subject: " + problem.replace("Cannot publish to", "cannot use", 1)
+                         .replace("publish to a concrete", "use a concrete"))
+    return reply
+
+
+# The characters nats-server (and nats.go, nats-py) refuse in a stream or consumer name: it
+# becomes a directory on the server's disk and a token of the JetStream API subjects.
+_NAME_FORBIDDEN = {">": "'>'", "*": "'*'", ".": "'.'", " ": "a space", "/": "'/'",
+                   "\\": "'\\'", "\t": "a tab", "\r": "a carriage return", "\n": "a line feed",
+                   "\f": "a form feed"}
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_problem(name: object, what: str) -> str | None:
+    if not isinstance(name, str):
+        return f"A {what} name must be a str, got {type(name).__name__} {name!r}"
+    if name == "":
+        return f"A {what} name is required; pass a name such as 'AGENT_TASKS' or 'cto'"
+    bad = next((_NAME_FORBIDDEN[c] for c in name if c in _NAME_FORBIDDEN), None)
+    if bad is not None:
+        fix = re.sub("[>*. /\\\\\t\r\n\f]+", "_", name).strip("_") or "AGENT_TASKS"
+        return (f"The {what} name {name!r} contains {bad}; JetStream names cannot contain "
+                f"'.', '*', '>', '/', '\\' or whitespace; use {fix!r}")
+    return None
+
+
+def check_name(name: str, what: str = "stream") -> str:
+    """Return ``name`` if it can name a JetStream stream, consumer or bucket, else raise."""
+    try:
+        problem = _name_problem(name, what)
+    except TypeError:
+        problem = f"A {what} name must be a str, got {type(name).__name__}"
+    if problem is not None:
+        raise BadSubject(problem)
+    return name
 
 
 def subject_matches(pattern: str, subject: str) -> bool:
