@@ -5,7 +5,7 @@
     lab.publish("genbrain.agents.cto.inbox", {"hello": "cto"})
 """
 
-from .client import Client
+from .core.client import Client
 from .errors import (
     AgentlabError,
     AuthenticationFailed,
@@ -30,15 +30,15 @@ from .errors import (
     SubscriptionClosed,
     WrongThread,
 )
-from .jetstream import PubAck, PullConsumer
+from .core.jetstream import PubAck, PullConsumer
 from .lab import Lab, connect, current_lab, start
-from .messages import AgentMessage
-from .notebook import allow_asyncio_run
-from .received import Message
-from .server import EmbeddedServer
-from .specs import DAY, HOUR, MINUTE, ConsumerSpec, StreamSpec
-from .subjects import Subjects, subject_matches
-from .subscription import Subscription
+from .wire.messages import AgentMessage
+from .core.notebook import allow_asyncio_run
+from .core.received import Message
+from .core.server import EmbeddedServer
+from .core.specs import DAY, HOUR, MINUTE, ConsumerSpec, StreamSpec
+from .core.subjects import Subjects, subject_matches
+from .core.subscription import Subscription
 
 __version__ = "0.1.0"
 

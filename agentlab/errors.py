@@ -28,7 +28,7 @@ class MessageDecodeError(AgentlabError, ValueError):
         super().__init__(
             f"Could not decode the message received {where}: {reason}. "
             f"First bytes: {preview!r}. The sender must publish UTF-8 JSON matching "
-            "the schema (see agentlab.messages.export_schemas())."
+            "the schema (see agentlab.wire.messages.export_schemas())."
         )
 
 
@@ -113,7 +113,7 @@ class NoMessage(AgentlabError, TimeoutError):
         self.subject, self.timeout = subject, timeout
         super().__init__(
             f"No message arrived on '{subject}' within {timeout:g} s. Is anything publishing "
-            "to a subject this pattern matches? (agentlab.subjects.subject_matches can tell.)"
+            "to a subject this pattern matches? (agentlab.core.subjects.subject_matches can tell.)"
         )
 
 

@@ -13,15 +13,15 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .bridge import get_bridge
-from .client import Client, default_url
+from .core.bridge import get_bridge
+from .core.client import Client, default_url
 from .errors import ServerUnreachable
-from .server import EmbeddedServer
+from .core.server import EmbeddedServer
 
 if TYPE_CHECKING:
     from .cluster import LocalCluster
-    from .tenantclient import TenantClient
-    from .tenants import Tenants
+    from .tenants.client import TenantClient
+    from .tenants.config import Tenants
 
 _current: Lab | None = None
 _current_lock = threading.RLock()  # start(fresh=True) closes the old lab while holding it
@@ -126,7 +126,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
     Calling ``start()`` again in the same process returns the running lab; ``fresh=True``
     closes it and starts a new one.
 
-    ``tenants=["acme", "globex"]`` (or a :class:`agentlab.tenants.Tenants`) renders the
+    ``tenants=["acme", "globex"]`` (or a :class:`agentlab.tenants.config.Tenants`) renders the
     config isolating them into the server's and connects the lab as the operator; then
     ``lab.tenant("acme")`` connects as a tenant. No identity is left without a password.
 
@@ -137,7 +137,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
     """
     global _current
     if tenants is not None:
-        from .tenants import Tenants
+        from .tenants.config import Tenants
 
         tenants = Tenants.of(tenants)
         server_config = tenants.config() + server_config
@@ -192,7 +192,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                 "$AGENTLAB_NATS_URL) requires no login, so every tenant would see every "
                 "other's messages. Unset AGENTLAB_NATS_URL to let agentlab start an embedded "
                 "server with the tenants' accounts, or start that server with the config "
-                "from agentlab.tenants.Tenants([...]).config().")
+                "from agentlab.tenants.config.Tenants([...]).config().")
         if tenants is not None:
             try:
                 tenants.setup(lab)  # users model: the operator declares the tenants' streams

@@ -41,7 +41,7 @@ from agentlab.errors import AgentlabError
 from agentlab.observe import Observer
 from agentlab.org.models import Task
 from agentlab.org.organisation import Organisation
-from agentlab.server import EmbeddedServer
+from agentlab.core.server import EmbeddedServer
 from agentlab.widgets import Dashboard
 
 from .common import console, machine, parser, spread

@@ -39,7 +39,7 @@ def unique():
 @pytest.fixture(scope="module")
 def org_server():
     """A server of this test module's own, so organisation tests never share stream state."""
-    from agentlab.server import EmbeddedServer
+    from agentlab.core.server import EmbeddedServer
 
     with EmbeddedServer(name="org-test") as server:
         yield server

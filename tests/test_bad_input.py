@@ -58,8 +58,8 @@ from agentlab import (
     StreamNotFound,
     Subjects,
 )
-from agentlab._wire import encode_headers
-from agentlab.messages import decode_model
+from agentlab.core._natspy import encode_headers
+from agentlab.wire.messages import decode_model
 from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.deadletters import DeadLetterOffice
 from agentlab.org.intents import IntentQueue, publish_intent
@@ -331,7 +331,7 @@ def test_server_not_running_at_start(sentinel):
     assert str(caught.value).startswith(f"Could not connect to a NATS server at {url} (")
     assert "Start one with `agentlab server`" in str(caught.value)
     worker = subprocess.run(
-        [sys.executable, "-m", "agentlab.worker", "--url", url, "--role", "cto"],
+        [sys.executable, "-m", "agentlab.programs.worker", "--url", url, "--role", "cto"],
         check=False, capture_output=True, text=True, timeout=30,
         env={**{k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"},
              "COLUMNS": "200"})

@@ -19,7 +19,7 @@ from agentlab import Subjects
 from agentlab.chaos import ChaosConfig, ChaosReport, run
 from agentlab.chaos.checks import RECORD_RACE, WorkerLogs, judge_runs
 from agentlab.org.models import Task, TaskCompleted
-from agentlab.worker import WorkerProcess
+from agentlab.programs.worker import WorkerProcess
 
 S = Subjects()
 
@@ -159,7 +159,7 @@ def test_worker_errors_are_one_paragraph_and_exit_2(org_server, tmp_path):
            "COLUMNS": "200"}
 
     def run_worker(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "agentlab.worker", *args],
+        return subprocess.run([sys.executable, "-m", "agentlab.programs.worker", *args],
                               check=False, capture_output=True, text=True, timeout=30, env=env)
 
     bad_handler = run_worker("--url", org_server.url, "--role", "cto",

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 import agentlab
-from agentlab.cli import main
+from agentlab.programs.cli import main
 
 SCRIPT = Path(sysconfig.get_path("scripts")) / "agentlab"
-CLI = [sys.executable, "-m", "agentlab.cli"]
+CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -110,15 +110,15 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 
 def test_exit_codes_of_demo_outcomes(monkeypatch, capsys):
-    import agentlab.demo
+    import agentlab.programs.basics
 
-    monkeypatch.setattr(agentlab.demo, "run", lambda **kw: False)
+    monkeypatch.setattr(agentlab.programs.basics, "run", lambda **kw: False)
     assert main(["demo", "--basics"]) == 1
 
     def unreachable(**kw):
         raise agentlab.ServerUnreachable("nats://example:4222", "[refused]")
 
-    monkeypatch.setattr(agentlab.demo, "run", unreachable)
+    monkeypatch.setattr(agentlab.programs.basics, "run", unreachable)
     assert main(["demo", "--basics"]) == 2
     err = flat(capsys.readouterr().err)
     assert "agentlab demo failed: Could not connect to a NATS server at nats://example:4222" in err

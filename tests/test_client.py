@@ -205,7 +205,7 @@ def test_interrupt_cancels_waiting_request_and_client_stays_usable(client, lab, 
 
 
 def test_interrupt_cancels_bridge_operation(client, lab, unique):
-    from agentlab.bridge import get_bridge
+    from agentlab.core.bridge import get_bridge
 
     cancelled = threading.Event()
 

@@ -39,8 +39,8 @@ from agentlab.cluster import (
     parse_conf,
 )
 from agentlab.errors import NoMessage
-from agentlab.server import EmbeddedServer, find_nats_server
-from agentlab.specs import StreamSpec
+from agentlab.core.server import EmbeddedServer, find_nats_server
+from agentlab.core.specs import StreamSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "AGENT_TASKS"

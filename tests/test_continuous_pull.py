@@ -15,7 +15,7 @@ import pytest
 from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, Subjects
-from agentlab.continuous_pull import LOST_AFTER, REQUEST_LIFETIME, ContinuousPull
+from agentlab.core.pull import LOST_AFTER, REQUEST_LIFETIME, ContinuousPull
 from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.models import Task, TaskCompleted
 from agentlab.org.streams import declare_reference_streams

@@ -23,7 +23,7 @@ from agentlab.org.models import DeadLetter, Task, TaskCompleted
 from agentlab.org.streams import declare_reference_streams
 
 S = Subjects()
-CLI = [sys.executable, "-m", "agentlab.cli"]
+CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 pytestmark = pytest.mark.timeout(60)
 
 

@@ -11,7 +11,7 @@ from rich.console import Console
 from agentlab.org.agent import Agent
 from agentlab.org.health import AgentHealth, HealthMonitor, ScalingSignal, SystemMetrics
 from agentlab.org.models import Task
-from agentlab.org.report import (
+from agentlab.reports.report import (
     AGENTLAB_CONSUMER_COLUMNS,
     CONSUMER_REPORT_COLUMNS,
     STREAM_REPORT_COLUMNS,
@@ -22,8 +22,8 @@ from agentlab.org.report import (
     format_duration,
     stream_report,
 )
-from agentlab.specs import ConsumerSpec
-from agentlab.subjects import Subjects
+from agentlab.core.specs import ConsumerSpec
+from agentlab.core.subjects import Subjects
 
 S = Subjects()
 TASKS = "AGENT_TASKS"

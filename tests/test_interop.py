@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentlab import Subjects
-from agentlab.messages import SCHEMA_DIR, json_schemas, render_schema
+from agentlab.wire.messages import SCHEMA_DIR, json_schemas, render_schema
 from agentlab.org.agent import TASK_STREAM, Agent
 from agentlab.org.models import Task, TaskCompleted
 

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from agentlab.cli import main
-from agentlab.isolation import ACTIONS, aaudit, audit, audit_models
-from agentlab.tenants import Tenants
+from agentlab.programs.cli import main
+from agentlab.programs.tenant_audit import ACTIONS, aaudit, audit, audit_models
+from agentlab.tenants.config import Tenants
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_audit_reports_a_deliberately_leaky_config():
     tenants = Tenants(["acme", "globex"], model="users")
     holey = tenants.config().replace('"genbrain.acme.>",',
                                      '"genbrain.acme.>", "genbrain.*.agents.*.tasks",', 1)
-    from agentlab.server import EmbeddedServer
+    from agentlab.core.server import EmbeddedServer
 
     with EmbeddedServer(extra_config=holey) as server:
         report = audit(server.url, tenants)

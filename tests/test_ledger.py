@@ -11,8 +11,8 @@ from agentlab import Subjects
 from agentlab.errors import BadSubject, JetStreamError
 from agentlab.org.ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
 from agentlab.org.models import TaskCompleted
-from agentlab.server import EmbeddedServer
-from agentlab.stores import KeyValueBucket
+from agentlab.core.server import EmbeddedServer
+from agentlab.core.stores import KeyValueBucket
 
 S = Subjects()
 

@@ -1,4 +1,4 @@
-"""Tests of agentlab.messages: the envelope, payload encoding, decode errors and schemas."""
+"""Tests of agentlab.wire.messages: the envelope, payload encoding, decode errors and schemas."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from agentlab import messages
+import agentlab.org  # noqa: F401  (registers the organisation's wire models)
+from agentlab.wire import messages
 from agentlab.errors import AgentlabError, MessageDecodeError
-from agentlab.messages import (
+from agentlab.wire.messages import (
     AgentMessage,
     decode_json,
     decode_model,
@@ -241,7 +242,7 @@ def test_committed_schema_files_match_the_models(tmp_path):
     committed = {p.name: p.read_bytes() for p in messages.SCHEMA_DIR.glob("*.schema.json")}
     assert generated, "no schema was generated"
     assert committed == generated, (
-        "agentlab/schemas/ is stale: run `python -m agentlab.messages --export`"
+        "agentlab/wire/schemas/ is stale: run `agentlab schemas`"
     )
 
 
@@ -320,8 +321,8 @@ def test_register_wire_model(monkeypatch):
 
 def test_cli_export_writes_the_same_files(tmp_path):
     out = tmp_path / "schemas"
-    done = subprocess.run([sys.executable, "-m", "agentlab.messages", "--export", str(out)],
-                          capture_output=True, text=True, cwd=Path(messages.__file__).parents[1])
+    done = subprocess.run([sys.executable, "-m", "agentlab", "schemas", str(out)],
+                          capture_output=True, text=True, cwd=Path(messages.__file__).parents[2])
     assert done.returncode == 0, done.stderr
     assert str(out / "agent_message.schema.json") in done.stdout.split()
     for committed in messages.SCHEMA_DIR.glob("*.schema.json"):

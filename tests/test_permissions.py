@@ -8,7 +8,7 @@ import pytest
 
 import agentlab
 from agentlab import AuthenticationFailed, PermissionDenied
-from agentlab.server import EmbeddedServer
+from agentlab.core.server import EmbeddedServer
 
 AUTH = """
 authorization {

@@ -20,7 +20,7 @@ import nats
 import pytest
 
 from agentlab.errors import AgentlabError
-from agentlab.server import EmbeddedServer, ServerStartError, find_nats_server
+from agentlab.core.server import EmbeddedServer, ServerStartError, find_nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -241,7 +241,7 @@ def _python(code: str) -> list[str]:
 
 def test_no_orphan_when_python_exits_normally():
     done = subprocess.run(_python("""
-        from agentlab.server import EmbeddedServer
+        from agentlab.core.server import EmbeddedServer
         s = EmbeddedServer().start()
         print(s.pid, s.store_dir, flush=True)
         """), capture_output=True, text=True, timeout=30, cwd=ROOT)
@@ -260,7 +260,7 @@ def test_no_orphan_when_python_exits_normally():
 def test_no_orphan_when_python_is_sigkilled(start_on):
     proc = subprocess.Popen(_python(f"""
         import threading, time
-        from agentlab.server import EmbeddedServer
+        from agentlab.core.server import EmbeddedServer
         s = EmbeddedServer()
         if {start_on!r} == "thread":
             t = threading.Thread(target=s.start); t.start(); t.join()
@@ -302,7 +302,7 @@ def test_no_orphan_when_jupyter_kernel_is_restarted():
                 printed.append(msg["content"]["text"])
 
         reply = kc.execute_interactive(
-            "from agentlab.server import EmbeddedServer\n"
+            "from agentlab.core.server import EmbeddedServer\n"
             "server = EmbeddedServer().start()\nprint(server.pid, server.store_dir)",
             timeout=60, output_hook=keep_stdout)
         assert reply["content"]["status"] == "ok", reply["content"]
@@ -337,7 +337,7 @@ def test_no_orphan_when_jupyter_kernel_is_restarted():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(sig):
     proc = subprocess.Popen(
-        _python("from agentlab.server import serve_forever; raise SystemExit(serve_forever())"),
+        _python("from agentlab.core.server import serve_forever; raise SystemExit(serve_forever())"),
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
     pid = None
     try:

@@ -7,11 +7,11 @@ import socket
 import subprocess
 import sys
 
-from agentlab.org.report import CONSUMER_REPORT_COLUMNS, STREAM_REPORT_COLUMNS
-from agentlab.specs import ConsumerSpec
-from agentlab.subjects import Subjects
+from agentlab.reports.report import CONSUMER_REPORT_COLUMNS, STREAM_REPORT_COLUMNS
+from agentlab.core.specs import ConsumerSpec
+from agentlab.core.subjects import Subjects
 
-CLI = [sys.executable, "-m", "agentlab.cli"]
+CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 
 
 def run(*args: str, url: str | None = None) -> subprocess.CompletedProcess:

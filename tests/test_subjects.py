@@ -1,4 +1,4 @@
-"""agentlab.subjects: exact builder strings, validation messages, and wildcard matching
+"""agentlab.core.subjects: exact builder strings, validation messages, and wildcard matching
 checked against the routing of a real nats-server."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agentlab.errors import BadSubject
-from agentlab.subjects import (
+from agentlab.core.subjects import (
     DEFAULT_ROOT,
     Subjects,
     check_publish_subject,

@@ -13,9 +13,9 @@ from helpers import wait_for
 import agentlab
 from agentlab import AuthenticationFailed, PermissionDenied, StreamSpec
 from agentlab.errors import NoResponders
-from agentlab.sharedtools import SharedToolPool, call_shared_tool
-from agentlab.stores import KeyValueBucket
-from agentlab.tenants import Credentials, Tenants, UnknownTenant
+from agentlab.org.sharedtools import SharedToolPool, call_shared_tool
+from agentlab.core.stores import KeyValueBucket
+from agentlab.tenants.config import Credentials, Tenants, UnknownTenant
 
 
 @pytest.fixture
@@ -205,7 +205,7 @@ def test_credentials_stay_out_of_reprs_logs_and_the_environment(start_lab, caplo
     with pytest.raises(AuthenticationFailed) as refused:
         agentlab.Client.open(lab.url, name="x", user="globex",
                              password=tenants.credentials("acme").password)
-    from agentlab.isolation import audit
+    from agentlab.programs.tenant_audit import audit
     report = audit(lab.url, tenants)
     assert report.ok
     server_log = lab.server.log_path.read_text()
@@ -250,7 +250,7 @@ def test_seed_000_block_is_reproduced_verbatim():
 
 def test_seed_000_denies_each_org_its_own_org_subjects_too():
     """'more specific wins' is not NATS: deny beats allow, so the seed's deny hits its own org."""
-    from agentlab.server import EmbeddedServer
+    from agentlab.core.server import EmbeddedServer
 
     tenants = Tenants(["acme", "globex"], model="seed000")
     with EmbeddedServer(extra_config=tenants.config()) as server:

@@ -6,7 +6,7 @@
     report = run(ChaosConfig(tasks=1000, seed=7)); print(report.ok)
 
 It starts an embedded nats-server (``sync_interval: always``, a store directory of its
-own), several roles with a few ``python -m agentlab.worker`` processes each, and a
+own), several roles with a few ``python -m agentlab.programs.worker`` processes each, and a
 dead-letter office. Then it publishes the tasks at a steady rate while it SIGKILLs a
 random agent process every couple of seconds (and starts a new one in its place) and
 SIGKILLs the nats-server twice, restarting it on the same store directory and port.

@@ -77,7 +77,7 @@ class ChaosRun:
 
     # -- processes ---------------------------------------------------------------------
     def _spawn(self, role: str, slot: int, wait: bool = False) -> Any:
-        from ..worker import WorkerProcess
+        from ..programs.worker import WorkerProcess
 
         self._generation[(role, slot)] += 1
         instance = f"{role}-{slot}-g{self._generation[(role, slot)]}"
@@ -96,9 +96,9 @@ class ChaosRun:
         return worker.start(wait=wait)
 
     def _publish(self) -> None:
-        from ..client import Client
+        from ..core.client import Client
         from ..org.models import Task
-        from ..subjects import Subjects
+        from ..core.subjects import Subjects
 
         cfg, s = self.config, Subjects()
         interval = 1.0 / cfg.publish_rate()
@@ -183,12 +183,12 @@ class ChaosRun:
         return self.report
 
     def _set_up(self) -> None:
-        from ..client import Client
+        from ..core.client import Client
         from ..org.agent import TASK_STREAM, Agent
         from ..org.deadletters import FAILURES_BUCKET, DeadLetterOffice
         from ..org.ledger import TaskLedger
         from ..org.streams import declare_reference_streams
-        from ..stores import KeyValueBucket
+        from ..core.stores import KeyValueBucket
 
         cfg = self.config
         self.admin = Client.open(self.target.url, name="chaos-admin",

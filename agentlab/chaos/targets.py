@@ -13,7 +13,7 @@ class SingleServer:
     replicas = 1
 
     def __init__(self, workdir: Path, sync_always: bool = True):
-        from ..server import EmbeddedServer
+        from ..core.server import EmbeddedServer
 
         # sync_interval: always. nats-server acknowledges a write (a task, a KV create, a
         # ledger entry) once it has handed it to the operating system's file buffers, and

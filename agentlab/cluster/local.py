@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import AgentlabError, ServerUnreachable
-from ..server import ServerStartError
+from ..core.server import ServerStartError
 from .config import NodeConfig, node_config_paths
 from .node import ClusterNode, _free_ports
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..core.client import Client
 
 __all__ = ["ClusterTimeout", "LocalCluster"]
 
@@ -187,7 +187,7 @@ class LocalCluster:
 
     def connect(self, name: str = "agentlab", **options: Any) -> Client:
         """A connection to the cluster (all node URLs); closed by stop()."""
-        from ..client import Client
+        from ..core.client import Client
 
         client = Client.open(self.url, name=name, **options)
         self._clients.append(client)

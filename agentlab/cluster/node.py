@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from ..server import EmbeddedServer
+from ..core.server import EmbeddedServer
 from .config import NodeConfig
 
 __all__ = ["ClusterNode"]

@@ -25,14 +25,14 @@ from ..errors import (
     JetStreamUnavailable,
     MessageDecodeError,
 )
-from ..jetstream import LIST_TIMEOUT, api_call
+from ..core.jetstream import LIST_TIMEOUT, api_call
 from .local import ClusterTimeout
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..jetstream import PubAck
-    from ..received import Message
-    from ..subscription import Subscription
+    from ..core.client import Client
+    from ..core.jetstream import PubAck
+    from ..core.received import Message
+    from ..core.subscription import Subscription
 
 __all__ = ["LEADER_ELECTED", "AckedPublisher", "ResendNow", "missing_acked"]
 

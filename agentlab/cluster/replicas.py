@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from ..errors import JetStreamError
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..subjects import Subjects
+    from ..core.client import Client
+    from ..core.subjects import Subjects
 
 __all__ = ["declare_replicated_streams"]
 

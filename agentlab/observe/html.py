@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from html import escape
 
-from ..org.report import format_bytes, format_count, format_duration
+from ..reports.report import format_bytes, format_count, format_duration
 from .palette import KIND_STYLE, colour, kind_of, trace_colour
 from .snapshots import FlowSnapshot, StateSnapshot, TopologySnapshot
 from .svg import sequence_svg, sparkline_svg, topology_svg

@@ -18,9 +18,9 @@ import logging
 import time
 from typing import Any
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import ClientClosed, StreamNotFound
-from ..subjects import DEFAULT_ROOT
+from ..core.subjects import DEFAULT_ROOT
 from .recorder import FlowRecorder, matcher
 from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
 
@@ -193,7 +193,7 @@ class Observer:
                     polls=self._state.polls + 1)
 
     async def _poll_once(self) -> None:
-        from ..org.report import aconsumer_report, astream_report
+        from ..reports.report import aconsumer_report, astream_report
 
         client = self.client
         if client is None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .events import FlowEvent
 
 if TYPE_CHECKING:
-    from ..org.report import ConsumerReport, StreamReport
+    from ..reports.report import ConsumerReport, StreamReport
 
 COLUMNS = ("publishers", "subjects", "streams", "receivers")
 

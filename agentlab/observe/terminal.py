@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..org.report import format_bytes, format_count, format_duration
+from ..reports.report import format_bytes, format_count, format_duration
 from .palette import KIND_STYLE, kind_of
 from .snapshots import COLUMNS, FlowSnapshot, StateSnapshot, TopologySnapshot
 

@@ -1,1 +1,76 @@
-"""The reference organisation: agents, streams and patterns of the seed articles, runnable."""
+"""The reference organisation of the seed articles: agents, their streams and what they share.
+
+    from agentlab.org import Organisation
+    org = Organisation(lab, "acme").start()     # CEO, CTO and CFO agents, working
+    org.assign("Launch the product")
+
+Everything a notebook, a test or a program needs from the organisation is named here;
+importing this package also registers every organisation wire model for ``agentlab schemas``.
+The layers it sits on are drawn in docs/architecture.md.
+"""
+
+from .agent import Agent
+from .audit import AuditRecord, replay
+from .context import TaskContext
+from .deadletters import DeadLetterNotFound, DeadLetterOffice, letter_summary
+from .health import AgentHealth, HealthMonitor, QueueMetrics, ScalingSignal, SystemMetrics
+from .intents import IntentQueue, publish_intent
+from .ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
+from .meetings import (
+    Meeting,
+    MeetingEntry,
+    MeetingFeed,
+    MeetingInvitation,
+    aattend_meetings,
+    attend_meetings,
+)
+from .models import AgentAction, DeadLetter, Heartbeat, Task, TaskCompleted
+from .organisation import Organisation
+from .roles import REFERENCE_ROLES, TransientFailure, ceo_handler, cfo_handler, cto_handler
+from .saga import Saga, SagaRequest, SagaResult, SagaStep, StepFailure
+from .sharedtools import SharedToolError, SharedToolPool, acall_shared_tool, call_shared_tool
+from .streams import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    INTENT_STREAM,
+    MEETINGS_STREAM,
+    TASK_STREAM,
+    TOOL_REQUEST_STREAM,
+    TOOL_RESULT_STREAM,
+    declare_reference_streams,
+    reference_streams,
+)
+from .tools import (
+    PayloadMissing,
+    RetryableToolError,
+    ToolCall,
+    ToolClient,
+    ToolError,
+    ToolFailure,
+    ToolResult,
+    ToolTimeout,
+    ToolWorkerPool,
+)
+from .triggers import Event, aemit_event, aon_event, emit_event, event_subject, on_event
+
+__all__ = [
+    # the organisation and its agents
+    "Organisation", "Agent", "TaskContext", "REFERENCE_ROLES", "ceo_handler", "cto_handler",
+    "cfo_handler", "TransientFailure",
+    # wire models
+    "Task", "TaskCompleted", "AgentAction", "Heartbeat", "DeadLetter", "Event",
+    "MeetingInvitation", "MeetingEntry", "SagaRequest", "ToolCall", "ToolResult",
+    "QueueMetrics", "AgentHealth", "SystemMetrics", "ScalingSignal",
+    # streams (the one place their names are written) and the ledger
+    "TASK_STREAM", "EVENTS_STREAM", "MEETINGS_STREAM", "TOOL_REQUEST_STREAM",
+    "TOOL_RESULT_STREAM", "DLQ_STREAM", "INTENT_STREAM", "reference_streams",
+    "declare_reference_streams", "TaskLedger", "LEDGER_BUCKET", "LedgerRootConflict",
+    # patterns
+    "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor",
+    "Meeting", "MeetingFeed", "attend_meetings", "aattend_meetings", "ToolClient",
+    "ToolWorkerPool", "ToolError", "ToolFailure", "ToolTimeout", "RetryableToolError",
+    "PayloadMissing", "SharedToolPool", "SharedToolError", "call_shared_tool",
+    "acall_shared_tool", "Saga", "SagaStep", "SagaResult", "StepFailure", "IntentQueue",
+    "publish_intent", "emit_event", "aemit_event", "on_event", "aon_event", "event_subject",
+    "AuditRecord", "replay",
+]

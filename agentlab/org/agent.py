@@ -20,11 +20,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
 
-from ..client import Client
-from ..continuous_pull import ContinuousPull
-from ..received import Message
-from ..specs import ConsumerSpec
-from ..subjects import Subjects, validate_token
+from ..core.client import Client
+from ..core.pull import ContinuousPull
+from ..core.received import Message
+from ..core.specs import ConsumerSpec
+from ..core.subjects import Subjects, validate_token
 from .context import TaskContext
 from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
 from .models import Heartbeat, Task

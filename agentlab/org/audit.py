@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import MessageDecodeError
-from ..subjects import Subjects
+from ..core.subjects import Subjects
 from .models import AgentAction, Task, TaskCompleted
+from .streams import EVENTS_STREAM
 
-EVENTS_STREAM = "AGENT_EVENTS"
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,18 @@ from typing import Any
 import nats.js.errors
 from nats.js.api import ConsumerInfo, RetentionPolicy
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import AgentlabError
-from ..jetstream import PubAck
-from ..messages import new_id
-from ..received import Message
-from ..stores import KeyValueBucket
-from ..subjects import Subjects
+from ..core.jetstream import PubAck
+from ..wire.messages import new_id
+from ..core.received import Message
+from ..core.stores import KeyValueBucket
+from ..core.subjects import Subjects
 from .models import DeadLetter
+from .streams import DLQ_STREAM, WORK_STREAMS
 
 log = logging.getLogger("agentlab")
 
-DLQ_STREAM = "DEAD_LETTERS"
 FAILURES_BUCKET = "TASK_FAILURES"
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 SWEEP_RETRY_FOR = 30.0    # after a reconnect, how long to retry a sweep JetStream refuses
@@ -104,7 +104,7 @@ class DeadLetterOffice:
     """
 
     def __init__(self, client: Client, subjects: Subjects | None = None,
-                 streams: tuple[str, ...] = ("AGENT_TASKS", "TOOL_REQUESTS"),
+                 streams: tuple[str, ...] = WORK_STREAMS,
                  sweep_every: float | None = 30.0):
         self.client = client
         # A safety net under the advisories and the reconnect sweeps: a server that restarts

@@ -8,7 +8,7 @@ Every ``interval`` seconds the monitor, running on agentlab's loop thread, does 
 
 * **metrics** — for each consumer of the watched streams (the reference streams by default)
   it reads pending, ack pending, redelivered, depth, the oldest unprocessed message's age
-  (see ``agentlab.org.report``) and how many workers are attached, and publishes one
+  (see ``agentlab.reports.report``) and how many workers are attached, and publishes one
   ``SystemMetrics`` on ``{root}.org.system.metrics``.
 * **scaling** — when a queue's depth (not delivered + delivered but not acked) reaches
   ``scale_threshold`` it publishes one ``ScalingSignal`` "scale_up" on
@@ -44,15 +44,15 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from ..errors import MessageDecodeError, StreamNotFound
-from ..messages import WireModel, register_wire_model, utc_now
-from ..subjects import Subjects
+from ..wire.messages import WireModel, register_wire_model, utc_now
+from ..core.subjects import Subjects
 from .models import Heartbeat
-from .report import ConsumerRow, aconsumer_report
+from ..reports.report import ConsumerRow, aconsumer_report
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..received import Message
-    from ..subscription import Subscription
+    from ..core.client import Client
+    from ..core.received import Message
+    from ..core.subscription import Subscription
 
 log = logging.getLogger("agentlab")
 

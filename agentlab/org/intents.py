@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..client import Client
-from ..jetstream import PubAck, PullConsumer
-from ..received import Message
-from ..specs import ConsumerSpec
-from ..subjects import Subjects
+from ..core.client import Client
+from ..core.jetstream import PubAck, PullConsumer
+from ..core.received import Message
+from ..core.specs import ConsumerSpec
+from ..core.subjects import Subjects
+from .streams import INTENT_STREAM
 
-INTENT_STREAM = "CALL_INTENT"
 
 
 def publish_intent(client: Client, kind: str, payload: Any, *, ttl: int,

@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 from nats.js.api import DiscardPolicy, RePublish
 
 from ..errors import AgentlabError, BadSubject, JetStreamError
-from ..jetstream import api_call
-from ..stores import KeyValueBucket
-from ..subjects import Subjects, validate_token
+from ..core.jetstream import api_call
+from ..core.stores import KeyValueBucket
+from ..core.subjects import Subjects, validate_token
 from .models import TaskCompleted
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..core.client import Client
 
 LEDGER_BUCKET = "TASK_LEDGER"
 # The stream refuses a second message for a key: "maximum messages per subject exceeded".

@@ -23,16 +23,16 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import Field
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import BadSubject, MessageDecodeError, StreamNotFound
-from ..messages import WireModel, new_id, register_wire_model, utc_now
-from ..received import Message
-from ..subjects import Subjects, validate_token
-from ..subscription import Subscription
+from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
+from ..core.received import Message
+from ..core.subjects import Subjects, validate_token
+from ..core.subscription import Subscription
+from .streams import MEETINGS_STREAM
 
 log = logging.getLogger("agentlab")
 
-MEETINGS_STREAM = "MEETINGS"
 
 
 @register_wire_model

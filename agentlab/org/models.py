@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from ..messages import WireModel, new_id, register_wire_model, utc_now
+from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 
 
 @register_wire_model

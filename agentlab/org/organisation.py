@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ..client import Client
-from ..subjects import Subjects
+from ..core.client import Client
+from ..core.subjects import Subjects
 from .agent import Agent, TaskHandler
 from .deadletters import DeadLetterOffice
 from .health import HealthMonitor

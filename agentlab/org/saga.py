@@ -35,11 +35,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import MessageDecodeError, NoResponders, RequestTimeout
-from ..messages import WireModel, decode_json, new_id, register_wire_model
-from ..received import Message
-from ..subjects import Subjects, check_publish_subject
+from ..wire.messages import WireModel, decode_json, new_id, register_wire_model
+from ..core.received import Message
+from ..core.subjects import Subjects, check_publish_subject
 from .triggers import aemit_event
 
 log = logging.getLogger("agentlab")

@@ -5,10 +5,21 @@
 
 from __future__ import annotations
 
-from ..client import Client
-from ..specs import DAY, MINUTE, MiB, StreamSpec
-from ..subjects import Subjects
+from ..core.client import Client
+from ..core.specs import DAY, MINUTE, MiB, StreamSpec
+from ..core.subjects import Subjects
 
+
+# The reference organisation's streams, named here and nowhere else.
+TASK_STREAM = "AGENT_TASKS"
+EVENTS_STREAM = "AGENT_EVENTS"
+MEETINGS_STREAM = "MEETINGS"
+TOOL_REQUEST_STREAM = "TOOL_REQUESTS"
+TOOL_RESULT_STREAM = "TOOL_RESULTS"
+DLQ_STREAM = "DEAD_LETTERS"
+INTENT_STREAM = "CALL_INTENT"
+# Streams whose max-delivery advisories the dead-letter office turns into letters.
+WORK_STREAMS = (TASK_STREAM, TOOL_REQUEST_STREAM)
 
 # Within this window a resent task id is dropped by the stream itself (Nats-Msg-Id).
 TASK_DUPLICATE_WINDOW = 60.0
@@ -17,29 +28,29 @@ TASK_DUPLICATE_WINDOW = 60.0
 def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]:
     s = subjects
     return [
-        StreamSpec("AGENT_TASKS", [s.tasks("*")], retention="workqueue", storage="file",
+        StreamSpec(TASK_STREAM, [s.tasks("*")], retention="workqueue", storage="file",
                    max_age=7 * DAY, max_msgs=100_000, duplicate_window=TASK_DUPLICATE_WINDOW,
                    max_msg_size=MiB,
                    discard="old", replicas=replicas,
                    description="Task assignments per role; removed once acknowledged (seed 000)."),
-        StreamSpec("AGENT_EVENTS", [s.org_events("*"), s.tasks_created("*"),
+        StreamSpec(EVENTS_STREAM, [s.org_events("*"), s.tasks_created("*"),
                                     s.tasks_completed("*")],
                    retention="limits", storage="file", max_age=7 * DAY, duplicate_window=60,
                    replicas=replicas,
                    description="Audit log of agent actions and task lifecycle; replayable."),
-        StreamSpec("MEETINGS", [s.meeting_messages("*"), s.meeting_decisions("*")],
+        StreamSpec(MEETINGS_STREAM, [s.meeting_messages("*"), s.meeting_decisions("*")],
                    retention="limits", storage="file", max_age=7 * DAY, replicas=replicas,
                    description="Meeting transcripts and decisions; late joiners replay them."),
-        StreamSpec("TOOL_REQUESTS", [s.tool_execute("*")], retention="workqueue",
+        StreamSpec(TOOL_REQUEST_STREAM, [s.tool_execute("*")], retention="workqueue",
                    storage="memory", max_age=5 * MINUTE, replicas=replicas,
                    description="Asynchronous tool calls waiting for a worker (seed 002)."),
-        StreamSpec("TOOL_RESULTS", [s.tool_result("*")], retention="interest",
+        StreamSpec(TOOL_RESULT_STREAM, [s.tool_result("*")], retention="interest",
                    storage="memory", max_age=1 * MINUTE, replicas=replicas,
                    description="Tool results, kept while a consumer still wants them."),
-        StreamSpec("DEAD_LETTERS", [s.dlq_all()], retention="limits", storage="file",
+        StreamSpec(DLQ_STREAM, [s.dlq_all()], retention="limits", storage="file",
                    max_age=7 * DAY, duplicate_window=60, replicas=replicas,
                    description="Messages that failed for good, with the reason (DLQ)."),
-        StreamSpec("CALL_INTENT", [s.call_intent("*")], retention="workqueue",
+        StreamSpec(INTENT_STREAM, [s.call_intent("*")], retention="workqueue",
                    storage="file", max_age=DAY, allow_msg_ttl=True, replicas=replicas,
                    description="Short-lived intents with per-message TTL (seed 004)."),
     ]

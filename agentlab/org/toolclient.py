@@ -19,12 +19,12 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from ..client import Client
-from ..jetstream import PullConsumer
-from ..messages import new_id
-from ..received import Message, nak_unless_settled
-from ..specs import ConsumerSpec
-from ..subjects import Subjects, validate_token
+from ..core.client import Client
+from ..core.jetstream import PullConsumer
+from ..wire.messages import new_id
+from ..core.received import Message, nak_unless_settled
+from ..core.specs import ConsumerSpec
+from ..core.subjects import Subjects, validate_token
 from .toolpayloads import (
     PAYLOAD_THRESHOLD,
     PayloadMissing,
@@ -36,10 +36,10 @@ from .toolpayloads import (
     ToolTimeout,
 )
 from .toolworkers import check_tool_name, diagnose_tool_workers
+from .streams import TOOL_RESULT_STREAM as RESULT_STREAM
 
 log = logging.getLogger("agentlab")
 
-RESULT_STREAM = "TOOL_RESULTS"
 
 
 class ToolClient:

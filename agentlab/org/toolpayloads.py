@@ -5,7 +5,7 @@
     call.arguments = await store.offload(call.arguments, f"{call.id}/arguments")
     # -> {"$ref": "obj://TOOL_PAYLOADS/<call id>/arguments"} when it was too big to send
 
-Both models are plain JSON (see ``python -m agentlab.messages --export``), so a worker or a
+Both models are plain JSON (see ``agentlab schemas``), so a worker or a
 caller written in another language can take part. A payload over the threshold goes to the
 JetStream object store; the message carries ``{"$ref": "obj://<bucket>/<name>"}`` instead,
 and the other side resolves it. A dict whose only key is ``"$ref"`` (with an ``obj://``
@@ -23,12 +23,12 @@ import pydantic_core
 from pydantic import Field
 
 from ..errors import AgentlabError
-from ..messages import WireModel, new_id, register_wire_model, utc_now
-from ..specs import MINUTE, KiB
-from ..stores import ObjectBucket
+from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
+from ..core.specs import MINUTE, KiB
+from ..core.stores import ObjectBucket
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..core.client import Client
 
 PAYLOAD_BUCKET = "TOOL_PAYLOADS"
 PAYLOAD_THRESHOLD = 64 * KiB

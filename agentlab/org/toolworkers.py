@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..client import Client
-from ..jetstream import PullConsumer
-from ..received import Message, nak_unless_settled
-from ..specs import ConsumerSpec
-from ..subjects import Subjects, subject_matches, validate_token
+from ..core.client import Client
+from ..core.jetstream import PullConsumer
+from ..core.received import Message, nak_unless_settled
+from ..core.specs import ConsumerSpec
+from ..core.subjects import Subjects, subject_matches, validate_token
 from .deadletters import dead_letter_now, remember_failure
 from .toolpayloads import (
     PAYLOAD_THRESHOLD,
@@ -35,10 +35,10 @@ from .toolpayloads import (
     ToolFailure,
     ToolResult,
 )
+from .streams import TOOL_REQUEST_STREAM as REQUEST_STREAM
 
 log = logging.getLogger("agentlab")
 
-REQUEST_STREAM = "TOOL_REQUESTS"
 _NAME_OK = re.compile(r"^[A-Za-z0-9_-]+$")
 _pools = itertools.count(1)
 

@@ -25,12 +25,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..client import Client
+from ..core.client import Client
 from ..errors import BadSubject
-from ..messages import WireModel, new_id, register_wire_model, utc_now
-from ..received import Message
-from ..subjects import Subjects, validate_token
-from ..subscription import Subscription
+from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
+from ..core.received import Message
+from ..core.subjects import Subjects, validate_token
+from ..core.subscription import Subscription
 
 EventHandler = Callable[["Event"], Any]
 

@@ -14,23 +14,23 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..continuous_pull import ContinuousPull
+from ..core.pull import ContinuousPull
 from ..errors import MessageDecodeError
-from ..messages import decode_model, to_bytes, utc_now
-from ..received import Message, nak_unless_settled
+from ..wire.messages import decode_model, to_bytes, utc_now
+from ..core.received import Message, nak_unless_settled
 from .context import TaskContext
 from .deadletters import dead_letter_now, remember_failure
 from .ledger import TaskLedger, completion_msg_id, ledger_key_problem
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
+from .streams import TASK_STREAM
 
 if TYPE_CHECKING:
-    from ..client import Client
-    from ..subjects import Subjects
+    from ..core.client import Client
+    from ..core.subjects import Subjects
 
 log = logging.getLogger("agentlab")
 
-TASK_STREAM = "AGENT_TASKS"
 # How far the server's clock may run ahead of this machine's when a task's stream timestamp
 # is compared with the time this agent's connection was (re)made (see _stored_before_connect).
 CLOCK_SKEW_ALLOWANCE = 2.0

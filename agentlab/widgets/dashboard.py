@@ -18,9 +18,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..client import Client
+from ..core.client import Client
 from ..observe.observer import Observer
-from ..subjects import Subjects
+from ..core.subjects import Subjects
 from .views import ConsumersView, FlowView, StreamsView, TopologyView
 
 INTRO = """<div style='font-family:system-ui,sans-serif;font-size:13px;margin:2px 0 6px 0'>

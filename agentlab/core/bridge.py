@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .errors import WrongThread
+from ..errors import WrongThread
 
 T = TypeVar("T")
 log = logging.getLogger("agentlab")

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from agentlab.subjects import Subjects, subject_matches
+    from agentlab.core.subjects import Subjects, subject_matches
     s = Subjects()                                 # root "genbrain"
     s.tasks("cto")                                 # 'genbrain.agents.cto.tasks'
     subject_matches(s.tasks("*"), s.tasks("cto"))  # True: '*' builds a pattern

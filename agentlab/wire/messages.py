@@ -7,12 +7,11 @@ Usage::
     same = AgentMessage.from_bytes(data, subject="agents.worker")
     answer = same.follow_up(sender="worker", type="task.done", payload={"result": 55})
 
-Schemas for non-Python agents: ``python -m agentlab.messages --export [DIR]``.
+Schemas for non-Python agents: ``agentlab schemas [DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import uuid
@@ -231,24 +230,12 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
-# Modules that define wire models; imported before exporting, so the set of schemas does
-# not depend on what the caller happened to import.
-WIRE_MODULES = [
-    "agentlab.org.models", "agentlab.org.triggers", "agentlab.org.meetings",
-    "agentlab.org.saga", "agentlab.org.health", "agentlab.org.toolpayloads",
-]
-
-
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema (draft 2020-12) of every registered wire model, keyed by class name."""
-    import importlib
+    """The JSON Schema (draft 2020-12) of every registered wire model, keyed by class name.
 
-    for module in WIRE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as missing:
-            if missing.name != module:  # a module that exists but fails to import is a bug
-                raise
+    Models register themselves when their module is imported (``import agentlab.org``
+    registers the organisation's); ``agentlab schemas`` exports the full set.
+    """
     schemas = {}
     for model in sorted(WIRE_MODELS, key=lambda m: m.__name__):
         schema = model.model_json_schema()
@@ -277,24 +264,3 @@ def export_schemas(directory: str | Path = SCHEMA_DIR) -> list[Path]:
         path.write_text(render_schema(schema), encoding="utf-8")
         written.append(path)
     return written
-
-
-def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m agentlab.messages", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", metavar="DIR", nargs="?", const=SCHEMA_DIR, type=Path,
-                        help=f"write the JSON Schema files (default DIR: {SCHEMA_DIR})")
-    args = parser.parse_args(argv)
-    if args.export is None:
-        parser.error("nothing to do: pass --export [DIR]")
-    for path in export_schemas(args.export):
-        print(path)
-
-
-if __name__ == "__main__":
-    # Run from the imported module, not this __main__ copy, so models that other agentlab
-    # modules registered (imported by the package) land in the same WIRE_MODELS list.
-    import agentlab  # noqa: F401
-    from agentlab import messages
-
-    messages._main()

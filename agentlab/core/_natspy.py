@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.transport import TcpTransport
 
-from .errors import NoResponders
+from ..errors import NoResponders
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient

@@ -1,6 +1,6 @@
 """The foundation demo: the CEO agent delegates work to the CTO agent over NATS and JetStream.
 
-Run it with ``agentlab demo`` (or ``python -m agentlab.demo``). Read it top to bottom: each
+Run it with ``agentlab demo`` (or ``python -m agentlab.programs.basics``). Read it top to bottom: each
 step uses only agentlab's public API, so any line of it can be pasted into a notebook cell.
 With ``$AGENTLAB_NATS_URL`` set it runs against that server instead and leaves it running.
 """
@@ -17,7 +17,7 @@ from rich.table import Table
 
 import agentlab
 from agentlab import AgentMessage, ConsumerSpec, StreamSpec
-from agentlab.specs import DAY, MiB
+from agentlab.core.specs import DAY, MiB
 
 ORG = "acme"
 STREAM = "AGENT_TASKS"

@@ -5,7 +5,7 @@ terminal and as an HTML table in Jupyter.
     rich.print(stream_report(client))             # any TableView renders itself
     Console(width=natural_width(table)).print(table)    # no cell wrapped or cut
 
-Snapshots (:mod:`agentlab.org.report`) are plain data; everything here turns them into text
+Snapshots (:mod:`agentlab.reports.report`) are plain data; everything here turns them into text
 and never talks to NATS, so terminal and notebook views show the same snapshot the same way.
 Formatting follows natscli's columns.F and HumanizeDuration (github.com/nats-io/natscli).
 """

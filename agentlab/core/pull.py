@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._wire import drain_subscription, pub_command
+from ._natspy import drain_subscription, pub_command
 from .subjects import check_name
 
 if TYPE_CHECKING:

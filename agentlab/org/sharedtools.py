@@ -21,11 +21,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .client import Client
-from .errors import AgentlabError
-from .received import Message
-from .subjects import DEFAULT_ROOT, validate_token
-from .subscription import Subscription
+from ..core.client import Client
+from ..errors import AgentlabError
+from ..core.received import Message
+from ..core.subjects import DEFAULT_ROOT, validate_token
+from ..core.subscription import Subscription
 
 log = logging.getLogger("agentlab")
 

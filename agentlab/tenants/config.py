@@ -10,7 +10,7 @@ Three models, one renderer each:
 - ``accounts`` (default): one NATS account per tenant, each with its own JetStream and its
   own limits. The same subject or stream name means a different thing in every account, so
   each tenant runs the seed's names unchanged. What tenants share goes through explicit
-  exports/imports: the shared tool pool (``agentlab.sharedtools``) and the operator's
+  exports/imports: the shared tool pool (``agentlab.org.sharedtools``) and the operator's
   read-only view of every tenant's streams, for the dashboard.
 - ``users``: seed 000's model done right. One account; per-tenant users whose permissions
   cover ``genbrain.<tenant>.>``, the inbox prefix ``_INBOX.<tenant>``, and the JetStream API
@@ -31,10 +31,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import Client
-from .errors import AuthenticationFailed
-from .subjects import DEFAULT_ROOT, Subjects
-from .tenantclient import TenantClient, explain_tenant_refusals
+from ..core.client import Client
+from ..errors import AuthenticationFailed
+from ..core.subjects import DEFAULT_ROOT, Subjects
+from .client import TenantClient, explain_tenant_refusals
 
 __all__ = ["MODELS", "Credentials", "TenantClient", "TenantLimits", "Tenants", "UnknownTenant"]
 
@@ -174,8 +174,8 @@ class Tenants:
         """
         if self.model != "users":
             return
-        from .org.streams import reference_streams
-        from .stores import KeyValueBucket, ObjectBucket
+        from ..org.streams import reference_streams
+        from ..core.stores import KeyValueBucket, ObjectBucket
 
         for tenant in self.names:
             for spec in reference_streams(self.subjects(tenant)):
@@ -251,7 +251,7 @@ class Tenants:
     def tenant_permissions(self, tenant: str) -> dict[str, Any]:
         """Users model: exactly what ``tenant`` may publish and subscribe to."""
         inbox, own = f"{self.inbox_prefix(tenant)}.>", f"{self.subjects(tenant).root}.>"
-        from .org.streams import reference_streams
+        from ..org.streams import reference_streams
 
         streams = [self.stream_name(tenant, s.name) for s in reference_streams(Subjects())]
         streams += [f"KV_{self.bucket_name(tenant, b)}" for b in KV_BUCKETS]

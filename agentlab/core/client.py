@@ -20,7 +20,7 @@ from typing import Any
 import nats
 import nats.errors
 
-from ._wire import (
+from ._natspy import (
     Outbound,
     PendingReply,
     RequestMux,
@@ -29,7 +29,7 @@ from ._wire import (
     pub_command,
 )
 from .bridge import Bridge, get_bridge
-from .errors import (
+from ..errors import (
     AuthenticationFailed,
     BadSubject,
     ClientClosed,
@@ -39,7 +39,7 @@ from .errors import (
     ServerUnreachable,
     WrongThread,
 )
-from .messages import to_bytes
+from ..wire.messages import to_bytes
 from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
 from .subjects import check_publish_subject, check_reply_subject, check_subscribe_subject

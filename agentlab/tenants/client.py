@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .client import Client
-from .errors import PermissionDenied
+from ..core.client import Client
+from ..errors import PermissionDenied
 
 if TYPE_CHECKING:
-    from .tenants import Tenants
+    from .config import Tenants
 
 __all__ = ["TenantClient", "explain_tenant_refusals", "tenant_organisation"]
 
@@ -44,7 +44,7 @@ class TenantClient(Client):
 
 def tenant_organisation(client: TenantClient, **options: Any) -> Any:
     """``Organisation(client, client.tenant)`` whose agents each connect as the tenant."""
-    from .org.organisation import Organisation
+    from ..org.organisation import Organisation
 
     tenants = client.tenants
     assert tenants is not None
@@ -68,7 +68,7 @@ def explain_tenant_refusals(client: Client, who: str) -> None:
     """Refusals name the tenant, and JetStream ones say which streams a tenant may use.
 
     (Requests already fail fast on any server that requires auth: see
-    agentlab.permissions.fail_fast_on_denied_requests.)
+    agentlab.core.permissions.fail_fast_on_denied_requests.)
     """
     client._violations.identity = client.identity or who
     client._violations.hint_for = lambda subject: _tenant_hint(subject, who)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from .messages import AgentMessage, decode_json, decode_model, to_bytes
+from ..wire.messages import AgentMessage, decode_json, decode_model, to_bytes
 
 if TYPE_CHECKING:
     from .client import Client

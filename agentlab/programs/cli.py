@@ -1,7 +1,8 @@
 """The ``agentlab`` command.
 
     agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB]
-    agentlab demo [--quiet]
+    agentlab demo [--basics] [--quiet]
+    agentlab status | dlq list|show|redrive | audit | schemas [DIR]
     agentlab --version
 
 Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its own),
@@ -38,7 +39,7 @@ def configure_server(parser: argparse.ArgumentParser) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from .server import serve_forever
+    from ..core.server import serve_forever
 
     return serve_forever(store_dir=args.store_dir, max_memory=args.max_memory,
                          max_file=args.max_file)
@@ -55,10 +56,10 @@ def configure_demo(parser: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     if args.basics:
-        from .demo import run as run_basics
+        from .basics import run as run_basics
 
         return EXIT_OK if run_basics(quiet=args.quiet) else EXIT_FAILED
-    from .tour import run as run_tour
+    from .demo import run as run_tour
 
     return EXIT_OK if run_tour() else EXIT_FAILED
 
@@ -79,8 +80,8 @@ def run_status(args: argparse.Namespace) -> int:
             "[bold]agentlab server[/] (in another terminal) and export "
             "AGENTLAB_NATS_URL=<the NATS URL it prints>, or pass --url nats://HOST:PORT.")
         return EXIT_ERROR
-    from .client import Client
-    from .org.report import natural_width, status_reports
+    from ..core.client import Client
+    from ..reports.report import natural_width, status_reports
 
     with Client.open(url, name="agentlab-status") as client:
         tables = [report.to_table() for report in status_reports(client)]
@@ -123,8 +124,8 @@ def run_dlq(args: argparse.Namespace) -> int:
             "AGENTLAB_NATS_URL=nats://HOST:PORT (the URL `agentlab server` prints) or pass "
             "--url nats://HOST:PORT.")
         return EXIT_ERROR
-    from .client import Client
-    from .org.deadletters import DeadLetterOffice
+    from ..core.client import Client
+    from ..org.deadletters import DeadLetterOffice
 
     console = Console()
     if not _on_a_terminal():  # piped: whole subjects and errors, as the nats CLI prints
@@ -145,7 +146,7 @@ def run_dlq(args: argparse.Namespace) -> int:
 def _dlq_print_list(console: Console, letters: list) -> None:
     from rich.table import Table
 
-    from .org.deadletters import DLQ_STREAM, letter_summary
+    from ..org.deadletters import DLQ_STREAM, letter_summary
 
     if not letters:
         console.print(f"No dead letters in {DLQ_STREAM}.")
@@ -168,7 +169,7 @@ def _dlq_print_letter(console: Console, seq: int, letter: object) -> None:
 
     from rich.table import Table
 
-    from .org.deadletters import DLQ_STREAM
+    from ..org.deadletters import DLQ_STREAM
 
     fields = letter.model_dump(mode="json")  # type: ignore[attr-defined]
     payload, headers = fields.pop("payload"), fields.pop("headers")
@@ -202,9 +203,9 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from .isolation import audit
-    from .server import EmbeddedServer
-    from .tenants import Tenants
+    from .tenant_audit import audit
+    from ..core.server import EmbeddedServer
+    from ..tenants.config import Tenants
 
     console = Console()
     if not _on_a_terminal():  # piped: the whole table, not a wrapped one
@@ -233,6 +234,22 @@ def run_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agentlab schemas ----------------------------------------------------------------------
+def configure_schemas(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", metavar="DIR", nargs="?", default=None,
+                        help="where to write the JSON Schema files (default: the package's own "
+                             "agentlab/wire/schemas/)")
+
+
+def run_schemas(args: argparse.Namespace) -> int:
+    from .. import org  # noqa: F401  (importing the organisation registers its wire models)
+    from ..wire.messages import SCHEMA_DIR, export_schemas
+
+    for path in export_schemas(args.directory or SCHEMA_DIR):
+        print(path)
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -250,6 +267,8 @@ COMMANDS: dict[str, Command] = {
                       run_status),
     "dlq": Command("list, show and redrive dead letters (the DEAD_LETTERS stream)",
                    configure_dlq, run_dlq),
+    "schemas": Command("write the JSON Schema of every wire model, for clients in any "
+                       "language", configure_schemas, run_schemas),
     "audit": Command("try every cross-tenant action against live servers: seed 000's config "
                      "verbatim, agentlab's accounts and users models", configure_audit,
                      run_audit),
@@ -257,7 +276,7 @@ COMMANDS: dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="agentlab", description="Learn and prototype AI agent messaging on NATS and "
@@ -276,7 +295,7 @@ def _on_a_terminal() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import AgentlabError
+    from ..errors import AgentlabError
 
     parser = build_parser()
     args = parser.parse_args(argv)

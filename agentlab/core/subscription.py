@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._wire import drain_subscription
-from .errors import NoMessage, SubscriptionClosed
+from ._natspy import drain_subscription
+from ..errors import NoMessage, SubscriptionClosed
 from .received import Message
 from .subjects import check_subscribe_subject, validate_token
 

@@ -23,7 +23,7 @@ from nats.js.api import ConsumerInfo
 from ..errors import NO_MESSAGE_FOUND, STREAM_NOT_FOUND
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..core.client import Client
 
 __all__ = ["oldest_unprocessed", "find_oldest_unprocessed"]
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
 
-from .errors import (
+from ..errors import (
     JETSTREAM_HINTS,
     JetStreamError,
     JetStreamTimeout,
@@ -35,7 +35,7 @@ from .errors import (
     jetstream_api_error,
     jetstream_unavailable,
 )
-from .messages import to_bytes
+from ..wire.messages import to_bytes
 from .received import Message
 from .specs import ConsumerSpec, StreamSpec
 from .subjects import check_name, check_subscribe_subject

@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from .errors import AgentlabError, ServerUnreachable
+from ..errors import AgentlabError, ServerUnreachable
 
 __all__ = ["EmbeddedServer", "NatsServerNotFound", "ServerStartError", "find_nats_server",
            "serve_forever"]

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .client import Client
-from .errors import NoMessage, NoResponders, PermissionDenied, RequestTimeout
-from .stores import KeyValueBucket
-from .subscription import Subscription
-from .tenants import Tenants
+from ..core.client import Client
+from ..errors import NoMessage, NoResponders, PermissionDenied, RequestTimeout
+from ..core.stores import KeyValueBucket
+from ..core.subscription import Subscription
+from ..tenants.config import Tenants
 
 __all__ = ["ACTIONS", "TITLES", "AuditReport", "Cell", "aaudit", "audit", "audit_models"]
 
@@ -138,7 +138,7 @@ class _Audit:
         return client
 
     def prepare(self) -> None:
-        from .org.streams import reference_streams
+        from ..org.streams import reference_streams
 
         self.operator = self.connect("operator", "audit-operator")
         self.t.setup(self.operator)
@@ -335,7 +335,7 @@ def audit_models(models: Iterable[str] = ("seed000", "accounts", "users"),
                  names: Iterable[str] = ("acme", "globex"), *,
                  wait: float = 0.25) -> list[AuditReport]:
     """Start an embedded server per model, configured by it, and audit each."""
-    from .server import EmbeddedServer
+    from ..core.server import EmbeddedServer
 
     reports = []
     for model in models:

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import nats.js.errors
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 
-from .errors import AgentlabError
-from .messages import decode_json, to_bytes
+from ..errors import AgentlabError
+from ..wire.messages import decode_json, to_bytes
 
 
 class ObjectMissing(AgentlabError, LookupError):

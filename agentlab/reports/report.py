@@ -9,16 +9,16 @@
 Column names come from the nats CLI (github.com/nats-io/natscli): ``renderStreams`` in
 cli/stream_command.go and ``reportAction`` in cli/consumer_command.go. Cells are formatted
 the way that CLI formats them (thousands separators, IEC bytes, its duration style; see
-:mod:`agentlab.org.render`), so a snapshot printed here and ``nats ... report`` against the
+:mod:`agentlab.reports.render`), so a snapshot printed here and ``nats ... report`` against the
 same server read the same.
 
 One column is agentlab's own, appended after the nats ones and listed separately in
 ``AGENTLAB_CONSUMER_COLUMNS``: **Oldest Unprocessed**, the age of the oldest message the
 consumer has not acknowledged yet (seed 002: "message age (oldest unprocessed message
-indicates latency)"), measured as :mod:`agentlab.org.unprocessed` explains.
+indicates latency)"), measured as :mod:`agentlab.reports.unprocessed` explains.
 
 Snapshots are frozen dataclasses of plain values; views (rich, HTML, live widgets) render
-them (:mod:`agentlab.org.render`) and never talk to NATS themselves.
+them (:mod:`agentlab.reports.render`) and never talk to NATS themselves.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
 from ..errors import StreamNotFound
-from ..jetstream import LIST_TIMEOUT, api_call
-from ..messages import utc_now
+from ..core.jetstream import LIST_TIMEOUT, api_call
+from ..wire.messages import utc_now
 from .render import (
     TableView,
     consumer_cells,
@@ -44,14 +44,14 @@ from .render import (
 from .unprocessed import find_oldest_unprocessed, oldest_unprocessed
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from ..core.client import Client
 
 __all__ = [
     "STREAM_REPORT_COLUMNS", "CONSUMER_REPORT_COLUMNS", "AGENTLAB_CONSUMER_COLUMNS",
     "StreamRow", "StreamReport", "ConsumerRow", "ConsumerReport",
     "stream_report", "astream_report", "consumer_report", "aconsumer_report",
     "oldest_unprocessed", "status_reports",
-    # rendering, re-exported from agentlab.org.render where it lives
+    # rendering, re-exported from agentlab.reports.render where it lives
     "format_duration", "format_bytes", "format_count", "natural_width",
 ]
 

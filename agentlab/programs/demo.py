@@ -23,10 +23,10 @@ import agentlab
 from agentlab.org.intents import IntentQueue, publish_intent
 from agentlab.org.meetings import Meeting, attend_meetings
 from agentlab.org.organisation import Organisation
-from agentlab.org.report import consumer_report, natural_width, stream_report
+from agentlab.reports.report import consumer_report, natural_width, stream_report
 from agentlab.org.saga import Saga
 from agentlab.org.tools import ToolClient, ToolWorkerPool
-from agentlab.received import Message
+from agentlab.core.received import Message
 
 
 class FlowTail:

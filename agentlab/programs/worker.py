@@ -1,7 +1,7 @@
 """One agent in an OS process of its own, as a deployment runs it (and as a crash kills it).
 
-    python -m agentlab.worker --url nats://127.0.0.1:4222 --role cto --org acme --instance cto-3
-    python -m agentlab.worker --url URL --role cto --handler mypackage.handlers:cto
+    python -m agentlab.programs.worker --url nats://127.0.0.1:4222 --role cto --org acme --instance cto-3
+    python -m agentlab.programs.worker --url URL --role cto --handler mypackage.handlers:cto
 
 The process connects, attaches to the role's durable consumer in AGENT_TASKS, prints one
 line ``ready <instance> pid=<pid>`` on stdout and works until SIGTERM or Ctrl-C (a graceful
@@ -72,7 +72,7 @@ def load_handler(spec: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m agentlab.worker",
+        prog="python -m agentlab.programs.worker",
         description="Run one agent (one instance of a role) in this process until SIGTERM.")
     parser.add_argument("--url", default=os.environ.get("AGENTLAB_NATS_URL"),
                         help="the NATS server (default: $AGENTLAB_NATS_URL)")
@@ -109,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the agent ``args`` describe until ``stop`` is set (or SIGTERM/SIGINT)."""
-    from .org.roles import REFERENCE_ROLES
-    from .stores import KeyValueBucket
+    from ..org.roles import REFERENCE_ROLES
+    from ..core.stores import KeyValueBucket
 
     stop = stop or threading.Event()
     instance = args.instance or f"{args.role}-{os.getpid()}"
     handler = load_handler(args.handler) if args.handler else REFERENCE_ROLES.get(args.role)
     if not args.url:
-        from .errors import ServerUnreachable
+        from ..errors import ServerUnreachable
 
         raise ServerUnreachable("(no URL)", "pass --url or set AGENTLAB_NATS_URL")
     client, agent = _start(args, instance, handler, stop)
@@ -140,10 +140,10 @@ def _start(args: argparse.Namespace, instance: str, handler: Any,
            stop: threading.Event) -> tuple[Any, Any]:
     """Connect and start the agent. With ``--wait-for-server S``, keep trying for S seconds:
     a server restarting, a cluster electing a leader, a container starting after this one."""
-    from .client import Client
-    from .errors import AgentlabError
-    from .org.agent import Agent
-    from .org.streams import declare_reference_streams
+    from ..core.client import Client
+    from ..errors import AgentlabError
+    from ..org.agent import Agent
+    from ..org.streams import declare_reference_streams
 
     deadline = time.monotonic() + args.wait_for_server
     while True:
@@ -178,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.logging import RichHandler
     from rich.markup import escape
 
-    from .errors import AgentlabError
+    from ..errors import AgentlabError
 
     args = build_parser().parse_args(argv)
     errors = Console(stderr=True)
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class WorkerProcess:
-    """A ``python -m agentlab.worker`` child process: start, SIGKILL, SIGTERM.
+    """A ``python -m agentlab.programs.worker`` child process: start, SIGKILL, SIGTERM.
 
     The child dies with this process (Linux: parent-death signal), so a crashed test or
     fault run leaves no agent behind. Its stderr goes to ``log_path`` if one is given.
@@ -220,7 +220,7 @@ class WorkerProcess:
         self.role, self.org = role, org
         self.env = env
         self.instance = instance or role
-        self.argv = [python, "-m", "agentlab.worker", "--url", url, "--role", role,
+        self.argv = [python, "-m", "agentlab.programs.worker", "--url", url, "--role", role,
                      "--org", org, "--instance", self.instance,
                      *(["--handler", handler] if handler else []), *options]
         self.log_path = Path(log_path) if log_path else None
@@ -228,7 +228,7 @@ class WorkerProcess:
 
     def start(self, timeout: float = 20.0, wait: bool = True) -> WorkerProcess:
         """Spawn the process; with ``wait``, return once it printed its ready line."""
-        from .server import _die_with_parent, _prctl, _spawn
+        from ..core.server import _die_with_parent, _prctl, _spawn
 
         stderr: Any = subprocess.DEVNULL
         if self.log_path is not None:
