@@ -4,12 +4,29 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean chaos
+# Exact versions of every package the test environment installs (`make constraints` refreshes
+# it). `make install CONSTRAINTS=` resolves afresh instead, e.g. on a Python the pins do not fit.
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 
-$(STAMP): pyproject.toml
+# pytest-xdist: one worker per core. --dist loadfile hands out whole files, so the tests of a
+# file that share a module-scoped server (org_server, test_subjects.py's, ...) run on one
+# worker; each worker has its own session `lab` (tests/conftest.py).
+JOBS ?= auto
+XDIST := -n $(JOBS) --dist loadfile
+# Markers: see pyproject.toml and tests/conftest.py.
+FAST := not browser and not chaos and not notebooks
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench install constraints clean chaos
+
+# The distribution was called `agentlab` until it became agentlab-nats: an older .venv has
+# that one installed, and it is uninstalled before the new one goes in.
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PIN) --upgrade pip
+	$(BIN)/python -m pip uninstall --quiet --yes agentlab 2>/dev/null || true
+	$(BIN)/python -m pip install --quiet $(PIN) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,8 +34,32 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/agentlab demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+# Static checks that `test` and `test-fast` run first. Empty for now: ruff, mypy and
+# import-linter (all in the [test] extra, pinned by constraints.txt) are to be added here.
+lint: $(STAMP)
+
+# Everything: unit, integration, browser, chaos and notebooks (about 8 minutes on one core).
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+
+# Everything but the browser, the chaos suite and the notebooks: under 3 minutes on 2 cores.
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
+
+# Refresh constraints.txt: a fresh venv, an unpinned install of '.[test]', pip freeze.
+constraints:
+	set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e '.[test]'; \
+	{ echo "# Exact versions of every package the test environment installs, agentlab itself"; \
+	  echo "# excepted: make install, make test and .ci/run use them through"; \
+	  echo "# \`pip install -c constraints.txt -e '.[test]'\`. Written by \`make constraints\`"; \
+	  echo "# (a fresh venv, an unpinned install, pip freeze) with Python" \
+	       "$$("$$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())')."; \
+	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable; } > "$$tmp/constraints.txt"; \
+	mv "$$tmp/constraints.txt" $(or $(CONSTRAINTS),constraints.txt)
+	@echo "$(or $(CONSTRAINTS),constraints.txt) refreshed; make install uses it"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.foundation

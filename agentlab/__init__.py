@@ -3,9 +3,21 @@
     import agentlab
     lab = agentlab.start()                     # a real nats-server with JetStream
     lab.publish("genbrain.agents.cto.inbox", {"hello": "cto"})
+
+This is the front door: everything of the core a notebook or a script needs is named here.
+The reference organisation's front door is ``agentlab.org``; the layers behind both are drawn
+in docs/architecture.md.
 """
 
 from .core.client import Client
+from .core.jetstream import PubAck, PullConsumer
+from .core.notebook import allow_asyncio_run
+from .core.received import Message
+from .core.server import EmbeddedServer, NatsServerNotFound, find_nats_server
+from .core.specs import DAY, HOUR, KiB, MiB, MINUTE, ConsumerSpec, StreamSpec
+from .core.stores import KeyValueBucket, ObjectBucket
+from .core.subjects import Subjects, subject_matches
+from .core.subscription import Subscription
 from .errors import (
     AgentlabError,
     AuthenticationFailed,
@@ -18,6 +30,7 @@ from .errors import (
     JetStreamUnavailable,
     LeaderElection,
     MessageDecodeError,
+    MessageNotFound,
     NoMessage,
     NoResponders,
     NotAStream,
@@ -30,25 +43,24 @@ from .errors import (
     SubscriptionClosed,
     WrongThread,
 )
-from .core.jetstream import PubAck, PullConsumer
 from .lab import Lab, connect, current_lab, start
-from .wire.messages import AgentMessage
-from .core.notebook import allow_asyncio_run
-from .core.received import Message
-from .core.server import EmbeddedServer
-from .core.specs import DAY, HOUR, MINUTE, ConsumerSpec, StreamSpec
-from .core.subjects import Subjects, subject_matches
-from .core.subscription import Subscription
+from .tenants import TenantClient, Tenants
+from .wire.messages import AgentMessage, WireModel, register_wire_model
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the only place the version is written: pyproject.toml reads it
 
 __all__ = [
+    # a lab and its connections
     "start", "connect", "current_lab", "Lab", "Client", "Subscription", "Message",
-    "AgentMessage", "Subjects", "subject_matches", "StreamSpec", "ConsumerSpec", "PubAck",
-    "PullConsumer", "EmbeddedServer", "allow_asyncio_run", "MINUTE", "HOUR", "DAY",
+    "EmbeddedServer", "find_nats_server", "NatsServerNotFound", "Tenants", "TenantClient", "allow_asyncio_run",
+    # subjects, messages, JetStream
+    "Subjects", "subject_matches", "AgentMessage", "WireModel", "register_wire_model",
+    "StreamSpec", "ConsumerSpec", "PubAck", "PullConsumer", "KeyValueBucket", "ObjectBucket",
+    "MINUTE", "HOUR", "DAY", "KiB", "MiB",
+    # errors (each also a built-in type: see the README's table)
     "AgentlabError", "AuthenticationFailed", "BadSubject", "ClientClosed", "ConsumerNotFound",
     "JetStreamError", "JetStreamNotEnabled", "JetStreamTimeout", "JetStreamUnavailable",
-    "LeaderElection", "PublishTimeout", "MessageDecodeError", "NoMessage", "NoResponders", "NotAStream",
-    "PayloadTooLarge", "PermissionDenied", "RequestTimeout", "ServerUnreachable",
-    "StreamNotFound", "SubscriptionClosed", "WrongThread",
+    "LeaderElection", "MessageDecodeError", "MessageNotFound", "NoMessage", "NoResponders", "NotAStream",
+    "PayloadTooLarge", "PermissionDenied", "PublishTimeout", "RequestTimeout",
+    "ServerUnreachable", "StreamNotFound", "SubscriptionClosed", "WrongThread",
 ]

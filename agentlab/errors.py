@@ -179,6 +179,21 @@ class ConsumerNotFound(JetStreamError, LookupError):
         )
 
 
+class MessageNotFound(JetStreamError, LookupError):
+    """No message at that sequence of a stream (or, with a subject, none at or after it)."""
+
+    def __init__(self, stream: str, seq: int, subject: str | None = None):
+        self.stream, self.seq, self.subject = stream, seq, subject
+        where = f"at or after sequence {seq} on '{subject}'" if subject else f"at sequence {seq}"
+        super().__init__(
+            f"Stream '{stream}' has no message {where}: it was never stored there, or was "
+            "deleted, acknowledged out of a work queue, expired or purged since. "
+            "client.js.stream_info(stream).state shows the first and last sequence stored.",
+            404,
+            10037,
+        )
+
+
 class NotAStream(JetStreamError, LookupError):
     """A JetStream publish to a subject no stream captures."""
 

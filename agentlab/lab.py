@@ -13,8 +13,10 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .core._natspy import server_info
 from .core.bridge import get_bridge
-from .core.client import Client, default_url
+from .core.client import Client
+from .core.connecting import default_url
 from .errors import ServerUnreachable
 from .core.server import EmbeddedServer
 
@@ -34,6 +36,7 @@ class Lab(Client):
     tenants: Tenants | None = None  # start(tenants=...): the declared tenants and credentials
     replicas: int = 1  # start(cluster=3): the copies each reference stream keeps
     _cluster_request: int | None = None
+    _sibling_kind = Client  # lab.connect("cto") opens a plain connection, not another lab
 
     @property
     def cluster(self) -> LocalCluster | None:
@@ -62,17 +65,6 @@ class Lab(Client):
                              "'globex'], fresh=True) starts one that does.")
         return self.tenants
 
-    def connect(self, name: str, **auth: Any) -> Client:
-        """Another named connection to this lab's server (one per agent, say)."""
-        client = Client.open(self.url, name=name, **auth)
-        self._clients.append(client)
-        return client
-
-    async def aconnect(self, name: str, **auth: Any) -> Client:
-        client = await Client.aopen(self.url, name=name, **auth)
-        self._clients.append(client)
-        return client
-
     @property
     def monitor_url(self) -> str | None:
         return self.server.monitor_url if self.server else None
@@ -84,10 +76,7 @@ class Lab(Client):
     def close(self) -> None:
         """Close every connection opened from this lab, then stop the embedded server."""
         global _current
-        for client in self._clients:
-            if not client.is_closed:
-                client.close()
-        super().close()
+        super().close()  # closes every connection opened from it first
         if self.server is not None:
             self.server.stop()
         with _current_lock:
@@ -140,6 +129,10 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
         from .tenants.config import Tenants
 
         tenants = Tenants.of(tenants)
+        if tenants.assets is None:
+            from .org.streams import reference_assets
+
+            tenants.assets = reference_assets()
         server_config = tenants.config() + server_config
         operator = tenants.credentials("operator")
         user, password = operator.user, operator.password
@@ -177,14 +170,14 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
         assert isinstance(lab, Lab)
         lab.server, lab.tenants, lab._cluster_request = server, tenants, cluster
         if cluster is not None:
-            from .cluster import declare_replicated_streams
+            from .org.streams import declare_replicated_streams
 
             try:
                 lab.replicas = declare_replicated_streams(lab, cluster)[1]
             except BaseException:
                 lab.close()
                 raise
-        if tenants is not None and server is None and not lab.nc._server_info.get(
+        if tenants is not None and server is None and not server_info(lab.nc).get(
                 "auth_required"):
             lab.close()
             raise ValueError(

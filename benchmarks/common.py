@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import agentlab
-from agentlab.core.server import find_nats_server
+from agentlab import find_nats_server
 
 console = Console(width=max(Console().width, 124))  # the tables need ~120 columns
 

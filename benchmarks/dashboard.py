@@ -39,9 +39,8 @@ from rich.table import Table
 import agentlab
 from agentlab.errors import AgentlabError
 from agentlab.observe import Observer
-from agentlab.org.models import Task
-from agentlab.org.organisation import Organisation
-from agentlab.core.server import EmbeddedServer
+from agentlab.org import Organisation, Task
+from agentlab import EmbeddedServer
 from agentlab.widgets import Dashboard
 
 from .common import console, machine, parser, spread

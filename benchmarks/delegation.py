@@ -46,10 +46,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
 import agentlab
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.ledger import LEDGER_BUCKET, TaskLedger
-from agentlab.org.models import Task
-from agentlab.org.streams import declare_reference_streams
+from agentlab.org import Agent, Task, TaskLedger, declare_reference_streams, LEDGER_BUCKET, TASK_STREAM
 
 from .common import console, interleaved, main, pct, run_raw
 

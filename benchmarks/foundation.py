@@ -29,7 +29,7 @@ import nats
 from nats.js.api import StorageType, StreamConfig
 
 import agentlab
-from agentlab.core.server import find_nats_server
+from agentlab import find_nats_server
 
 from .common import console, interleaved, main, pct, run_raw
 

@@ -14,6 +14,37 @@ import agentlab
 
 _ids = itertools.count()
 
+# Every test gets exactly one kind (registered in pyproject.toml), by its file: `make
+# test-fast` is `-m "not browser and not chaos and not notebooks"`. A file not named here is
+# `integration`: it starts or shares a real nats-server. A test that carries a kind marker of
+# its own keeps it.
+KINDS = ("unit", "integration", "browser", "chaos", "notebooks")
+KIND_OF_FILE = {
+    "test_browser.py": "browser",
+    "test_chaos.py": "chaos",
+    "test_notebooks.py": "notebooks",
+    "test_notebook_asyncio_run.py": "notebooks",
+    "test_binder.py": "notebooks",
+    "test_compose.py": "unit",
+    "test_jupyter_settings.py": "unit",
+    "test_messages.py": "unit",
+    "test_packaging.py": "unit",
+}
+# Unit files with a few tests against a real server, known by the fixture that starts it.
+SERVER_FIXTURES_IN_UNIT_FILE = {"test_subjects.py": {"server", "conn"}}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in KINDS):
+            continue
+        name = item.path.name
+        kind = KIND_OF_FILE.get(name, "integration")
+        if name in SERVER_FIXTURES_IN_UNIT_FILE:
+            uses_server = SERVER_FIXTURES_IN_UNIT_FILE[name] & set(item.fixturenames)
+            kind = "integration" if uses_server else "unit"
+        item.add_marker(kind)
+
 
 @pytest.fixture(scope="session")
 def lab():
@@ -39,7 +70,7 @@ def unique():
 @pytest.fixture(scope="module")
 def org_server():
     """A server of this test module's own, so organisation tests never share stream state."""
-    from agentlab.core.server import EmbeddedServer
+    from agentlab import EmbeddedServer
 
     with EmbeddedServer(name="org-test") as server:
         yield server
@@ -48,7 +79,7 @@ def org_server():
 @pytest.fixture(scope="module")
 def org_lab(org_server):
     """A connection to ``org_server`` with the reference streams declared."""
-    from agentlab.org.streams import declare_reference_streams
+    from agentlab.org import declare_reference_streams
 
     client = agentlab.Client.open(org_server.url, name="org-test")
     declare_reference_streams(client)
@@ -84,7 +115,7 @@ def agents(connect):
     """``agents(role, org, handler, **options)``: a reference Agent on its own connection,
     short ack_wait and heartbeat; stopped at the end of the test. (test_saga.py has an
     ``agents`` fixture of its own.)"""
-    from agentlab.org.agent import Agent
+    from agentlab.org import Agent
 
     made: list[Agent] = []
 

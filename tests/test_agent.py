@@ -18,9 +18,7 @@ from helpers import stored, wait_for
 from nats.js.api import AckPolicy, DeliverPolicy
 
 from agentlab import AgentMessage, BadSubject, NoResponders, RequestTimeout, Subjects
-from agentlab.org.agent import TASK_STREAM, Agent, retry_delay
-from agentlab.org.ledger import TaskLedger
-from agentlab.org.models import Heartbeat, Task, TaskCompleted
+from agentlab.org import Agent, Heartbeat, Task, TaskCompleted, TaskLedger, retry_delay, TASK_STREAM
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(60)
@@ -236,9 +234,15 @@ class _AckLost:
 class CrashesBeforeAck(Agent):
     """Records the effect in the ledger and announces it, then dies before its ack leaves."""
 
-    async def _run_task(self, task, msg):
-        await super()._run_task(task, _AckLost(msg))
-        self.kill()
+    async def _astart_service(self):
+        await super()._astart_service()
+        run_task = self._runner._run_task
+
+        async def lose_the_ack_and_crash(task, msg):
+            await run_task(task, _AckLost(msg))
+            self.kill()
+
+        self._runner._run_task = lose_the_ack_and_crash  # before the loop can take a task
 
 
 def test_effect_recorded_but_ack_lost_is_not_repeated(org_lab, connect, agents, names):

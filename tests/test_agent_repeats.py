@@ -19,9 +19,8 @@ import pytest
 from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, StreamSpec, Subjects
-from agentlab.org import workloop as agent_module
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.models import Task, TaskCompleted
+from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted
+from agentlab.org import workloop as agent_module  # where CLOCK_SKEW_ALLOWANCE is read
 
 S = Subjects()
 ROLE, ORG = "cto", "acme"

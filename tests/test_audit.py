@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from agentlab.org.audit import replay
-from agentlab.org.organisation import Organisation
+from agentlab.org import Organisation, replay
 
 
 def test_replay_from_the_start_and_from_a_time(org_lab, unique):

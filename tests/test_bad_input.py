@@ -59,13 +59,8 @@ from agentlab import (
     Subjects,
 )
 from agentlab.core._natspy import encode_headers
-from agentlab.wire.messages import decode_model
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.deadletters import DeadLetterOffice
-from agentlab.org.intents import IntentQueue, publish_intent
-from agentlab.org.ledger import TaskLedger
-from agentlab.org.models import DeadLetter, Task, TaskCompleted
-from agentlab.org.streams import declare_reference_streams
+from agentlab.wire import decode_model
+from agentlab.org import Agent, DeadLetter, DeadLetterOffice, IntentQueue, Task, TaskCompleted, TaskLedger, declare_reference_streams, publish_intent, TASK_STREAM
 
 S = Subjects()
 ROLE, ORG = "sentinel", "catalogue"
@@ -384,7 +379,7 @@ def test_server_going_away_mid_run(sentinel, server, lab):
              what="every task in the ledger")
     wait_for(lambda: stored(lab, TASK_STREAM, TASKS) == 0, what="every ack")
     # An attempt whose ledger write died with the old connection finishes (fails) later.
-    wait_for(lambda: sentinel.agent._in_flight == 0, timeout=10, what="attempts in flight")
+    wait_for(lambda: sentinel.agent.in_flight == 0, timeout=10, what="attempts in flight")
     runs = {task.title: sentinel.calls_for(task) for task in everything}
     assert all(runs.values()), runs  # none lost
     repeats = sum(len(deliveries) - 1 for deliveries in runs.values())

@@ -143,7 +143,7 @@ _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "venv", "__pycache__", ".p
 _PROBE = """\
 import os, sys, shutil, agentlab
 from agentlab.cluster import config_dir
-from agentlab.core.server import find_nats_server
+from agentlab import find_nats_server
 print("BINDER_PROBE", json.dumps({"python": sys.executable, "agentlab": agentlab.__file__,
       "nats_server": str(find_nats_server()), "gomemlimit": os.environ.get("GOMEMLIMIT"),
       "nats_url": os.environ.get("AGENTLAB_NATS_URL"), "configs": str(config_dir())}))

@@ -18,7 +18,7 @@ from rich.console import Console
 from agentlab import Subjects
 from agentlab.chaos import ChaosConfig, ChaosReport, run
 from agentlab.chaos.checks import RECORD_RACE, WorkerLogs, judge_runs
-from agentlab.org.models import Task, TaskCompleted
+from agentlab.org import Task, TaskCompleted
 from agentlab.programs.worker import WorkerProcess
 
 S = Subjects()

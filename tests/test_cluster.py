@@ -27,20 +27,20 @@ from pathlib import Path
 import pytest
 
 import agentlab
+from agentlab.org import declare_replicated_streams
 from agentlab.cluster import (
     LEADER_ELECTED,
     AckedPublisher,
     LocalCluster,
     NodeConfig,
     config_dir,
-    declare_replicated_streams,
     missing_acked,
     node_config_paths,
     parse_conf,
 )
 from agentlab.errors import NoMessage
-from agentlab.core.server import EmbeddedServer, find_nats_server
-from agentlab.core.specs import StreamSpec
+from agentlab import EmbeddedServer, find_nats_server
+from agentlab import StreamSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "AGENT_TASKS"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from agentlab.cluster import LocalCluster, NodeConfig
-from agentlab.core.server import find_nats_server
+from agentlab import find_nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -16,9 +16,7 @@ from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, Subjects
 from agentlab.core.pull import LOST_AFTER, REQUEST_LIFETIME, ContinuousPull
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.models import Task, TaskCompleted
-from agentlab.org.streams import declare_reference_streams
+from agentlab.org import Agent, Task, TaskCompleted, declare_reference_streams, TASK_STREAM
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(60)
@@ -53,15 +51,15 @@ def test_a_stopped_agent_leaves_no_request_behind(org_lab, agents, names, connec
 
 
 def test_a_task_sent_while_the_feed_stops_is_still_taken(org_lab, agents, names):
-    """stop() stops asking, then waits for the requests still outstanding to be served or to
+    """astop() stops asking, then waits for the requests still outstanding to be served or to
     expire. A task the server sends meanwhile still reaches the handler: not lost, and not
     nak'ed (which would spend one of its max_deliver attempts)."""
     agents(names.cto, names.org, ack_wait=30).start().stop()  # declares the consumer
     taken: list = []
     feed = ContinuousPull(org_lab, TASK_STREAM, names.cto, taken.append, lambda: 5,
                           request_lifetime=2.0)  # time enough to delegate meanwhile
-    org_lab._bridge.run(feed.start(), operation="start the feed")
-    stopping = org_lab._bridge.submit(feed.stop())  # the request is still outstanding
+    org_lab._bridge.run(feed.astart(), operation="start the feed")
+    stopping = org_lab._bridge.submit(feed.astop())  # the request is still outstanding
     agents(names.ceo, names.org).delegate(names.cto, "Just in time")
     wait_for(lambda: taken, 3, "the task sent while the feed stops")
     stopping.result(timeout=3)
@@ -86,7 +84,8 @@ def test_one_request_serves_many_tasks(org_lab, agents, names):
         done.next(timeout=3)
     # One refill per ~3 tasks, plus one each time an idle request expires.
     expiries = (time.monotonic() - t0) / REQUEST_LIFETIME + 1
-    assert cto._feed.requests <= 30 / 3 + expiries + 1, cto._feed.requests
+    requests = cto._runner.feed.requests
+    assert requests <= 30 / 3 + expiries + 1, requests
 
 
 def test_requests_lost_with_the_consumer_are_sent_again(org_lab, agents, names):
@@ -133,9 +132,9 @@ def test_a_refused_request_is_explained_once_and_asked_again(org_lab, caplog):
     feed says so once, in words, and keeps asking until one does."""
     feed = ContinuousPull(org_lab, TASK_STREAM, "nobody-here", lambda msg: None, lambda: 5)
     with caplog.at_level(logging.WARNING, logger="agentlab"):
-        org_lab._bridge.run(feed.start(), operation="start the feed")
+        org_lab._bridge.run(feed.astart(), operation="start the feed")
         wait_for(lambda: feed.requests >= 4, 3, "requests asked again")
-        org_lab._bridge.run(feed.stop(), operation="stop the feed")
+        org_lab._bridge.run(feed.astop(), operation="stop the feed")
     [warning] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "nobody answers for this consumer: it does not exist, or it has no leader" in warning
     assert f"{TASK_STREAM}/nobody-here" in warning

@@ -17,10 +17,7 @@ import pytest
 from helpers import stored, wait_for
 
 from agentlab import Client, EmbeddedServer, StreamNotFound, Subjects
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.deadletters import DLQ_STREAM, DeadLetterNotFound, DeadLetterOffice
-from agentlab.org.models import DeadLetter, Task, TaskCompleted
-from agentlab.org.streams import declare_reference_streams
+from agentlab.org import Agent, DeadLetter, DeadLetterNotFound, DeadLetterOffice, Task, TaskCompleted, declare_reference_streams, DLQ_STREAM, TASK_STREAM
 
 S = Subjects()
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]

@@ -8,9 +8,7 @@ import time
 import pytest
 from rich.console import Console
 
-from agentlab.org.agent import Agent
-from agentlab.org.health import AgentHealth, HealthMonitor, ScalingSignal, SystemMetrics
-from agentlab.org.models import Task
+from agentlab.org import Agent, AgentHealth, HealthMonitor, ScalingSignal, SystemMetrics, Task
 from agentlab.reports.report import (
     AGENTLAB_CONSUMER_COLUMNS,
     CONSUMER_REPORT_COLUMNS,
@@ -22,8 +20,8 @@ from agentlab.reports.report import (
     format_duration,
     stream_report,
 )
-from agentlab.core.specs import ConsumerSpec
-from agentlab.core.subjects import Subjects
+from agentlab import ConsumerSpec
+from agentlab import Subjects
 
 S = Subjects()
 TASKS = "AGENT_TASKS"

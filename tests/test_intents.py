@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from agentlab.org.intents import IntentQueue, publish_intent
+from agentlab.org import IntentQueue, publish_intent
 
 
 def test_expired_intent_is_never_delivered_and_live_one_is(org_lab, unique):

@@ -14,8 +14,7 @@ import pytest
 
 from agentlab import Subjects
 from agentlab.wire.messages import SCHEMA_DIR, json_schemas, render_schema
-from agentlab.org.agent import TASK_STREAM, Agent
-from agentlab.org.models import Task, TaskCompleted
+from agentlab.org import Agent, Task, TaskCompleted, TASK_STREAM
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -8,7 +8,8 @@ import pytest
 
 from agentlab.programs.cli import main
 from agentlab.programs.tenant_audit import ACTIONS, aaudit, audit, audit_models
-from agentlab.tenants.config import Tenants
+from agentlab.org import reference_assets
+from agentlab import Tenants
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_audit_of_a_running_lab_with_its_own_tenants(monkeypatch):
 
     monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)
     monkeypatch.setattr(agentlab.lab, "_current", None)
-    tenants = Tenants(["acme", "globex", "initech"], model="users")
+    tenants = Tenants(["acme", "globex", "initech"], model="users", assets=reference_assets())
     lab = agentlab.start(tenants=tenants, fresh=True, name="audit-test")
     try:
         report = asyncio.run(aaudit(lab.url, tenants, wait=0.15))
@@ -61,10 +62,10 @@ def test_audit_of_a_running_lab_with_its_own_tenants(monkeypatch):
 
 def test_audit_reports_a_deliberately_leaky_config():
     """A users-model config with one hole punched in is caught."""
-    tenants = Tenants(["acme", "globex"], model="users")
+    tenants = Tenants(["acme", "globex"], model="users", assets=reference_assets())
     holey = tenants.config().replace('"genbrain.acme.>",',
                                      '"genbrain.acme.>", "genbrain.*.agents.*.tasks",', 1)
-    from agentlab.core.server import EmbeddedServer
+    from agentlab import EmbeddedServer
 
     with EmbeddedServer(extra_config=holey) as server:
         report = audit(server.url, tenants)

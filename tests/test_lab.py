@@ -10,7 +10,7 @@ import time
 import pytest
 
 import agentlab
-from agentlab.core.server import EmbeddedServer
+from agentlab import EmbeddedServer
 
 
 def _alive(pid: int) -> bool:

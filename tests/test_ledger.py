@@ -9,10 +9,9 @@ from helpers import stored, wait_for
 import agentlab
 from agentlab import Subjects
 from agentlab.errors import BadSubject, JetStreamError
-from agentlab.org.ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
-from agentlab.org.models import TaskCompleted
-from agentlab.core.server import EmbeddedServer
-from agentlab.core.stores import KeyValueBucket
+from agentlab.org import LedgerRootConflict, TaskCompleted, TaskLedger, LEDGER_BUCKET
+from agentlab import EmbeddedServer
+from agentlab import KeyValueBucket
 
 S = Subjects()
 

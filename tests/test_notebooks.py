@@ -211,7 +211,7 @@ def test_runs_top_to_bottom_on_its_own_server(path, kernel_name):
 @pytest.fixture(scope="module")
 def external_server():
     """A server the notebooks did not start, shared by all of them, as a learner's would be."""
-    from agentlab.core.server import EmbeddedServer
+    from agentlab import EmbeddedServer
 
     with EmbeddedServer(name="course-external") as server:
         yield server

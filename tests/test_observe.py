@@ -14,7 +14,7 @@ import helpers
 import agentlab
 from agentlab.observe import Observer
 from agentlab.observe.recorder import matcher
-from agentlab.org.organisation import Organisation
+from agentlab.org import Organisation
 
 
 wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.05)
@@ -170,8 +170,7 @@ def test_poll_reads_state_now_not_at_the_next_interval(org_server, unique):
 
 def test_meeting_and_tool_messages_name_their_sender_and_kind():
     from agentlab.observe.events import body_info
-    from agentlab.org.meetings import MeetingEntry, MeetingInvitation
-    from agentlab.org.toolpayloads import ToolCall, ToolResult
+    from agentlab.org import MeetingEntry, MeetingInvitation, ToolCall, ToolResult
 
     invitation = MeetingInvitation(meeting_id="m1", topic="Budget", organizer="ceo",
                                    invitee="cfo", invitees=["cfo"], messages_subject="a",

@@ -6,7 +6,9 @@ import time
 
 import pytest
 
-from agentlab.org.organisation import Organisation
+from helpers import stored
+
+from agentlab.org import Organisation
 
 
 @pytest.fixture
@@ -60,4 +62,31 @@ def test_stop_closes_every_connection_it_opened(org_lab, unique):
     clients = list(org._clients)
     assert len(clients) >= 5  # dlq office, health monitor, one per agent
     org.stop()
+    assert all(c.is_closed for c in clients)
+
+
+def test_resending_an_assignment_stores_and_records_it_once(org_lab, unique):
+    """assign() takes the delegation path: Nats-Msg-Id on the task and on its "created"."""
+    org = Organisation(org_lab, f"org{unique}", instances={"ceo": 0, "cto": 0, "cfo": 0})
+    org.start()
+    try:
+        role = f"r{unique}"  # nobody works this role: the task stays where it was stored
+        for _ in range(3):
+            org.assign("Only once", to=role, task_id=f"once{unique}")
+        assert stored(org_lab, "AGENT_TASKS", org.subjects.tasks(role)) == 1
+        created = org_lab.js.read("AGENT_EVENTS", org.subjects.tasks_created(org.org))
+        assert [m.json()["id"] for m in created] == [f"once{unique}"]
+    finally:
+        org.stop()
+
+
+def test_every_agent_connection_logs_in_as_the_lab(org_lab, unique):
+    """Organisation opens its agents' connections with lab.connect(): same login, closed with it."""
+    org = Organisation(org_lab, f"org{unique}", instances={"ceo": 1, "cto": 0, "cfo": 0}).start()
+    try:
+        clients = org._clients
+        assert clients and all(c._login == org_lab._login for c in clients)
+        assert all(c in org_lab._clients for c in clients)
+    finally:
+        org.stop()
     assert all(c.is_closed for c in clients)

@@ -8,7 +8,7 @@ import pytest
 
 import agentlab
 from agentlab import AuthenticationFailed, PermissionDenied
-from agentlab.core.server import EmbeddedServer
+from agentlab import EmbeddedServer
 
 AUTH = """
 authorization {

@@ -13,8 +13,7 @@ import time
 import pytest
 
 from agentlab import BadSubject
-from agentlab.org.saga import Saga, SagaRequest
-from agentlab.org.triggers import Event, on_event
+from agentlab.org import Event, Saga, SagaRequest, on_event
 
 
 class Ledger:

@@ -241,7 +241,7 @@ def _python(code: str) -> list[str]:
 
 def test_no_orphan_when_python_exits_normally():
     done = subprocess.run(_python("""
-        from agentlab.core.server import EmbeddedServer
+        from agentlab import EmbeddedServer
         s = EmbeddedServer().start()
         print(s.pid, s.store_dir, flush=True)
         """), capture_output=True, text=True, timeout=30, cwd=ROOT)
@@ -260,7 +260,7 @@ def test_no_orphan_when_python_exits_normally():
 def test_no_orphan_when_python_is_sigkilled(start_on):
     proc = subprocess.Popen(_python(f"""
         import threading, time
-        from agentlab.core.server import EmbeddedServer
+        from agentlab import EmbeddedServer
         s = EmbeddedServer()
         if {start_on!r} == "thread":
             t = threading.Thread(target=s.start); t.start(); t.join()
@@ -337,7 +337,7 @@ def test_no_orphan_when_jupyter_kernel_is_restarted():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(sig):
     proc = subprocess.Popen(
-        _python("from agentlab.core.server import serve_forever; raise SystemExit(serve_forever())"),
+        _python("from agentlab.programs.server import serve_forever; raise SystemExit(serve_forever())"),
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
     pid = None
     try:

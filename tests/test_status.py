@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 from agentlab.reports.report import CONSUMER_REPORT_COLUMNS, STREAM_REPORT_COLUMNS
-from agentlab.core.specs import ConsumerSpec
-from agentlab.core.subjects import Subjects
+from agentlab import ConsumerSpec
+from agentlab import Subjects
 
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 

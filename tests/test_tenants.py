@@ -11,11 +11,12 @@ import pytest
 from helpers import wait_for
 
 import agentlab
-from agentlab import AuthenticationFailed, PermissionDenied, StreamSpec
+from agentlab.org import Organisation
+from agentlab import AuthenticationFailed, PermissionDenied, StreamSpec, TenantClient
 from agentlab.errors import NoResponders
-from agentlab.org.sharedtools import SharedToolPool, call_shared_tool
-from agentlab.core.stores import KeyValueBucket
-from agentlab.tenants.config import Credentials, Tenants, UnknownTenant
+from agentlab.org import SharedToolPool, call_shared_tool
+from agentlab import KeyValueBucket
+from agentlab.tenants import Credentials, Tenants, UnknownTenant
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_accounts_model_starts_closed_to_anonymous_and_wrong_credentials(start_l
 def test_each_tenant_runs_the_reference_organisation_under_the_seed_names(start_lab):
     lab = start_lab(["acme", "globex"])
     tenants = {name: lab.tenant(name) for name in ("acme", "globex")}
-    orgs = {name: client.organisation(ack_wait=2, heartbeat_interval=0.2,
+    orgs = {name: Organisation(client, ack_wait=2, heartbeat_interval=0.2,
                                       monitor_interval=0.2).start()
             for name, client in tenants.items()}
     try:
@@ -118,7 +119,7 @@ def test_a_tenant_observer_sees_its_own_account_only(start_lab):
     tenants = {name: lab.tenant(name) for name in ("acme", "globex")}
     observers = {name: Observer(client, poll_interval=0.2).start()
                  for name, client in tenants.items()}
-    orgs = {name: client.organisation(ack_wait=2, heartbeat_interval=0.2).start()
+    orgs = {name: Organisation(client, ack_wait=2, heartbeat_interval=0.2).start()
             for name, client in tenants.items()}
     try:
         acme_task = orgs["acme"].assign("Open an office in Lisbon")
@@ -205,7 +206,7 @@ def test_credentials_stay_out_of_reprs_logs_and_the_environment(start_lab, caplo
     with pytest.raises(AuthenticationFailed) as refused:
         agentlab.Client.open(lab.url, name="x", user="globex",
                              password=tenants.credentials("acme").password)
-    from agentlab.programs.tenant_audit import audit
+    from agentlab.programs import audit
     report = audit(lab.url, tenants)
     assert report.ok
     server_log = lab.server.log_path.read_text()
@@ -250,7 +251,7 @@ def test_seed_000_block_is_reproduced_verbatim():
 
 def test_seed_000_denies_each_org_its_own_org_subjects_too():
     """'more specific wins' is not NATS: deny beats allow, so the seed's deny hits its own org."""
-    from agentlab.core.server import EmbeddedServer
+    from agentlab import EmbeddedServer
 
     tenants = Tenants(["acme", "globex"], model="seed000")
     with EmbeddedServer(extra_config=tenants.config()) as server:
@@ -259,3 +260,22 @@ def test_seed_000_denies_each_org_its_own_org_subjects_too():
             for org in ("acme", "globex"):
                 with pytest.raises(PermissionDenied, match="org_acme_agents"):
                     acme.publish(f"genbrain.org.{org}.events", "x")
+
+
+def test_a_tenants_connect_opens_another_connection_as_that_tenant(start_lab):
+    """Client.connect: same login, same inbox prefix, same kind, closed with its parent."""
+    lab = start_lab(Tenants(["acme", "globex"], model="users"))
+    acme = lab.tenant("acme")
+    cto = acme.connect("acme-cto")
+    assert isinstance(cto, TenantClient) and cto.tenant == "acme"
+    assert cto._login == acme._login and cto._login["inbox_prefix"] == "_INBOX.acme"
+    # Requests work through the tenant's own inbox prefix, and refusals name the tenant.
+    cto.serve("genbrain.acme.ping", lambda msg: "pong")
+    assert acme.request("genbrain.acme.ping", timeout=2).data == b"pong"
+    with pytest.raises(PermissionDenied, match="'acme'"):
+        cto.publish("genbrain.globex.agents.cto.tasks", {"title": "not mine"})
+    # The lab's own connect() opens a plain connection with the lab's (operator's) login.
+    ops = lab.connect("ops")
+    assert type(ops) is agentlab.Client and ops._login["user"] == lab._login["user"]
+    acme.close()
+    assert cto.is_closed

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from agentlab.wire.messages import json_schemas
+from agentlab.wire import json_schemas
 from agentlab.org.tools import (
     RetryableToolError,
     ToolClient,
@@ -19,8 +19,8 @@ from agentlab.org.tools import (
     ToolTimeout,
     ToolWorkerPool,
 )
-from agentlab.core.stores import ObjectBucket
-from agentlab.core.subjects import Subjects
+from agentlab import ObjectBucket
+from agentlab import Subjects
 
 S = Subjects()
 

@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 
 from agentlab import BadSubject, Subjects
-from agentlab.org.triggers import Event, aemit_event, aon_event, emit_event, event_subject, on_event
+from agentlab.org import Event, aemit_event, aon_event, emit_event, event_subject, on_event
 
 
 class Tally:

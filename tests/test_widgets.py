@@ -11,7 +11,7 @@ import pytest
 import helpers
 
 import agentlab
-from agentlab.org.organisation import Organisation
+from agentlab.org import Organisation
 from agentlab.widgets import Dashboard, FlowView, StreamsView, get_pump
 
 

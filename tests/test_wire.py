@@ -10,7 +10,7 @@ import threading
 import time
 
 import agentlab
-from agentlab.core.server import EmbeddedServer
+from agentlab import EmbeddedServer
 
 
 def test_requests_are_written_by_the_calling_thread_when_the_socket_is_idle(client, lab, unique):

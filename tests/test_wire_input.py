@@ -152,9 +152,12 @@ def test_stream_and_consumer_names_are_checked(server, caller, stream, consumer)
         assert witness.sent() == (1, 0)
 
 
-def test_tenant_client_refuses_the_injection_too():
+def test_tenant_client_refuses_the_injection_too(monkeypatch):
     import agentlab
+    import agentlab.lab
 
+    monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)
+    monkeypatch.setattr(agentlab.lab, "_current", None)  # leave the session's lab running
     lab = agentlab.start(tenants=["acme", "globex"], fresh=True, name="wire-input-tenants")
     try:
         acme = lab.tenant("acme")

@@ -140,11 +140,12 @@ class ChaosRun:
         from ..org.deadletters import DLQ_STREAM
 
         async def read() -> _Progress:
-            js = self.admin.nc.jetstream(timeout=1.0)  # a stalled poll would stall the faults
+            js, quick = self.admin.js, 1.0  # a stalled poll would stall the faults
             p = _Progress()
-            p.effects = (await js.stream_info(f"KV_{EFFECTS_BUCKET}")).state.messages
-            p.queued = (await js.stream_info(TASK_STREAM)).state.messages
-            p.letters = (await js.stream_info(DLQ_STREAM)).state.messages
+            p.effects = (await js.astream_info(f"KV_{EFFECTS_BUCKET}", timeout=quick)
+                         ).state.messages
+            p.queued = (await js.astream_info(TASK_STREAM, timeout=quick)).state.messages
+            p.letters = (await js.astream_info(DLQ_STREAM, timeout=quick)).state.messages
             return p
 
         try:
@@ -195,7 +196,7 @@ class ChaosRun:
                                  reconnect_wait=cfg.reconnect_wait)
         replicas = self.target.replicas
         if replicas > 1:
-            from ..cluster import declare_replicated_streams
+            from ..org.streams import declare_replicated_streams
 
             declare_replicated_streams(self.admin, replicas)
         else:

@@ -8,14 +8,14 @@
     cluster.stop()
 
 ``agentlab.start(cluster=3)`` does the above and declares the reference streams with three
-replicas. Each node runs its config file from ``deploy/nats/`` unchanged, the very file that
+replicas (``agentlab.org.declare_replicated_streams``). Each node runs its config file from ``deploy/nats/`` unchanged, the very file that
 ``docker-compose.yml`` mounts; what must differ on one machine (127.0.0.1, free ports
 instead of 4222/8222/6222, the routes to them, a store directory per node) is given on the
 nats-server command line, which overrides the file. Each node is an
 :class:`~agentlab.core.server.EmbeddedServer`, so it never outlives this process.
 
 The modules: ``config`` (the node files), ``node`` (one node), ``local`` (the cluster and
-its leaders), ``replicas`` (the reference streams with replicas), ``publisher`` (publishing
+its leaders), ``publisher`` (publishing
 through a failover, and the check that nothing acknowledged was lost).
 """
 
@@ -23,8 +23,7 @@ from .config import CONFIG_DIR_ENV, NodeConfig, config_dir, node_config_paths, p
 from .local import ClusterTimeout, LocalCluster
 from .node import ClusterNode
 from .publisher import LEADER_ELECTED, AckedPublisher, ResendNow, missing_acked
-from .replicas import declare_replicated_streams
 
 __all__ = ["CONFIG_DIR_ENV", "LEADER_ELECTED", "AckedPublisher", "ClusterNode", "ClusterTimeout",
            "LocalCluster", "NodeConfig", "ResendNow", "config_dir",
-           "declare_replicated_streams", "missing_acked", "node_config_paths", "parse_conf"]
+           "missing_acked", "node_config_paths", "parse_conf"]

@@ -17,15 +17,15 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import (
-    NO_MESSAGE_FOUND,
-    STREAM_NOT_FOUND,
     ClientClosed,
-    JetStreamError,
     JetStreamTimeout,
     JetStreamUnavailable,
     MessageDecodeError,
+    MessageNotFound,
+    StreamNotFound,
 )
-from ..core.jetstream import LIST_TIMEOUT, api_call
+from ..core.jetstream import LIST_TIMEOUT
+from ..core.lifecycle import Service
 from .local import ClusterTimeout
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class ResendNow(Exception):
     the connection was lost and made again, so the receipt may never come."""
 
 
-class AckedPublisher:
+class AckedPublisher(Service):
     """Publishes numbered messages from a thread of its own, each one until acknowledged.
 
         publisher = AckedPublisher(client, "genbrain.agents.cto.tasks",
@@ -90,30 +90,35 @@ class AckedPublisher:
         self._advisories: Subscription | None = None
         self._elections = 0  # leader-elected advisories seen; read and written on the loop
         self._new_leader = ""
+        self._bridge = client._bridge
 
-    def start(self) -> AckedPublisher:
+    async def _astart_service(self) -> None:
         self._started = time.monotonic()
-        self._advisories = self.client.subscribe(f"{LEADER_ELECTED}.{self.stream or '*'}",
-                                                 self._on_leader_elected)
+        self._stop.clear()
+        self._advisories = await self.client.asubscribe(
+            f"{LEADER_ELECTED}.{self.stream or '*'}", self._on_leader_elected)
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"agentlab-publisher-{self.prefix}")
         self._thread.start()
+
+    # Returns self, unlike Service.stop: `publisher.stop().acked` reads what was confirmed.
+    def stop(self, timeout: float = 5) -> AckedPublisher:  # type: ignore[override]
+        """Stop publishing (an attempt in flight is not waited out). Returns self."""
+        self._bridge.run(self._stop_service(timeout), operation="stop")
         return self
 
-    def stop(self, timeout: float = 5) -> AckedPublisher:
+    async def astop(self, timeout: float = 5) -> AckedPublisher:  # type: ignore[override]
+        await self._bridge.arun(self._stop_service(timeout))
+        return self
+
+    async def _astop_service(self, timeout: float = 5) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            # Off the loop: the thread waits on this loop for the publish it has in flight.
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
         if self._advisories is not None and not self.client.is_closed:
-            self._advisories.unsubscribe()
+            await self._advisories.aunsubscribe()
         self._advisories = None
-        return self
-
-    def __enter__(self) -> AckedPublisher:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def msg_id(self, n: int) -> str:
         return f"{self.prefix}-{n:06d}"
@@ -214,8 +219,8 @@ class AckedPublisher:
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
     def __repr__(self) -> str:
-        state = "running" if self._thread and self._thread.is_alive() else "stopped"
-        return (f"<AckedPublisher {self.subject!r} {state}: {len(self.acked)} acknowledged, "
+        return (f"<AckedPublisher {self.subject!r} {self.service_state}: "
+                f"{len(self.acked)} acknowledged, "
                 f"{len(self.failures)} failed attempts, longest pause "
                 f"{self.longest_pause():.2f} s>")
 
@@ -229,27 +234,21 @@ def missing_acked(client: Client, stream: str, acked: dict[str, int]) -> list[st
     Empty means every acknowledged message is stored where its receipt said.
     """
     async def check() -> list[str]:
-        ctx = client.nc.jetstream(timeout=LIST_TIMEOUT)
-
         async def one(msg_id: str, seq: int) -> str | None:
             # Only the stream's "no message at this sequence" counts as missing: a request
             # that timed out (a node just lost, a loaded machine) proves nothing, so it is
             # asked again, and an answer that never comes is an error, not a lost message.
             for attempt in range(1, _READ_ATTEMPTS + 1):
                 try:
-                    msg = await api_call(ctx.get_msg(stream, seq),
-                                         f"read message {seq} of stream '{stream}'", stream,
-                                         timeout=LIST_TIMEOUT)
+                    msg = await client.js.aget_message(stream, seq, timeout=LIST_TIMEOUT)
                     break
                 except (JetStreamTimeout, JetStreamUnavailable):
                     if attempt == _READ_ATTEMPTS:
                         raise
                     await asyncio.sleep(0.5)
-                except JetStreamError as error:
-                    if error.err_code in (NO_MESSAGE_FOUND, STREAM_NOT_FOUND):
-                        return msg_id
-                    raise
-            return None if (msg.headers or {}).get("Nats-Msg-Id") == msg_id else msg_id
+                except (MessageNotFound, StreamNotFound):
+                    return msg_id
+            return None if msg.headers.get("Nats-Msg-Id") == msg_id else msg_id
 
         items, missing = list(acked.items()), []
         for chunk in _chunks(items, 64):

@@ -87,7 +87,7 @@ class Bridge:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
-    async def run_handler(self, handler: Callable[..., Any], *args: Any) -> Any:
+    async def arun_handler(self, handler: Callable[..., Any], *args: Any) -> Any:
         """Call a user handler: coroutine functions on the loop, plain ones in the pool.
 
         A plain callable that returns an awaitable (a lambda or partial around an async
@@ -97,10 +97,14 @@ class Bridge:
             getattr(handler, "__call__", None)
         ):
             return await handler(*args)
-        result = await self.loop.run_in_executor(self.handler_pool, handler, *args)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        return await maybe_await(await self.loop.run_in_executor(self.handler_pool, handler,
+                                                                 *args))
+
+
+async def maybe_await(value: Any) -> Any:
+    """``value`` itself, or what it gives once awaited if it is awaitable: for what a user's
+    callable returned, which may be a plain value or a coroutine."""
+    return await value if inspect.isawaitable(value) else value
 
 
 _bridge: Bridge | None = None
@@ -123,4 +127,7 @@ def _forget_bridge_after_fork() -> None:
     _bridge = None
 
 
-os.register_at_fork(after_in_child=_forget_bridge_after_fork)
+# os.register_at_fork exists only where os.fork does (not on Windows, nor some embedded or
+# WASI builds): there a child process never inherits the bridge, so there is nothing to forget.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_bridge_after_fork)

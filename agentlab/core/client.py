@@ -6,15 +6,19 @@
 
 Every blocking method has an awaitable twin with an ``a`` prefix (``await client.arequest``)
 for top-level ``await`` in Jupyter and for async handlers.
+
+Why this module is longer than ~400 lines: it is the one connection class, and each verb's
+sync form sits beside its awaitable twin so that the two cannot drift apart. What is not a
+verb of a live connection lives elsewhere: opening one in ``connecting.py``, the bytes on the
+socket in ``_natspy/``, permission errors in ``permissions.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import nats
@@ -27,11 +31,11 @@ from ._natspy import (
     encode_headers,
     flush_in_order,
     pub_command,
+    server_info,
 )
 from .bridge import Bridge, get_bridge
+from .connecting import connect_nats, default_url, nats_options
 from ..errors import (
-    AuthenticationFailed,
-    BadSubject,
     ClientClosed,
     PayloadTooLarge,
     PermissionDenied,
@@ -42,17 +46,13 @@ from ..errors import (
 from ..wire.messages import to_bytes
 from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
-from .subjects import check_publish_subject, check_reply_subject, check_subscribe_subject
+from .subjects import check_publish_subject, check_reply_subject
 from .subscription import Subscription
 
 log = logging.getLogger("agentlab")
 
 Handler = Callable[[Message], Any]
 RequestSpec = tuple[str, Any]
-
-
-def default_url() -> str | None:
-    return os.environ.get("AGENTLAB_NATS_URL") or None
 
 
 class Client:
@@ -69,12 +69,13 @@ class Client:
         self._outbound = Outbound(bridge, nc)
         self._requests = RequestMux(bridge, nc, self._outbound)
         violations.on_publish_denied = self._requests.fail_subject
-        self._publish_check = FirstPublishCheck(
-            violations, enabled=bool(nc._server_info.get("auth_required")))
-        if nc._server_info.get("auth_required"):
+        auth_required = bool(server_info(nc).get("auth_required"))
+        self._publish_check = FirstPublishCheck(violations, enabled=auth_required)
+        if auth_required:
             fail_fast_on_denied_requests(nc, violations)
         self._subscriptions: list[Subscription] = []
-        self._clients: list[Client] = []
+        self._clients: list[Client] = []  # opened with connect(): closed with this one
+        self._login: dict[str, Any] = {}  # what aopen() was given, for connect()
         self._closed = False
         self._reconnect_waiters: list[asyncio.Future] = []
         # When this connection was made: a server restarted before it, never after it
@@ -108,65 +109,22 @@ class Client:
         if not url:
             raise ServerUnreachable("(no URL)", "AGENTLAB_NATS_URL is not set and no lab is running")
         bridge = get_bridge()
-        options: dict[str, Any] = dict(
-            # "nats://a:4222,nats://b:4222" (a cluster, as AGENTLAB_NATS_URL may hold it):
-            # one connection that fails over between the servers.
-            servers=[u.strip() for u in url.split(",") if u.strip()], name=name, user=user,
-            password=password, token=token,
-            user_credentials=creds, reconnect_time_wait=reconnect_wait,
-            connect_timeout=connect_timeout, max_reconnect_attempts=1,
-        )
-        if inbox_prefix:
-            # Every request's reply subject starts with it, and goes to the socket unchecked.
-            check_subscribe_subject(inbox_prefix)
-            if "*" in inbox_prefix.split(".") or ">" in inbox_prefix.split("."):
-                raise BadSubject(f"inbox_prefix {inbox_prefix!r} has a wildcard; it must be a "
-                                 "concrete subject such as '_INBOX.acme'")
-            options["inbox_prefix"] = inbox_prefix
-        return await bridge.arun(cls._open(bridge, url, name, user, options))
+        options = nats_options(url, name=name, user=user, password=password, token=token,
+                               creds=creds, inbox_prefix=inbox_prefix,
+                               reconnect_wait=reconnect_wait, connect_timeout=connect_timeout)
+        client = await bridge.arun(cls._open(bridge, url, name, user, options))
+        client._login = dict(user=user, password=password, token=token, creds=creds,
+                             inbox_prefix=inbox_prefix, reconnect_wait=reconnect_wait,
+                             connect_timeout=connect_timeout)
+        return client
 
     @classmethod
     async def _open(cls, bridge: Bridge, url: str, name: str, user: str | None,
                     options: dict[str, Any]) -> Client:
         violations = ViolationLog(name)
-        auth_failed: list[BaseException] = []
-        connected = False
-
-        async def on_error(error: Exception) -> None:
-            if isinstance(error, nats.errors.AuthorizationError) or \
-                    "authorization violation" in str(error).lower():
-                auth_failed.append(error)
-            elif not violations.record(error) and connected:
-                # Before the first connection the failure is raised as ServerUnreachable.
-                log.warning("connection %r: %s", name, error)
-
-        made: list[Client] = []
-
-        async def on_disconnect() -> None:
-            log.info("connection %r lost its server; reconnecting", name)
-            if made:
-                made[0]._outbound.detach()
-
-        async def on_reconnect() -> None:
-            log.info("connection %r reconnected", name)
-            if made:
-                made[0]._outbound.attach()  # a new socket: route its writes through our lock
-                made[0]._wake_reconnect_waiters()
-
-        try:
-            nc = await nats.connect(error_cb=on_error, disconnected_cb=on_disconnect,
-                                    reconnected_cb=on_reconnect, **options)
-        except (nats.errors.NoServersError, OSError, asyncio.TimeoutError) as exc:
-            if auth_failed:
-                raise AuthenticationFailed(url, user) from None
-            raise ServerUnreachable(url, str(exc) or type(exc).__name__) from None
-        except nats.errors.AuthorizationError:
-            raise AuthenticationFailed(url, user) from None
-        # Once connected, keep trying forever: agents must survive a server restart.
-        nc.options["max_reconnect_attempts"] = -1
-        connected = True
+        nc, events = await connect_nats(url, name, user, options, violations)
         client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
-        made.append(client)
+        events.client = client
         client._outbound.attach()
         try:
             mark = violations.mark()
@@ -227,7 +185,7 @@ class Client:
         """
         self._outbound.send(self._command(subject, data, headers, ""))
 
-    async def next_reconnect(self) -> None:
+    async def anext_reconnect(self) -> None:
         """Return once this connection has been made again (after a server restart, say),
         or closed."""
         waiter = asyncio.get_running_loop().create_future()
@@ -244,12 +202,35 @@ class Client:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _aopen_like(self, name: str) -> Client:
-        """Another connection to this server, logged in as this one."""
-        options = self.nc.options
-        return await Client.aopen(self.url, name=name, user=options.get("user"),
-                                  password=options.get("password"), token=options.get("token"),
-                                  creds=options.get("user_credentials"))
+    # -- more connections like this one ---------------------------------------------------
+    # A sibling of a Lab is a plain Client; any other kind (a tenant's) opens its own kind.
+    _sibling_kind: type[Client] | None = None
+
+    def connect(self, name: str, **login: Any) -> Client:
+        """Another connection to the same server(s), named ``name``, closed with this one.
+
+            cto = lab.connect("cto")            # one connection per agent, as processes would
+
+        It logs in as this one does (user, password, token or creds file, inbox prefix) and is
+        of the same kind: a tenant's connection opens another of the tenant's. Pass ``user=``
+        and ``password=`` (or ``token=``, ``creds=``) to log in as someone else.
+        """
+        return self._bridge.run(self.aconnect(name, **login), operation="connect")
+
+    async def aconnect(self, name: str, **login: Any) -> Client:
+        if self._closed:
+            raise ClientClosed(self.name)
+        if login:  # someone else: only the connection settings are this one's
+            login = {"reconnect_wait": self._login.get("reconnect_wait", 0.25),
+                     "connect_timeout": self._login.get("connect_timeout", 2.0)} | login
+        kind = self._sibling_kind or type(self)
+        sibling = await kind.aopen(self.url, name=name, **(login or self._login))
+        self._adopt(sibling)
+        self._clients = [c for c in self._clients if not c.is_closed] + [sibling]
+        return sibling
+
+    def _adopt(self, sibling: Client) -> None:
+        """Give a new sibling what this kind of connection carries beyond its login."""
 
     def _ack_reply(self, subject: str, verb: bytes) -> None:
         """reply() for a JetStream ack: the subject is the server's own ``$JS.ACK...``.
@@ -289,7 +270,7 @@ class Client:
             raise ClientClosed(self.name)
         check_publish_subject(subject)
         payload = to_bytes(data)
-        limit = self.nc._max_payload
+        limit = self._outbound.max_payload
         # The server counts headers too; over the limit it closes the connection, and the
         # message, still in the reconnect buffer, would close every new connection as well.
         size = len(payload) + len(header_block)
@@ -457,6 +438,9 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        for sibling in self._clients:  # the connections opened from this one go first
+            await sibling._aclose(drain=False)
+        self._clients.clear()
         self._wake_reconnect_waiters()  # they look at is_closed and end
         try:
             await flush_in_order(self.nc, self._outbound, 1.0)
@@ -481,7 +465,7 @@ class Client:
 
     @property
     def max_payload(self) -> int:
-        return self.nc._max_payload
+        return self.nc.max_payload
 
     def __enter__(self) -> Client:
         return self
@@ -493,8 +477,3 @@ class Client:
         state = "closed" if self._closed else "connected" if self.nc.is_connected else "reconnecting"
         who = f" as {self.identity}" if self.identity else ""
         return f"<agentlab.Client {self.name!r}{who} {self.url} {state}>"
-
-
-def iter_requests(subject: str, payloads: Iterable[Any]) -> list[RequestSpec]:
-    """``[(subject, p) for p in payloads]``: the fan-out of one question to many payloads."""
-    return [(subject, p) for p in payloads]

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy, StreamInfo
+from nats.js.api import DEFAULT_PREFIX, ConsumerInfo, StreamConfig, StreamInfo
 
 from ..errors import (
     JETSTREAM_HINTS,
@@ -38,7 +37,8 @@ from ..errors import (
 from ..wire.messages import to_bytes
 from .received import Message
 from .specs import ConsumerSpec, StreamSpec
-from .subjects import check_name, check_subscribe_subject
+from .streamdata import API_TIMEOUT, PullConsumer, StreamData  # noqa: F401  (re-exported)
+from .subjects import check_name, check_publish_subject
 
 if TYPE_CHECKING:
     from .client import Client
@@ -49,7 +49,6 @@ T = TypeVar("T")
 # the rest (jetstream_api_error).
 _STREAM_NAME_IN_USE = 10058
 _MESSAGE_TOO_BIG = 10054
-API_TIMEOUT = 5.0  # seconds a JetStream API request may take (nats-py's default)
 # A list request makes the meta leader gather every stream's (or consumer's) info from its
 # leader, and just after a node is lost it waits out the ones that do not answer: the
 # request needs longer than one stream's info.
@@ -77,20 +76,37 @@ class PubAck:
     duplicate: bool = False
 
 
-class JetStream:
-    """JetStream operations on one connection (``client.js``)."""
+class JetStream(StreamData):
+    """JetStream operations on one connection (``client.js``); the message verbs (read,
+    get_message, delete_message, subscribe_ordered, pull) are in streamdata.py."""
 
-    def __init__(self, client: Client):
+    def __init__(self, client: Client, *, prefix: str = DEFAULT_PREFIX):
         self._client = client
         self._bridge = client._bridge
-        self._ctx = client.nc.jetstream(timeout=API_TIMEOUT)
+        self.api_prefix = prefix  # where its API requests go; pull.py's requests too
+        self._ctx = client.nc.jetstream(timeout=API_TIMEOUT, prefix=prefix)
+
+    def with_prefix(self, prefix: str) -> JetStream:
+        """The same connection's JetStream behind another API prefix, such as another
+        account's API imported under ``$JS.<account>.API``.
+
+            acme = client.js.with_prefix("$JS.acme.API")
+        """
+        return JetStream(self._client, prefix=check_publish_subject(prefix))
+
+    def _ctx_for(self, timeout: float) -> Any:
+        """The nats-py context whose API requests wait ``timeout`` seconds."""
+        if timeout == API_TIMEOUT:
+            return self._ctx
+        return self._client.nc.jetstream(timeout=timeout, prefix=self.api_prefix)
 
     def _run(self, coro: Coroutine[Any, Any, T], operation: str) -> T:
         return self._bridge.run(coro, operation=operation)
 
     async def _api(self, call: Awaitable[T], action: str, stream: str,
-                   consumer: str | None = None, hint: str = "") -> T:
-        return await api_call(call, action, stream, consumer, hint)
+                   consumer: str | None = None, hint: str = "",
+                   timeout: float = API_TIMEOUT) -> T:
+        return await api_call(call, action, stream, consumer, hint, timeout)
 
     # -- streams ---------------------------------------------------------------------
     def declare_stream(self, spec: StreamSpec) -> StreamInfo:
@@ -115,24 +131,46 @@ class JetStream:
                                hint="Some settings (retention, storage) cannot change on an "
                                     "existing stream: delete it first or use a new name.")
 
-    def stream_info(self, name: str) -> StreamInfo:
-        return self._run(self._stream_info(name), "stream_info")
+    def update_stream(self, config: StreamConfig) -> StreamInfo:
+        """Give an existing stream ``config`` whole: for settings a StreamSpec does not have.
 
-    async def astream_info(self, name: str) -> StreamInfo:
-        return await self._bridge.arun(self._stream_info(name))
+            config = js.stream_info("KV_TASK_LEDGER").config; config.deny_delete = True
+            js.update_stream(config)
+        """
+        return self._run(self._update_stream(config), "update_stream")
 
-    async def _stream_info(self, name: str) -> StreamInfo:
+    async def aupdate_stream(self, config: StreamConfig) -> StreamInfo:
+        return await self._bridge.arun(self._update_stream(config))
+
+    async def _update_stream(self, config: StreamConfig) -> StreamInfo:
+        name = check_name(config.name or "", "stream")
+        return await self._api(self._ctx.update_stream(config), f"update stream '{name}'", name)
+
+    def stream_info(self, name: str, *, timeout: float = API_TIMEOUT) -> StreamInfo:
+        return self._run(self._stream_info(name, timeout), "stream_info")
+
+    async def astream_info(self, name: str, *, timeout: float = API_TIMEOUT) -> StreamInfo:
+        return await self._bridge.arun(self._stream_info(name, timeout))
+
+    async def _stream_info(self, name: str, timeout: float = API_TIMEOUT) -> StreamInfo:
         check_name(name, "stream")
-        return await self._api(self._ctx.stream_info(name), f"read stream '{name}'", name)
+        return await self._api(self._ctx_for(timeout).stream_info(name),
+                               f"read stream '{name}'", name, timeout=timeout)
 
-    def streams(self) -> list[StreamInfo]:
-        return self._run(self._streams(), "streams")
+    def streams(self, *, timeout: float = API_TIMEOUT) -> list[StreamInfo]:
+        """Every stream's info (all pages). A cluster that just lost a node answers a list
+        slowly: give it ``timeout=LIST_TIMEOUT``.
 
-    async def astreams(self) -> list[StreamInfo]:
-        return await self._bridge.arun(self._streams())
+            names = [info.config.name for info in client.js.streams()]
+        """
+        return self._run(self._streams(timeout), "streams")
 
-    async def _streams(self) -> list[StreamInfo]:
-        return await self._api(self._ctx.streams_info(), "list the streams", "(all)")
+    async def astreams(self, *, timeout: float = API_TIMEOUT) -> list[StreamInfo]:
+        return await self._bridge.arun(self._streams(timeout))
+
+    async def _streams(self, timeout: float) -> list[StreamInfo]:
+        return await self._api(_all_pages(self._ctx_for(timeout).streams_info),
+                               "list the streams", "(all)", timeout=timeout)
 
     def delete_stream(self, name: str) -> None:
         self._run(self._delete_stream(name), "delete_stream")
@@ -169,16 +207,23 @@ class JetStream:
         return await self._api(self._ctx.consumer_info(stream, consumer),
                                f"read consumer '{consumer}'", stream, consumer)
 
-    def consumers(self, stream: str) -> list[ConsumerInfo]:
-        return self._run(self._consumers(stream), "consumers")
+    def consumers(self, stream: str, *, timeout: float = API_TIMEOUT) -> list[ConsumerInfo]:
+        """Every consumer's info on ``stream`` (all pages); ``timeout`` as for streams().
 
-    async def _consumers(self, stream: str) -> list[ConsumerInfo]:
+            names = [info.name for info in client.js.consumers("AGENT_TASKS")]
+        """
+        return self._run(self._consumers(stream, timeout), "consumers")
+
+    async def aconsumers(self, stream: str, *,
+                         timeout: float = API_TIMEOUT) -> list[ConsumerInfo]:
+        return await self._bridge.arun(self._consumers(stream, timeout))
+
+    async def _consumers(self, stream: str, timeout: float) -> list[ConsumerInfo]:
         check_name(stream, "stream")
-        return await self._api(self._ctx.consumers_info(stream),
-                               f"list the consumers of stream '{stream}'", stream)
-
-    async def aconsumers(self, stream: str) -> list[ConsumerInfo]:
-        return await self._bridge.arun(self._consumers(stream))
+        ctx = self._ctx_for(timeout)
+        return await self._api(_all_pages(lambda offset: ctx.consumers_info(stream, offset)),
+                               f"list the consumers of stream '{stream}'", stream,
+                               timeout=timeout)
 
     def delete_consumer(self, stream: str, consumer: str) -> None:
         self._run(self._delete_consumer(stream, consumer), "delete_consumer")
@@ -190,60 +235,6 @@ class JetStream:
         check_name(stream, "stream"), check_name(consumer, "consumer")
         await self._api(self._ctx.delete_consumer(stream, consumer),
                         f"delete consumer '{consumer}'", stream, consumer)
-
-    def read(self, stream: str, filter_subject: str = ">", *, since: datetime | None = None,
-             timeout: float = 2.0) -> list[Message]:
-        """Everything stored in ``stream`` now that matches, oldest first (or from ``since``).
-
-        A snapshot through a throwaway consumer: it reads exactly what was stored when the
-        read began, acknowledges nothing, and leaves no consumer behind.
-        """
-        return self._run(self._read(stream, filter_subject, since, timeout), "read")
-
-    async def aread(self, stream: str, filter_subject: str = ">", *,
-                    since: datetime | None = None, timeout: float = 2.0) -> list[Message]:
-        return await self._bridge.arun(self._read(stream, filter_subject, since, timeout))
-
-    async def _read(self, stream: str, filter_subject: str, since: datetime | None,
-                    timeout: float) -> list[Message]:
-        check_name(stream, "stream"), check_subscribe_subject(filter_subject)
-        config = ConsumerConfig(
-            filter_subject=filter_subject, ack_policy=AckPolicy.NONE, mem_storage=True,
-            deliver_policy=DeliverPolicy.BY_START_TIME if since else DeliverPolicy.ALL,
-            opt_start_time=since, inactive_threshold=30.0)  # gone even if we are killed
-        info = await self._api(self._ctx.add_consumer(stream, config),
-                               f"read stream '{stream}'", stream)
-        psub = await self._ctx.pull_subscribe_bind(consumer=info.name, stream=stream)
-        out: list[Message] = []
-        try:
-            left = info.num_pending  # the snapshot size: stop at what was stored at the start
-            while left > 0:
-                try:
-                    batch = await psub.fetch(min(left, 256), timeout=timeout)
-                except asyncio.TimeoutError:
-                    break  # expired or purged meanwhile: return what was there
-                left -= len(batch)
-                out.extend(Message.from_nats(raw, self._client) for raw in batch)
-        finally:
-            await psub.unsubscribe()
-            try:
-                await self._ctx.delete_consumer(stream, info.name)
-            except nats.js.errors.Error:
-                pass  # inactive_threshold removes it anyway
-        return out
-
-    def pull(self, stream: str, consumer: str | ConsumerInfo) -> PullConsumer:
-        """A handle to fetch from an existing durable consumer."""
-        return self._run(self.apull(stream, consumer), "pull")
-
-    async def apull(self, stream: str, consumer: str | ConsumerInfo) -> PullConsumer:
-        name = consumer if isinstance(consumer, str) else consumer.name
-        return await self._bridge.arun(self._pull(stream, name))
-
-    async def _pull(self, stream: str, name: str) -> PullConsumer:
-        await self._consumer_info(stream, name)  # fail now, by name, if it does not exist
-        psub = await self._ctx.pull_subscribe_bind(durable=name, stream=stream)
-        return PullConsumer(self._client, stream, name, psub)
 
     # -- publishing --------------------------------------------------------------------
     def publish(self, subject: str, data: Any = b"", *, msg_id: str | None = None,
@@ -289,7 +280,7 @@ class JetStream:
         leader, so the JetStream API, not the silence, tells these apart."""
         action = f"store the message published on '{subject}'"
         try:
-            reply = await self._client.arequest(f"{self._ctx._prefix}.STREAM.NAMES",
+            reply = await self._client.arequest(f"{self.api_prefix}.STREAM.NAMES",
                                                 json.dumps({"subject": subject}), timeout=1.0)
         except NoResponders:
             return JetStreamUnavailable(action, "no responders, for the publish nor the API")
@@ -345,48 +336,16 @@ def _receipt(subject: str, reply: Message) -> PubAck | None:
                          error.get("code"), code)
 
 
-class PullConsumer:
-    """Fetch batches from a durable pull consumer; each message is acked by you."""
+_API_LIST_LIMIT = 256  # nats-server's JSApiListLimit: list replies come in pages of this size
 
-    def __init__(self, client: Client, stream: str, name: str, psub: Any):
-        self._client = client
-        self.stream = stream
-        self.name = name
-        self._psub = psub
 
-    def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[Message]:
-        """Up to ``batch`` messages; ``[]`` if none arrive within ``timeout`` seconds."""
-        return self._client._bridge.run(self._fetch(batch, timeout), operation="fetch")
-
-    async def afetch(self, batch: int = 1, timeout: float = 1.0) -> list[Message]:
-        return await self._client._bridge.arun(self._fetch(batch, timeout))
-
-    async def _fetch(self, batch: int, timeout: float) -> list[Message]:
-        self._client._outbound.drain()  # acks sent so far go out before the next pull
-        try:
-            raw = await self._psub.fetch(batch, timeout=timeout)
-        except asyncio.TimeoutError:
-            # nats-py raises when nothing arrived (an empty batch reads better). It raises
-            # nats.errors.TimeoutError or, when the server's 408 lands at the deadline, a plain
-            # asyncio.TimeoutError; catching the base class covers both.
-            return []
-        except nats.js.errors.APIError as error:
-            raise _explain(error, f"fetch from consumer '{self.name}'", self.stream,
-                           self.name) from None
-        return [Message.from_nats(m, self._client) for m in raw]
-
-    def info(self) -> ConsumerInfo:
-        return self._client.js.consumer_info(self.stream, self.name)
-
-    def close(self) -> None:
-        """Stop pulling (the durable consumer and its position stay on the server)."""
-        self._client._bridge.run(self._psub.unsubscribe(), operation="close")
-
-    async def aclose(self) -> None:
-        await self._client._bridge.arun(self._psub.unsubscribe())
-
-    def __repr__(self) -> str:
-        return f"<PullConsumer {self.stream}/{self.name}>"
+async def _all_pages(fetch: Callable[[int], Awaitable[list[T]]]) -> list[T]:
+    items: list[T] = []
+    while True:
+        page = await fetch(len(items))
+        items.extend(page)
+        if len(page) < _API_LIST_LIMIT:
+            return items
 
 
 def _js_headers(headers: dict[str, str] | None, msg_id: str | None,

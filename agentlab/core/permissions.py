@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import PermissionDenied
+from ._natspy import route_requests
 
 _VIOLATION = re.compile(r'permissions violation for (publish|subscription) to "([^"]+)"', re.I)
 
@@ -146,4 +147,4 @@ def fail_fast_on_denied_requests(nc: Any, violations: ViolationLog) -> None:
         denied.exception()
         raise violations.denied(subject) from None
 
-    nc.request = request  # nats-py's JetStream context calls nc.request: it comes here
+    route_requests(nc, request)  # nats-py's JetStream, KV and object stores come here too

@@ -2,10 +2,10 @@
 message the moment it arrives (what nats.go's ``Consume()`` does; nats-py has only fetch).
 
     feed = ContinuousPull(client, "AGENT_TASKS", "cto", on_message, room=lambda: 5 - busy)
-    await feed.start()
+    await feed.astart()
     ...
     feed.wake()          # room was freed: ask for more if it is worth a request
-    await feed.stop()    # once every request was served or expired (<= 0.5 s)
+    await feed.astop()   # once every request was served or expired (<= 0.5 s)
 
 Why not ``fetch()``: a fetch for n returns only when all n came or it expired, so an agent
 that starts each task as it comes has to fetch(1) per task, and that request (a publish, a
@@ -17,7 +17,7 @@ free again.
 What it relies on, checked in tests/test_continuous_pull.py:
 * A pull request cannot be withdrawn. The server drops one only when nobody at all listens on
   its reply subject, and a wildcard tap (the Observer's ``_INBOX.>``) counts as listening; a
-  task sent to such a request would wait out ack_wait. So requests live briefly, and stop()
+  task sent to such a request would wait out ack_wait. So requests live briefly, and astop()
   waits until each one has been served or has expired before it unsubscribes.
 * Requests from several instances on one consumer are served in turn (replicas share).
 * An expired request is answered by a 408 status with ``Nats-Pending-Messages``, the count it
@@ -43,12 +43,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentlab")
 
-# How long one pull request lives: an idle consumer is asked again this often, stop() waits
+# How long one pull request lives: an idle consumer is asked again this often, astop() waits
 # at most this long, and a request the server lost goes unnoticed for at most this plus
 # LOST_AFTER (a failover must recover within ~2 s).
 REQUEST_LIFETIME = 0.5
 LOST_AFTER = 0.5
-PULL_API = "$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+PULL_API = "{prefix}.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
 class ContinuousPull:
@@ -67,10 +67,10 @@ class ContinuousPull:
         self._on_message, self._room = on_message, room
         # Both names become tokens of the request's subject, written straight to the socket.
         check_name(stream, "stream"), check_name(consumer, "consumer")
-        self._api = PULL_API.format(stream=stream, consumer=consumer)
+        self._api = PULL_API.format(prefix=client.js.api_prefix, stream=stream, consumer=consumer)
         self.request_lifetime = request_lifetime
         self._owed = 0  # messages our outstanding requests may still deliver
-        self._settled = asyncio.Event()  # set while nothing is asked for (see stop())
+        self._settled = asyncio.Event()  # set while nothing is asked for (see astop())
         self._capacity = max(1, room())
         self._sub: Any = None
         self._inbox = ""
@@ -81,7 +81,7 @@ class ContinuousPull:
         self.requests = 0  # pull requests sent (for tests and curiosity)
         self._refusal = ""  # the last refusal logged, so a lasting one is logged once
 
-    async def start(self) -> ContinuousPull:
+    async def astart(self) -> ContinuousPull:
         nc = self.client.nc
         self._inbox = nc.new_inbox()
         self._sub = await nc.subscribe(self._inbox, cb=self._deliver)
@@ -102,7 +102,7 @@ class ContinuousPull:
         if want > 0 and (self._owed == 0 or want * 2 >= self._capacity):
             self._ask(want)
 
-    async def stop(self) -> None:
+    async def astop(self) -> None:
         """Stop asking; return once every request has been served or has expired (at most
         ``request_lifetime``). What arrives meanwhile still goes to ``on_message``: no message is
         lost or left to wait out ack_wait."""
@@ -178,7 +178,7 @@ class ContinuousPull:
             return
         self._set_owed(self._owed - 1)
         self._refusal = ""
-        # Also while stop() waits for its requests to end: the message is ours now, and a
+        # Also while astop() waits for its requests to end: the message is ours now, and a
         # nak would spend one of its max_deliver attempts.
         self._on_message(msg)
 

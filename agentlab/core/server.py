@@ -228,6 +228,19 @@ class EmbeddedServer:
             self._launch(timeout)
         return self
 
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to ``timeout`` s for the process to end; its exit code, or None if running."""
+        if self._proc is None:
+            return None
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def log_tail(self, lines: int = 10) -> list[str]:
+        """The last non-empty lines of the server's log (empty without a store directory)."""
+        return _tail(self.log_path, 0, lines) if self.log_path else []
+
     def varz(self) -> dict[str, Any]:
         return self._monitor("varz")
 
@@ -367,44 +380,3 @@ class EmbeddedServer:
                 return json.loads(resp.read())
         except OSError as exc:  # URLError is an OSError
             raise ServerUnreachable(url, str(exc)) from exc
-
-
-def serve_forever(**kwargs: Any) -> int:
-    """Run an EmbeddedServer(**kwargs) in the foreground until Ctrl-C or SIGTERM.
-
-    Returns 0 after a requested stop, non-zero if the server died on its own; a server
-    that cannot start raises ServerStartError.
-    """
-    from rich.console import Console
-
-    console, server = Console(), EmbeddedServer(**kwargs)
-    on_main = threading.current_thread() is threading.main_thread()  # signals need main
-    if on_main:
-        def _on_term(signum: int, frame: object) -> None:
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, _on_term)
-    try:
-        server.start()
-        console.print(
-            f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
-            f"  NATS URL:   [bold]{server.url}[/]\n  Monitoring: {server.monitor_url}\n"
-            f"  Store:      {server.store_dir}\n"
-            f"  Use it:     export AGENTLAB_NATS_URL={server.url}\nPress Ctrl-C to stop."
-        )
-        while server.is_running:
-            try:
-                server._proc.wait(0.5)
-            except subprocess.TimeoutExpired:
-                pass
-        code = server._proc.returncode
-        console.print(f"[bold red]nats-server exited on its own[/] (code {code}):\n"
-                      + "\n".join(_tail(server.log_path, 0, 10)))
-        return code or 1
-    except KeyboardInterrupt:
-        console.print("Stopping nats-server...")
-        return 0
-    finally:
-        server.stop()
-        if on_main:  # None means a handler installed from C: fall back to the default
-            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

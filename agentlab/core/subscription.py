@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import threading
 import time
@@ -156,9 +155,7 @@ class Subscription:
             self._mailbox.put(msg)
             return
         try:
-            result = self.client._bridge.run_handler(self.handler, msg)  # type: ignore[arg-type]
-            if inspect.isawaitable(result):
-                result = await result
+            result = await self.client._bridge.arun_handler(self.handler, msg)  # type: ignore[arg-type]
             self.handled += 1
             if self._reply_with_result and msg.reply:
                 self.client.reply(msg.reply, b"" if result is None else result)

@@ -3,7 +3,8 @@
     HTML(streams_html(observer.state()))         # static output, no widget needed
 
 Column names are the nats CLI's where it has one (``nats stream report``, ``nats consumer
-report``); every header has a tooltip saying what it means.
+report``); every header has a tooltip saying what it means. The Streams and Consumers tables
+take their columns from the reports' spec (:mod:`.columns`), as the terminal's do.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import time
 from html import escape
 
-from ..reports.report import format_bytes, format_count, format_duration
+from ..reports.render import html_table
+from .columns import consumer_columns, marker, stream_columns
 from .palette import KIND_STYLE, colour, kind_of, trace_colour
 from .snapshots import FlowSnapshot, StateSnapshot, TopologySnapshot
-from .svg import sequence_svg, sparkline_svg, topology_svg
+from .svg import sequence_svg, topology_svg
 
 STYLE = """<style>
 /* views size to their content; wide ones scroll */
@@ -42,51 +44,6 @@ STYLE = """<style>
 .al-view .al-warn{color:#b91c1c}
 </style>"""
 
-STREAM_HEADERS = (
-    ("Stream", "The stream's name"),
-    ("Subjects", "Subjects whose messages the stream stores"),
-    ("Retention", "limits: keep until limits; workqueue: remove once acked; "
-                  "interest: keep while a consumer still needs it"),
-    ("Storage", "File (survives restarts) or Memory"),
-    ("Consumers", "Consumers reading this stream"),
-    ("Messages", "Messages stored now"), ("Bytes", "Bytes stored now"),
-    ("First Seq", "Sequence number of the oldest stored message"),
-    ("Last Seq", "Sequence number of the newest message ever stored"),
-)
-CONSUMER_HEADERS = (
-    ("Stream", "The stream the consumer reads"),
-    ("Consumer", "Durable name (an agent role shares one per role)"),
-    ("Filter", "Only messages on these subjects"),
-    ("Ack Policy", "Explicit: each message must be acked"),
-    ("Unprocessed", "Stored, matching, not delivered yet (num_pending)"),
-    ("Ack Pending", "Delivered, waiting for an ack"),
-    ("Redelivered", "Delivered more than once, waiting for an ack"),
-    ("Waiting", "Pull requests parked at the server: idle workers"),
-    ("Last Delivered", "Stream sequence of the last message delivered"),
-    ("Oldest Unprocessed", "Age of the oldest message not yet acked: the queue's latency"),
-    ("Acks/s (60 s)", "Acks per second over the last minute, seen by the observer"),
-)
-NUMERIC = {"Consumers", "Messages", "Bytes", "First Seq", "Last Seq", "Unprocessed",
-           "Ack Pending", "Redelivered", "Waiting", "Last Delivered", "Oldest Unprocessed"}
-
-
-def _head(headers: tuple[tuple[str, str], ...]) -> str:
-    return "<tr>" + "".join(
-        f"<th class='{'n' if name in NUMERIC else ''}' title='{escape(tip)}'>{escape(name)}</th>"
-        for name, tip in headers) + "</tr>"
-
-
-def _cell(state: StateSnapshot, key: str, column: str, text: str) -> str:
-    cls = "n" if column in NUMERIC else ""
-    extra = ""
-    if (key, column) in state.changed:
-        cls += " al-chg"
-        delta = state.deltas.get((key, column))
-        if delta:
-            extra = (f"<span class='{'al-up' if delta > 0 else 'al-down'}'>"
-                     f"{'+' if delta > 0 else ''}{delta:,}</span>")
-    return f"<td class='{cls}'>{text}{extra}</td>"
-
 
 def _view(title: str, why: str, body: str, meta: str = "") -> str:
     meta_html = f"<div class='al-meta'>{meta}</div>" if meta else ""
@@ -106,45 +63,15 @@ def _polled(state: StateSnapshot) -> str:
 
 
 def streams_html(state: StateSnapshot) -> str:
-    rows = []
-    for row in state.streams.rows if state.streams else ():
-        k = row.name
-        cells = [f"<td><b>{escape(row.name)}</b></td>",
-                 f"<td><code>{'<br>'.join(escape(x) for x in row.subjects)}</code></td>",
-                 f"<td>{escape(row.retention)}</td>", f"<td>{escape(row.storage)}</td>",
-                 _cell(state, k, "Consumers", format_count(row.consumers)),
-                 _cell(state, k, "Messages", format_count(row.messages)),
-                 _cell(state, k, "Bytes", format_bytes(row.bytes)),
-                 _cell(state, k, "First Seq", format_count(row.first_seq)),
-                 _cell(state, k, "Last Seq", format_count(row.last_seq))]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    body = (f"<table class='al-streams'><thead>{_head(STREAM_HEADERS)}</thead><tbody>"
-            f"{''.join(rows) or '<tr><td colspan=9>no streams</td></tr>'}</tbody></table>")
+    body = html_table(stream_columns(state), state.streams.rows if state.streams else (),
+                      css_class="al-streams", mark=marker(state), empty="no streams")
     return _view("Streams", "Where JetStream stores messages. One row per stream, as "
                  "`nats stream report` shows them.", body, _polled(state))
 
 
 def consumers_html(state: StateSnapshot) -> str:
-    rows = []
-    for row in state.consumer_rows():
-        k = f"{row.stream}/{row.name}"
-        rate = state.rates.get((row.stream, row.name), ())
-        age = row.oldest_unprocessed_age
-        age_cls = " al-warn" if age is not None and age > max(5.0, row.ack_wait) else ""
-        cells = [f"<td>{escape(row.stream)}</td>", f"<td><b>{escape(row.name)}</b></td>",
-                 f"<td><code>{escape(', '.join(row.filter_subjects) or '>')}</code></td>",
-                 f"<td>{escape(row.ack_policy)}</td>",
-                 _cell(state, k, "Unprocessed", format_count(row.unprocessed)),
-                 _cell(state, k, "Ack Pending", format_count(row.ack_pending)),
-                 _cell(state, k, "Redelivered", format_count(row.redelivered)),
-                 _cell(state, k, "Waiting", format_count(row.waiting)),
-                 _cell(state, k, "Last Delivered", format_count(row.delivered)),
-                 f"<td class='n{age_cls}'>{format_duration(age) or '—'}</td>",
-                 f"<td>{sparkline_svg(rate)} <b>{rate[-1] if rate else 0}</b>/s</td>"]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    body = (f"<table class='al-consumers'><thead>{_head(CONSUMER_HEADERS)}</thead><tbody>"
-            f"{''.join(rows) or '<tr><td colspan=11>no consumers yet</td></tr>'}</tbody>"
-            "</table>")
+    body = html_table(consumer_columns(state), state.consumer_rows(), css_class="al-consumers",
+                      mark=marker(state), empty="no consumers yet")
     return _view("Consumers", "Who reads each stream, and how far behind they are. "
                  "Unprocessed + Ack Pending = the work still to do.", body, _polled(state))
 

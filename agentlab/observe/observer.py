@@ -19,21 +19,18 @@ import time
 from typing import Any
 
 from ..core.client import Client
+from ..core.lifecycle import Service
 from ..errors import ClientClosed, StreamNotFound
 from ..core.subjects import DEFAULT_ROOT
+from ..reports.columns import CONSUMER_COLUMNS, STREAM_COLUMNS
+from .columns import row_key
 from .recorder import FlowRecorder, matcher
 from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
 
 log = logging.getLogger("agentlab")
 
-STREAM_FIELDS = {"Messages": "messages", "Bytes": "bytes", "First Seq": "first_seq",
-                 "Last Seq": "last_seq", "Consumers": "consumers"}
-CONSUMER_FIELDS = {"Unprocessed": "unprocessed", "Ack Pending": "ack_pending",
-                   "Redelivered": "redelivered", "Waiting": "waiting",
-                   "Last Delivered": "delivered", "Ack Floor": "ack_floor"}
 
-
-class Observer:
+class Observer(Service):
     """Taps ``{root}.>``, ``$JS.ACK.>``, ``$JS.EVENT.ADVISORY.>`` and (``deliveries=True``)
     ``_INBOX.>`` into a bounded FlowRecorder (``capacity`` events), and polls stream and
     consumer state every ``poll_interval`` seconds (``streams``: only these)."""
@@ -59,23 +56,34 @@ class Observer:
         self.poll_errors = 0
 
     # -- lifecycle ----------------------------------------------------------------------
-    def start(self) -> Observer:
-        """Connect, subscribe the taps, take a first state poll. Returns self."""
-        self.client = self._bridge.run(self._connect(), operation="connect the observer")
-        self._bridge.run(self._start(), operation="observe")
-        return self
+    async def _astart_service(self) -> None:
+        """start(): connect, subscribe the taps, take a first state poll."""
+        self.client = await self._connect()
+        await self._subscribe_taps()
 
-    async def astart(self) -> Observer:
-        self.client = await self._bridge.arun(self._connect())
-        await self._bridge.arun(self._start())
-        return self
+    async def _astop_service(self) -> None:
+        """stop(): unsubscribe and close the connection. Snapshots taken stay readable."""
+        client, self.client = self.client, None
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        self._subs.clear()  # closing the connection drops them
+        if client is not None:
+            await client.aclose()
+
+    close, aclose = Service.stop, Service.astop
+
+    @property
+    def is_running(self) -> bool:
+        # Its connection also closes when the one it was opened from does.
+        return super().is_running and self.client is not None and not self.client.is_closed
 
     async def _connect(self) -> Client:
         # As the client it observes for: the same login (a tenant sees its own account only),
         # on a connection of its own so that its taps never slow the observed one.
-        return await self._source._aopen_like(self.name)
+        return await self._source.aconnect(self.name)
 
-    async def _start(self) -> None:
+    async def _subscribe_taps(self) -> None:
         assert self.client is not None
         nc, rec = self.client.nc, self.recorder
 
@@ -112,28 +120,6 @@ class Observer:
         if self.client is None:
             raise ClientClosed(f"observer of {self.root}")
         self._bridge.run(self._poll_once(), operation="poll")
-
-    def stop(self) -> None:
-        """Unsubscribe and close the connection. Snapshots taken stay readable."""
-        if self.client is None:
-            return
-        client, self.client = self.client, None
-        if self._poller is not None:
-            self._bridge.call_soon(self._poller.cancel)
-            self._poller = None
-        client.close()
-
-    close = stop
-
-    @property
-    def running(self) -> bool:
-        return self.client is not None and not self.client.is_closed
-
-    def __enter__(self) -> Observer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- reading ------------------------------------------------------------------------
     def flow(self, pattern: str = ">", *, limit: int = 40, hide_noise: bool = True,
@@ -220,7 +206,7 @@ class Observer:
                                     taken_at=time.time(), polls=previous.polls + 1)
 
     def __repr__(self) -> str:
-        state = "running" if self.running else "stopped"
+        state = "running" if self.running else "stopped"  # its connection may have closed
         rec = self.recorder
         return (f"<Observer {state} events={rec.recorded} seen={rec.received} "
                 f"dropped={rec.dropped} polls={self._state.polls}>")
@@ -228,26 +214,24 @@ class Observer:
 
 def _changes(previous: StateSnapshot, streams: Any, consumers: list[Any]
              ) -> tuple[set[tuple[str, str]], dict[tuple[str, str], int]]:
+    """The watched cells (``Column.watch``) that differ from the poll before, and by how much;
+    a row new since then has all its watched cells changed, without a difference."""
     changed: set[tuple[str, str]] = set()
     deltas: dict[tuple[str, str], int] = {}
     if previous.streams is None:
         return changed, deltas
-    before = {row.name: row for row in previous.streams.rows}
-    for row in streams.rows:
-        old = before.get(row.name)
-        for column, attr in STREAM_FIELDS.items():
-            if old is None or getattr(old, attr) != getattr(row, attr):
-                changed.add((row.name, column))
+    pairs = [(row, STREAM_COLUMNS) for row in streams.rows] + \
+        [(row, CONSUMER_COLUMNS) for report in consumers for row in report.rows]
+    before = {row_key(row): row for row in (*previous.streams.rows, *previous.consumer_rows())}
+    for row, spec in pairs:
+        key = row_key(row)
+        old = before.get(key)
+        for column in spec.values():
+            if not column.watch:
+                continue
+            now = column.value(row)
+            if old is None or column.value(old) != now:
+                changed.add((key, column.header))
                 if old is not None:
-                    deltas[(row.name, column)] = getattr(row, attr) - getattr(old, attr)
-    before_c = {(r.stream, r.name): r for r in previous.consumer_rows()}
-    for report in consumers:
-        for row in report.rows:
-            old = before_c.get((row.stream, row.name))
-            key = f"{row.stream}/{row.name}"
-            for column, attr in CONSUMER_FIELDS.items():
-                if old is None or getattr(old, attr) != getattr(row, attr):
-                    changed.add((key, column))
-                    if old is not None:
-                        deltas[(key, column)] = getattr(row, attr) - getattr(old, attr)
+                    deltas[(key, column.header)] = now - column.value(old)
     return changed, deltas

@@ -10,58 +10,20 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ..reports.report import format_bytes, format_count, format_duration
+from ..reports.render import rich_table
+from .columns import consumer_columns, marker, sparkline, stream_columns
 from .palette import KIND_STYLE, kind_of
 from .snapshots import COLUMNS, FlowSnapshot, StateSnapshot, TopologySnapshot
 
-BARS = " ▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: tuple[int, ...], width: int = 20) -> str:
-    values = values[-width:] or (0,)
-    top = max(values) or 1
-    return "".join(BARS[round(v / top * (len(BARS) - 1))] for v in values)
-
-
-def _mark(state: StateSnapshot, key: str, column: str, text: str) -> Text:
-    if (key, column) in state.changed:
-        delta = state.deltas.get((key, column))
-        extra = f" ({'+' if delta and delta > 0 else ''}{delta:,})" if delta else ""
-        return Text(text + extra, style="bold yellow")
-    return Text(text)
+__all__ = ["flow_table", "sparkline", "state_group", "topology_tree"]
 
 
 def state_group(state: StateSnapshot) -> Group:
-    streams = Table(title="Streams", title_justify="left", header_style="bold")
-    for name in ("Stream", "Subjects", "Retention", "Storage", "Consumers", "Messages",
-                 "Bytes", "First Seq", "Last Seq"):
-        streams.add_column(name, justify="right" if name in ("Consumers", "Messages", "Bytes",
-                                                             "First Seq", "Last Seq") else "left")
-    for row in state.streams.rows if state.streams else ():
-        k = row.name
-        streams.add_row(row.name, ", ".join(row.subjects), row.retention, row.storage,
-                        _mark(state, k, "Consumers", format_count(row.consumers)),
-                        _mark(state, k, "Messages", format_count(row.messages)),
-                        _mark(state, k, "Bytes", format_bytes(row.bytes)),
-                        _mark(state, k, "First Seq", format_count(row.first_seq)),
-                        _mark(state, k, "Last Seq", format_count(row.last_seq)))
-    consumers = Table(title="Consumers", title_justify="left", header_style="bold")
-    for name in ("Stream", "Consumer", "Filter", "Ack Policy", "Unprocessed", "Ack Pending",
-                 "Redelivered", "Waiting", "Last Delivered", "Oldest Unprocessed", "Acks/s"):
-        consumers.add_column(name, justify="left" if name in ("Stream", "Consumer", "Filter",
-                                                              "Ack Policy", "Acks/s") else "right")
-    for row in state.consumer_rows():
-        k = f"{row.stream}/{row.name}"
-        rate = state.rates.get((row.stream, row.name), ())
-        consumers.add_row(row.stream, row.name, ", ".join(row.filter_subjects) or ">",
-                          row.ack_policy,
-                          _mark(state, k, "Unprocessed", format_count(row.unprocessed)),
-                          _mark(state, k, "Ack Pending", format_count(row.ack_pending)),
-                          _mark(state, k, "Redelivered", format_count(row.redelivered)),
-                          _mark(state, k, "Waiting", format_count(row.waiting)),
-                          _mark(state, k, "Last Delivered", format_count(row.delivered)),
-                          format_duration(row.oldest_unprocessed_age) or "—",
-                          f"{sparkline(rate)} {rate[-1] if rate else 0}/s")
+    mark = marker(state)
+    streams = rich_table("Streams", stream_columns(state),
+                         state.streams.rows if state.streams else (), mark=mark)
+    consumers = rich_table("Consumers", consumer_columns(state), state.consumer_rows(),
+                           mark=mark)
     return Group(streams, consumers)
 
 

@@ -12,6 +12,7 @@ The layers it sits on are drawn in docs/architecture.md.
 from .agent import Agent
 from .audit import AuditRecord, replay
 from .context import TaskContext
+from .delegation import apublish_task, publish_task
 from .deadletters import DeadLetterNotFound, DeadLetterOffice, letter_summary
 from .health import AgentHealth, HealthMonitor, QueueMetrics, ScalingSignal, SystemMetrics
 from .intents import IntentQueue, publish_intent
@@ -38,6 +39,8 @@ from .streams import (
     TOOL_REQUEST_STREAM,
     TOOL_RESULT_STREAM,
     declare_reference_streams,
+    declare_replicated_streams,
+    reference_assets,
     reference_streams,
 )
 from .tools import (
@@ -51,12 +54,13 @@ from .tools import (
     ToolTimeout,
     ToolWorkerPool,
 )
+from .workloop import retry_delay
 from .triggers import Event, aemit_event, aon_event, emit_event, event_subject, on_event
 
 __all__ = [
     # the organisation and its agents
     "Organisation", "Agent", "TaskContext", "REFERENCE_ROLES", "ceo_handler", "cto_handler",
-    "cfo_handler", "TransientFailure",
+    "cfo_handler", "TransientFailure", "retry_delay", "publish_task", "apublish_task",
     # wire models
     "Task", "TaskCompleted", "AgentAction", "Heartbeat", "DeadLetter", "Event",
     "MeetingInvitation", "MeetingEntry", "SagaRequest", "ToolCall", "ToolResult",
@@ -64,7 +68,7 @@ __all__ = [
     # streams (the one place their names are written) and the ledger
     "TASK_STREAM", "EVENTS_STREAM", "MEETINGS_STREAM", "TOOL_REQUEST_STREAM",
     "TOOL_RESULT_STREAM", "DLQ_STREAM", "INTENT_STREAM", "reference_streams",
-    "declare_reference_streams", "TaskLedger", "LEDGER_BUCKET", "LedgerRootConflict",
+    "declare_reference_streams", "declare_replicated_streams", "reference_assets", "TaskLedger", "LEDGER_BUCKET", "LedgerRootConflict",
     # patterns
     "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor",
     "Meeting", "MeetingFeed", "attend_meetings", "aattend_meetings", "ToolClient",

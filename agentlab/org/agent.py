@@ -21,18 +21,18 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from ..core.client import Client
-from ..core.pull import ContinuousPull
+from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, validate_token
 from .context import TaskContext
+from .delegation import apublish_task, publish_task
 from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
 from .models import Heartbeat, Task
+from .streams import TASK_STREAM
 from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
     CLOCK_SKEW_ALLOWANCE,
-    TASK_STREAM,
-    TaskLoop,
-    _call,
+    TaskRunner,
     retry_delay,
 )
 
@@ -42,14 +42,17 @@ TaskHandler = Callable[[Task, TaskContext], Any]
 _instances = itertools.count(1)
 
 
-class Agent(TaskLoop):
+class Agent(Service):
     """One instance of a role. Several instances of a role share its durable consumer.
 
     ``ack_wait`` is how long a task may go without an ack (or ``ctx.in_progress()``)
     before it is delivered again; ``max_deliver`` attempts in all, then it is a dead
     letter. ``ledger_precheck`` says when to look the task up in the ledger before
     running it: "auto" (default) only when a delivery could be a repeat, True always,
-    False only on redeliveries (see ``_run_task``).
+    False only on redeliveries (see ``TaskRunner._run_task``).
+
+    ``start()`` attaches to the role's durable consumer and starts working (the tasks run
+    in a :class:`~agentlab.org.workloop.TaskRunner` made at each start).
     """
 
     def __init__(self, client: Client, role: str, org: str = "acme",
@@ -61,6 +64,7 @@ class Agent(TaskLoop):
         self.client = client
         self.role = validate_token(role, "role")
         self.org = validate_token(org, "org")
+        self._runner: TaskRunner | None = None
         self.handler = handler
         self.subjects = subjects or Subjects()
         self.ack_wait = ack_wait
@@ -72,19 +76,20 @@ class Agent(TaskLoop):
         self.ledger_precheck = ledger_precheck
         self.stats: Counter[str] = Counter()
         self._bridge = client._bridge
-        self._tasks: list[asyncio.Future] = []
-        self._consumer: asyncio.Future | None = None
-        self._heart: asyncio.Future | None = None
-        self._running = False
         self._epoch = 0  # bumped by kill(): contexts of an older epoch are dead
-        self._in_flight = 0
-        self._ledger: TaskLedger | None = None
+        self._heart: asyncio.Future | None = None
         self._inbox: Any = None
-        self._feed: ContinuousPull | None = None
-        self._in_hand: set[asyncio.Future] = set()
-        self._stop_requested = asyncio.Event()
-        self._reconnects_seen = 0
-        self._connected_since = 0.0
+
+    @property
+    def handler(self) -> TaskHandler | None:
+        return self._handler
+
+    @handler.setter
+    def handler(self, handler: TaskHandler | None) -> None:
+        # A running agent's next task is run by the new handler.
+        self._handler = handler
+        if self._runner is not None:
+            self._runner.handler = handler
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -94,39 +99,25 @@ class Agent(TaskLoop):
                             max_ack_pending=self.max_ack_pending, deliver="all",
                             description=f"Tasks for the {self.role} role")
 
-    def start(self) -> Agent:
-        """Attach to the role's durable consumer and start working. Returns self."""
-        return self._bridge.run(self.astart(), operation="start")
-
-    async def astart(self) -> Agent:
-        return await self._bridge.arun(self._start())
-
-    async def _start(self) -> Agent:
-        if self._running:
-            return self
+    async def _astart_service(self) -> None:
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
-        self._ledger = await TaskLedger.adeclare(self.client, self.subjects)
-        self._reconnects_seen, self._connected_since = 0, self.client.connected_at
-        self._feed = ContinuousPull(self.client, TASK_STREAM, self.role, self._take,
-                                    self._room, name=f"agent {self.instance}")
-        self._stop_requested = asyncio.Event()
+        ledger = await TaskLedger.adeclare(self.client, self.subjects)
         # reply_with_result: the subscription answers requests with what _on_inbox returns,
         # and with an {"error": ...} reply if on_request raises (instead of a silent timeout).
         self._inbox = await self.client.asubscribe(self.subjects.inbox(self.role),
                                                    self._on_inbox, queue=self.role,
                                                    reply_with_result=True)
-        self._running = True
-        try:
-            await self._feed.start()
-        except BaseException:  # denied, or the connection went: leave nothing half-started
-            self._running = False
-            await self._unsubscribe(*self._take_subscriptions())
-            raise
-        self._consumer = asyncio.ensure_future(self._consume(self._feed))
-        self._heart = asyncio.ensure_future(self._beat())
-        self._tasks = [self._consumer, self._heart]
+        self._runner = TaskRunner(
+            self.client, self.subjects, stream=TASK_STREAM, consumer=self.role,
+            role=self.role, instance=self.instance, handler=self.handler, ledger=ledger,
+            stats=self.stats, new_context=lambda task, msg: TaskContext(self, task, msg),
+            max_deliver=self.max_deliver, max_ack_pending=self.max_ack_pending,
+            ledger_precheck=self.ledger_precheck)
+        # Denied, or the connection went: this raises, and the failed start's stop
+        # unsubscribes the inbox.
+        await self._runner.astart()
+        self._heart = asyncio.ensure_future(self._beat(self._runner))
         log.info("agent %s (%s) started", self.instance, self.org)
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the tasks in hand, then stop. Unstarted tasks wait in the stream.
@@ -135,31 +126,29 @@ class Agent(TaskLoop):
         on its way); after ``timeout`` seconds those are abandoned as by kill() (redelivered
         after ack wait).
         """
-        self._bridge.run(self._stop(timeout), operation="stop")
+        self._bridge.run(self._stop_service(timeout), operation="stop")
 
     async def astop(self, timeout: float = 5.0) -> None:
-        await self._bridge.arun(self._stop(timeout))
+        await self._bridge.arun(self._stop_service(timeout))
 
-    async def _stop(self, timeout: float) -> None:
-        self._running = False
-        self._stop_requested.set()
-        if self._heart is not None:
-            self._heart.cancel()  # do not wait out a heartbeat_interval sleep
-        if self._consumer is not None:
-            # The work loop ends once the server has dropped its pull requests and the
-            # tasks in hand are done.
-            _, pending = await asyncio.wait([self._consumer], timeout=timeout)
-            if pending:  # out of time: abandon the tasks in hand, as kill() does
-                self._epoch += 1
-                for task in pending:
-                    task.cancel()
-        self._tasks, self._consumer, self._heart = [], None, None
-        await self._unsubscribe(*self._take_subscriptions())
+    async def _astop_service(self, timeout: float = 5.0) -> None:
+        runner, heart, self._heart = self._runner, self._heart, None
+        if heart is not None:
+            heart.cancel()  # do not wait out a heartbeat_interval sleep
+        # The runner ends once the server has dropped its pull requests and the tasks in
+        # hand are done.
+        if runner is not None and not await runner.astop(timeout):
+            self._epoch += 1  # out of time: abandon the tasks in hand, as kill() does
+            runner.abandon()
+        self._runner = None
+        inbox, self._inbox = self._inbox, None
+        if inbox is not None:
+            await inbox.aunsubscribe()
+        if heart is None or runner is None:
+            return  # a start that failed: it never beat, so it does not say "leaving"
         try:  # the last beat says "leaving": the health monitor marks it down at once
-            self.client.publish(self.subjects.heartbeat(self.role), Heartbeat(
-                role=self.role, org=self.org, instance=self.instance, leaving=True,
-                processed=self.stats["processed"], failed=self.stats["failed"],
-                in_flight=self._in_flight))
+            self.client.publish(self.subjects.heartbeat(self.role),
+                                self._heartbeat(runner.in_flight, leaving=True))
         except Exception as error:  # closed connection: the silence says it instead
             log.info("agent %s: last heartbeat not sent (%s)", self.instance, error)
 
@@ -170,50 +159,43 @@ class Agent(TaskLoop):
         its worker thread finishes there, but its ``ctx`` goes dead (``ctx.cancelled``) and
         its result is dropped. The inbox stops answering at once.
         """
-        self._running = False
         self._epoch += 1
-        tasks, self._tasks, self._consumer, self._heart = self._tasks, [], None, None
-        subscriptions = self._take_subscriptions()
+        self._mark_stopped()
+        runner, heart, inbox = self._runner, self._heart, self._inbox
+        self._runner = self._heart = self._inbox = None
 
         def crash() -> None:
-            for task in tasks:
-                task.cancel()
-            asyncio.ensure_future(self._unsubscribe(*subscriptions))
+            if heart is not None:
+                heart.cancel()
+            if runner is not None:
+                runner.abandon()  # drops what the server has on its way, too
+            if inbox is not None:
+                asyncio.ensure_future(inbox.aunsubscribe())
 
         self._bridge.call_soon(crash)
 
-    def _take_subscriptions(self) -> tuple[Any, Any]:
-        taken = self._inbox, self._feed
-        self._inbox = self._feed = None
-        return taken
-
-    async def _unsubscribe(self, inbox: Any, feed: ContinuousPull | None) -> None:
-        if feed is not None:
-            feed.abandon()  # after stop() a no-op; after kill() it drops what is on its way
-        if inbox is not None:
-            await inbox.aunsubscribe()
+    @property
+    def is_running(self) -> bool:
+        # False too once the runner saw the connection closed: the agent stopped working.
+        return super().is_running and self._runner is not None and self._runner.working
 
     @property
-    def running(self) -> bool:
-        return self._running
+    def in_flight(self) -> int:
+        """Tasks being processed right now."""
+        return self._runner.in_flight if self._runner is not None else 0
 
     # -- delegating -------------------------------------------------------------------
     def delegate(self, role: str, title: str, details: dict[str, Any] | None = None, *,
                  task_id: str | None = None, caused_by: Task | None = None) -> Task:
         """Publish a task for ``role`` into AGENT_TASKS (deduplicated by its id)."""
         task = self._new_task(role, title, details, task_id, caused_by)
-        self.client.js.publish(self.subjects.tasks(role), task, msg_id=task.id)
-        # A resent task is announced again, but AGENT_EVENTS keeps one "created" per id.
-        self.client.publish(self.subjects.tasks_created(self.org), task,
-                            headers={"Nats-Msg-Id": f"{task.id}.created"})
+        publish_task(self.client, self.subjects, task)
         return task
 
     async def adelegate(self, role: str, title: str, details: dict[str, Any] | None = None, *,
                         task_id: str | None = None, caused_by: Task | None = None) -> Task:
         task = self._new_task(role, title, details, task_id, caused_by)
-        await self.client.js.apublish(self.subjects.tasks(role), task, msg_id=task.id)
-        await self.client.apublish(self.subjects.tasks_created(self.org), task,
-                                   headers={"Nats-Msg-Id": f"{task.id}.created"})
+        await apublish_task(self.client, self.subjects, task)
         return task
 
     def _new_task(self, role: str, title: str, details: dict[str, Any] | None,
@@ -233,21 +215,24 @@ class Agent(TaskLoop):
         if self.on_request is None:
             return {"role": self.role, "instance": self.instance, "org": self.org,
                     "status": "ok", "processed": self.stats["processed"],
-                    "in_flight": self._in_flight}
-        return await _call(self._bridge, self.on_request, msg)
+                    "in_flight": self.in_flight}
+        return await self._bridge.arun_handler(self.on_request, msg)
 
-    async def _beat(self) -> None:
-        while self._running:
-            beat = Heartbeat(role=self.role, org=self.org, instance=self.instance,
-                             processed=self.stats["processed"], failed=self.stats["failed"],
-                             in_flight=self._in_flight)
+    def _heartbeat(self, in_flight: int, leaving: bool = False) -> Heartbeat:
+        return Heartbeat(role=self.role, org=self.org, instance=self.instance, leaving=leaving,
+                         processed=self.stats["processed"], failed=self.stats["failed"],
+                         in_flight=in_flight)
+
+    async def _beat(self, runner: TaskRunner) -> None:
+        while runner.working:
             try:
-                self.client.publish(self.subjects.heartbeat(self.role), beat)
+                self.client.publish(self.subjects.heartbeat(self.role),
+                                    self._heartbeat(runner.in_flight))
             except Exception as error:  # closed connection: no beat, which is the signal
                 log.info("agent %s: heartbeat not sent (%s)", self.instance, error)
             await asyncio.sleep(self.heartbeat_interval)
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
+        state = "running" if self.is_running else "stopped"
         return (f"<Agent {self.instance} role={self.role} org={self.org} {state} "
                 f"processed={self.stats['processed']}>")

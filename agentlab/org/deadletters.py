@@ -20,22 +20,21 @@ import time
 import weakref
 from typing import Any
 
-import nats.js.errors
 from nats.js.api import ConsumerInfo, RetentionPolicy
 
 from ..core.client import Client
-from ..errors import AgentlabError
+from ..errors import AgentlabError, MessageNotFound, StreamNotFound
 from ..core.jetstream import PubAck
+from ..core.lifecycle import Service
 from ..wire.messages import new_id
 from ..core.received import Message
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects
 from .models import DeadLetter
-from .streams import DLQ_STREAM, WORK_STREAMS
+from .streams import DLQ_STREAM, FAILURES_BUCKET, WORK_STREAMS
 
 log = logging.getLogger("agentlab")
 
-FAILURES_BUCKET = "TASK_FAILURES"
 ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 SWEEP_RETRY_FOR = 30.0    # after a reconnect, how long to retry a sweep JetStream refuses
 
@@ -91,7 +90,7 @@ class DeadLetterNotFound(AgentlabError, LookupError):
             "DeadLetterOffice(client).list().")
 
 
-class DeadLetterOffice:
+class DeadLetterOffice(Service):
     """Turns max-delivery advisories into dead letters; lists, shows and redrives them.
 
     Advisories are core NATS messages: while no office is subscribed, or while its
@@ -117,40 +116,34 @@ class DeadLetterOffice:
         self._sub: Any = None
         self._watcher: asyncio.Future | None = None
         self._failures: KeyValueBucket | None = None
+        self._bridge = client._bridge
 
     def start(self, sweep: bool = True) -> DeadLetterOffice:
         """Listen for advisories (and first bury what was missed while nobody listened)."""
-        return self.client._bridge.run(self.astart(sweep), operation="start")
+        return self._bridge.run(self._start_service(sweep), operation="start")
 
     async def astart(self, sweep: bool = True) -> DeadLetterOffice:
-        async def start() -> DeadLetterOffice:
-            if self._sub is None:
-                # Subscribe before sweeping: an advisory during the sweep is not missed.
-                self._sub = await self.client.asubscribe(f"{ADVISORY}.>", self._on_advisory)
-            if sweep:
-                await self.asweep()
-            if self._watcher is None:
-                self._watcher = asyncio.ensure_future(self._sweep_after_reconnects())
-            return self
-        return await self.client._bridge.arun(start())
+        return await self._bridge.arun(self._start_service(sweep))
 
-    def stop(self) -> None:
-        self.client._bridge.run(self.astop(), operation="stop")
+    async def _astart_service(self, sweep: bool = True) -> None:
+        # Subscribe before sweeping: an advisory during the sweep is not missed.
+        self._sub = await self.client.asubscribe(f"{ADVISORY}.>", self._on_advisory)
+        if sweep:
+            await self.asweep()
+        self._watcher = asyncio.ensure_future(self._sweep_after_reconnects())
 
-    async def astop(self) -> None:
-        async def stop() -> None:
-            if self._watcher is not None:
-                self._watcher.cancel()
-                self._watcher = None
-            if self._sub is not None:
-                sub, self._sub = self._sub, None
-                await sub.aunsubscribe()
-        await self.client._bridge.arun(stop())
+    async def _astop_service(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.aunsubscribe()
 
     async def _sweep_after_reconnects(self) -> None:
         while not self.client.is_closed:
             try:
-                await asyncio.wait_for(self.client.next_reconnect(), self.sweep_every)
+                await asyncio.wait_for(self.client.anext_reconnect(), self.sweep_every)
             except asyncio.TimeoutError:  # sweep_every passed without a reconnect
                 pass
             deadline = time.monotonic() + SWEEP_RETRY_FOR
@@ -175,7 +168,7 @@ class DeadLetterOffice:
         stream, seq = advisory["stream"], advisory["stream_seq"]
         if stream not in self.streams:
             return
-        await self.bury(stream, seq, advisory["consumer"], advisory.get("deliveries", 0))
+        await self.abury(stream, seq, advisory["consumer"], advisory.get("deliveries", 0))
 
     def sweep(self) -> int:
         """Bury messages whose max-deliveries advisory went unheard. Returns how many."""
@@ -183,22 +176,21 @@ class DeadLetterOffice:
 
     async def asweep(self) -> int:
         async def sweep() -> int:
-            js = self.client.nc.jetstream()
             buried = 0
             for stream in self.streams:
                 try:
-                    info = await js.stream_info(stream)
-                    consumers = await js.consumers_info(stream)
-                except nats.js.errors.NotFoundError:
+                    info = await self.client.js.astream_info(stream)
+                    consumers = await self.client.js.aconsumers(stream)
+                except StreamNotFound:
                     continue
                 if info.config.retention != RetentionPolicy.WORK_QUEUE:
                     continue  # acked messages stay in other streams: no way to tell them apart
                 for consumer in consumers:
-                    buried += await self._sweep_consumer(js, stream, consumer)
+                    buried += await self._sweep_consumer(stream, consumer)
             return buried
         return await self.client._bridge.arun(sweep())
 
-    async def _sweep_consumer(self, js: Any, stream: str, consumer: ConsumerInfo) -> int:
+    async def _sweep_consumer(self, stream: str, consumer: ConsumerInfo) -> int:
         config = consumer.config
         if not config.max_deliver or config.max_deliver < 1:
             return 0
@@ -214,22 +206,21 @@ class DeadLetterOffice:
             seq = 1
             while seq <= floor:
                 try:
-                    raw = await js.get_msg(stream, seq, subject=subject, next=True)
-                except nats.js.errors.NotFoundError:
+                    raw = await self.client.js.aget_message(stream, seq, subject=subject)
+                except (MessageNotFound, StreamNotFound):
                     break
-                if not raw.seq or raw.seq > floor:
+                if raw.seq > floor:
                     break
-                if await self.bury(stream, raw.seq, consumer.name, config.max_deliver):
+                if await self.abury(stream, raw.seq, consumer.name, config.max_deliver):
                     buried += 1
                     self.swept += 1
                 seq = raw.seq + 1
         return buried
 
-    async def bury(self, stream: str, seq: int, consumer: str, deliveries: int) -> bool:
+    async def abury(self, stream: str, seq: int, consumer: str, deliveries: int) -> bool:
         """Copy ``stream#seq`` into DEAD_LETTERS, then delete it. False if it is gone."""
-        js = self.client.nc.jetstream()
         try:
-            original = await js.get_msg(stream, seq)
+            original = await self.client.js.aget_message(stream, seq)
         except Exception as error:  # already gone (acked late, or buried by another office)
             log.info("dead letter %s#%d: original not found (%s)", stream, seq, error)
             return False
@@ -237,19 +228,19 @@ class DeadLetterOffice:
             self._failures = await KeyValueBucket.adeclare(self.client, FAILURES_BUCKET,
                                                            ttl=7 * 86400)
         failure = await self._failures.aget(f"{stream}.{seq}") or {}
-        headers = {k: v for k, v in (original.headers or {}).items() if isinstance(v, str)}
+        headers = {k: v for k, v in original.headers.items() if isinstance(v, str)}
         letter = DeadLetter(reason="max_deliveries",
                             error=failure.get("error", "no error recorded (handler hung?)"),
-                            original_subject=original.subject or "", headers=headers,
+                            original_subject=original.subject, headers=headers,
                             stream=stream, stream_seq=seq, consumer=consumer,
-                            deliveries=deliveries, **_payload_fields(original.data or b""))
+                            deliveries=deliveries, **_payload_fields(original.data))
         # Publish first, delete second: a crash in between leaves a copy, never a loss
         # (and the msg id makes a second copy within the duplicate window a no-op).
         await self.client.js.apublish(self.subjects.dlq(stream, consumer), letter,
                                       msg_id=f"{stream}.{seq}")
         try:
-            await js.delete_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
+            await self.client.js.adelete_message(stream, seq)
+        except (MessageNotFound, StreamNotFound):
             return False  # another office buried it at the same time
         self.handled += 1
         log.warning("dead letter: %s#%d on '%s' after %d deliveries: %s", stream, seq,
@@ -264,16 +255,15 @@ class DeadLetterOffice:
     async def alist(self, limit: int = 100) -> list[tuple[int, DeadLetter]]:
         async def read() -> list[tuple[int, DeadLetter]]:
             await self.client.js.astream_info(DLQ_STREAM)  # StreamNotFound, clearly, if absent
-            js = self.client.nc.jetstream()
             out: list[tuple[int, DeadLetter]] = []
             seq = 0
             while len(out) < limit:
                 try:
-                    raw = await js.get_msg(DLQ_STREAM, seq + 1, next=True,
-                                           subject=self.subjects.dlq_all(), direct=True)
-                except nats.js.errors.NotFoundError:
+                    raw = await self.client.js.aget_message(
+                        DLQ_STREAM, seq + 1, subject=self.subjects.dlq_all(), direct=True)
+                except MessageNotFound:
                     break  # no more
-                seq = raw.seq or seq + 1
+                seq = raw.seq
                 out.append((seq, DeadLetter.model_validate_json(raw.data or b"{}")))
             return out
         return await self.client._bridge.arun(read())
@@ -285,9 +275,8 @@ class DeadLetterOffice:
     async def ashow(self, seq: int) -> DeadLetter:
         async def read() -> DeadLetter:
             try:
-                raw = await self.client.nc.jetstream().get_msg(DLQ_STREAM, seq)
-            except nats.js.errors.NotFoundError:
-                await self.client.js.astream_info(DLQ_STREAM)  # StreamNotFound if absent
+                raw = await self.client.js.aget_message(DLQ_STREAM, seq)
+            except MessageNotFound:  # (without a DLQ at all, StreamNotFound says so)
                 raise DeadLetterNotFound(seq) from None
             return DeadLetter.model_validate_json(raw.data or b"{}")
         if seq < 1:
@@ -306,10 +295,7 @@ class DeadLetterOffice:
         ack = await self.client.js.apublish(
             letter.original_subject, _original_bytes(letter), headers=headers,
             msg_id=f"redrive-{letter.stream}.{letter.stream_seq}-{new_id()[:8]}")
-
-        async def forget() -> None:
-            await self.client.nc.jetstream().delete_msg(DLQ_STREAM, seq)
-        await self.client._bridge.arun(forget())
+        await self.client.js.adelete_message(DLQ_STREAM, seq)
         return ack
 
 

@@ -45,6 +45,7 @@ from pydantic import Field
 
 from ..errors import MessageDecodeError, StreamNotFound
 from ..wire.messages import WireModel, register_wire_model, utc_now
+from ..core.lifecycle import Service
 from ..core.subjects import Subjects
 from .models import Heartbeat
 from ..reports.report import ConsumerRow, aconsumer_report
@@ -149,7 +150,7 @@ class _Instance:
                            in_flight=self.in_flight, reason=reason)
 
 
-class HealthMonitor:
+class HealthMonitor(Service):
     """Watches queues and heartbeats; publishes metrics, scaling signals and agent health.
 
     ``interval``: seconds between ticks. ``heartbeat_interval``: how often the agents beat
@@ -159,6 +160,9 @@ class HealthMonitor:
     an empty queue with workers attached before "scale_to_zero" (None: never).
     ``streams``: the stream names to watch (default: the reference streams).
     ``forget_after``: seconds after which a down instance is dropped from the metrics.
+
+    ``start()`` subscribes to the heartbeats and starts ticking; ``stop()`` ends both, and
+    the last snapshot stays readable.
     """
 
     def __init__(self, client: Client, *, interval: float = 1.0,
@@ -204,30 +208,13 @@ class HealthMonitor:
         self._running = False
 
     # -- lifecycle ---------------------------------------------------------------------
-    def start(self) -> HealthMonitor:
-        """Subscribe to heartbeats and start ticking. Returns self."""
-        return self._bridge.run(self._start(), operation="start")
-
-    async def astart(self) -> HealthMonitor:
-        return await self._bridge.arun(self._start())
-
-    async def _start(self) -> HealthMonitor:
-        if self._running:
-            return self
+    async def _astart_service(self) -> None:
         self._heartbeats = await self.client.asubscribe(self.subjects.heartbeat("*"),
                                                         self._on_heartbeat)
         self._running = True
         self._task = asyncio.ensure_future(self._run())
-        return self
 
-    def stop(self) -> None:
-        """Stop ticking and listening. The last snapshot stays readable."""
-        self._bridge.run(self._stop(), operation="stop")
-
-    async def astop(self) -> None:
-        await self._bridge.arun(self._stop())
-
-    async def _stop(self) -> None:
+    async def _astop_service(self) -> None:
         self._running = False
         if self._task is not None:
             self._task.cancel()
@@ -239,16 +226,6 @@ class HealthMonitor:
         if self._heartbeats is not None:
             await self._heartbeats.aunsubscribe()
             self._heartbeats = None
-
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    def __enter__(self) -> HealthMonitor:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- reading -----------------------------------------------------------------------
     def snapshot(self) -> SystemMetrics | None:
@@ -304,8 +281,9 @@ class HealthMonitor:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while self._running:
-            if self.client.is_closed:  # closed under us: nothing left to watch with
+            if self.client.is_closed:  # closed under us: nothing left to watch with, or release
                 self._running = False
+                self._mark_stopped()
                 return
             started = loop.time()
             try:
@@ -401,6 +379,5 @@ class HealthMonitor:
         self.client.publish(self.subjects.system_scaling(), signal)
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
-        return (f"<HealthMonitor {state} interval={self.interval:g}s streams={len(self.streams)} "
+        return (f"<HealthMonitor {self.service_state} interval={self.interval:g}s streams={len(self.streams)} "
                 f"agents={len(self._instances)} ticks={self.ticks}>")

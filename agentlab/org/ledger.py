@@ -30,15 +30,14 @@ from typing import TYPE_CHECKING, Any
 from nats.js.api import DiscardPolicy, RePublish
 
 from ..errors import AgentlabError, BadSubject, JetStreamError
-from ..core.jetstream import api_call
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects, validate_token
 from .models import TaskCompleted
+from .streams import LEDGER_BUCKET
 
 if TYPE_CHECKING:
     from ..core.client import Client
 
-LEDGER_BUCKET = "TASK_LEDGER"
 # The stream refuses a second message for a key: "maximum messages per subject exceeded".
 _ALREADY_RECORDED = 10077
 _KEY_TOKEN = re.compile(r"[-/_=a-zA-Z0-9]+")  # a KV key's characters, less the '.'
@@ -146,9 +145,7 @@ class TaskLedger:
 
 async def _make_announcing(client: Client, subjects: Subjects) -> None:
     """Give the ledger's stream the settings above; idempotent, and safe to race."""
-    js, stream = client.nc.jetstream(), f"KV_{LEDGER_BUCKET}"
-    action = f"make the ledger '{LEDGER_BUCKET}' append-only and announcing"
-    info = await api_call(js.stream_info(stream), action, stream)
+    info = await client.js.astream_info(f"KV_{LEDGER_BUCKET}")
     config, wanted = info.config, announcement_subject(subjects)
     current = config.republish
     if current is not None and current.dest != wanted:
@@ -160,4 +157,4 @@ async def _make_announcing(client: Client, subjects: Subjects) -> None:
     config.discard, config.discard_new_per_subject = DiscardPolicy.NEW, True
     config.allow_rollup_hdrs, config.deny_delete = False, True
     config.republish = RePublish(src=f"$KV.{LEDGER_BUCKET}.*.*", dest=wanted)
-    await api_call(js.update_stream(config), action, stream)
+    await client.js.aupdate_stream(config)

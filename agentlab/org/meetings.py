@@ -13,20 +13,18 @@ MEETINGS stream stores both, so anyone can read the meeting from its first word,
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Literal
 
-import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import Field
 
 from ..core.client import Client
-from ..errors import BadSubject, MessageDecodeError, StreamNotFound
+from ..errors import BadSubject, MessageDecodeError
 from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 from ..core.received import Message
+from ..core.streamdata import OrderedSubscription
 from ..core.subjects import Subjects, validate_token
 from ..core.subscription import Subscription
 from .streams import MEETINGS_STREAM
@@ -162,47 +160,23 @@ class Meeting:
         return self._run(self.atranscript(timeout), "transcript")
 
     async def atranscript(self, timeout: float = 5.0) -> list[MeetingEntry]:
-        filter_subject = self.subjects.meeting_all(self.id)
-        return await self.client._bridge.arun(self._read(filter_subject, timeout))
+        return await self._read(self.subjects.meeting_all(self.id), timeout)
 
     def decisions(self, timeout: float = 5.0) -> list[MeetingEntry]:
         """The decisions only, in order."""
         return self._run(self.adecisions(timeout), "decisions")
 
     async def adecisions(self, timeout: float = 5.0) -> list[MeetingEntry]:
-        return await self.client._bridge.arun(self._read(self.decisions_subject, timeout))
+        return await self._read(self.decisions_subject, timeout)
 
     async def _read(self, filter_subject: str, timeout: float) -> list[MeetingEntry]:
-        # A throwaway pull consumer: no ack, deliver all, gone 30 s after last use even if
-        # we are killed before deleting it. Its num_pending at creation is the snapshot size,
-        # so we stop at exactly what was stored when the read began.
-        js = self.client.nc.jetstream()
-        config = ConsumerConfig(filter_subject=filter_subject, deliver_policy=DeliverPolicy.ALL,
-                                ack_policy=AckPolicy.NONE, inactive_threshold=30.0,
-                                mem_storage=True)
-        try:
-            info = await js.add_consumer(self.stream, config)
-        except nats.js.errors.NotFoundError:
-            raise StreamNotFound(self.stream) from None
-        psub = await js.pull_subscribe_bind(consumer=info.name, stream=self.stream)
-        entries: list[MeetingEntry] = []
-        try:
-            left = info.num_pending
-            while left > 0:
-                batch = await psub.fetch(min(left, 256), timeout=timeout)
-                left -= len(batch)
-                entries.extend(e for e in map(self._decode, batch) if e is not None)
-        finally:
-            await psub.unsubscribe()
-            try:
-                await js.delete_consumer(self.stream, info.name)
-            except nats.js.errors.Error:
-                pass  # inactive_threshold removes it anyway
-        return entries
+        # The stream's snapshot read: exactly what was stored when the read began.
+        stored = await self.client.js.aread(self.stream, filter_subject, timeout=timeout)
+        return [e for e in map(self._decode, stored) if e is not None]
 
-    def _decode(self, raw: Any) -> MeetingEntry | None:
+    def _decode(self, msg: Message) -> MeetingEntry | None:
         try:
-            return Message.from_nats(raw, self.client).decode(MeetingEntry)
+            return msg.decode(MeetingEntry)
         except MessageDecodeError as error:
             # One foreign or broken message must not make the whole meeting unreadable.
             log.warning("meeting %s: skipping an entry that is not a MeetingEntry: %s",
@@ -220,25 +194,20 @@ class Meeting:
     async def _follow(self, handler: EntryHandler, replay: bool) -> MeetingFeed:
         feed = MeetingFeed(self)
 
-        async def on_entry(raw: Any) -> None:
-            # nats-py awaits this once per message, so the handler sees stream order.
-            entry = self._decode(raw)
+        async def on_entry(msg: Message) -> None:
+            # Awaited once per message, so the handler sees stream order.
+            entry = self._decode(msg)
             if entry is None:
                 return
             try:
-                outcome = self.client._bridge.run_handler(handler, entry)
-                if inspect.isawaitable(outcome):
-                    await outcome
+                await self.client._bridge.arun_handler(handler, entry)
                 feed.handled += 1
             except Exception:
                 feed.errors += 1
                 log.exception("meeting %s: follow handler failed; the feed carries on", self.id)
 
-        # An ordered consumer: ephemeral, gap-free, recreated by nats-py if it falls behind.
-        policy = DeliverPolicy.ALL if replay else DeliverPolicy.NEW
-        feed._sub = await self.client.nc.jetstream().subscribe(
-            self.subjects.meeting_all(self.id), stream=self.stream, cb=on_entry,
-            ordered_consumer=True, deliver_policy=policy)
+        feed._sub = await self.client.js.asubscribe_ordered(
+            self.stream, self.subjects.meeting_all(self.id), on_entry, replay=replay)
         return feed
 
     def __repr__(self) -> str:
@@ -252,7 +221,7 @@ class MeetingFeed:
         self.meeting = meeting
         self.handled = 0
         self.errors = 0
-        self._sub: Any = None
+        self._sub: OrderedSubscription | None = None
 
     def stop(self) -> None:
         self.meeting._run(self.astop(), "stop")
@@ -265,11 +234,7 @@ class MeetingFeed:
         if sub is None:
             return
         try:
-            # Delete the ephemeral consumer now rather than after its inactivity timeout,
-            # so stream reports stop listing it (nats-py may have renamed it on a reset).
-            name = (await sub.consumer_info()).name
-            await sub.unsubscribe()
-            await self.meeting.client.nc.jetstream().delete_consumer(self.meeting.stream, name)
+            await sub.aclose()
         except Exception:  # connection closed or consumer gone: the server cleans up
             pass
 

@@ -6,7 +6,9 @@
     org.stop()
 
 Each agent instance gets a connection of its own, named after it, as separate processes
-would. Pass your own handlers to replace the deterministic reference roles.
+would, opened with ``lab.connect()``: the same login, so a tenant's organisation
+(``Organisation(lab.tenant("acme"))``) runs every agent as that tenant. Pass your own handlers
+to replace the deterministic reference roles.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections import Counter
 from typing import Any
 
 from ..core.client import Client
-from ..core.subjects import Subjects
+from ..core.subjects import Subjects, validate_token
+from ..tenants.client import TenantClient
 from .agent import Agent, TaskHandler
 from .deadletters import DeadLetterOffice
+from .delegation import publish_task
 from .health import HealthMonitor
 from .models import Task
 from .roles import REFERENCE_ROLES
@@ -25,14 +29,26 @@ from .streams import declare_reference_streams
 
 
 class Organisation:
-    def __init__(self, lab: Client, org: str = "acme", *,
+    """The reference organisation ``org`` on ``lab``'s server (``org`` defaults to the
+    tenant of a tenant's connection, else "acme")."""
+
+    def __init__(self, lab: Client, org: str | None = None, *,
                  roles: dict[str, TaskHandler | None] | None = None,
                  instances: dict[str, int] | None = None, ack_wait: float = 30.0,
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100):
         self.lab = lab
-        self.org = org
+        tenant = lab.tenant if isinstance(lab, TenantClient) else None
+        self.org = org or tenant or "acme"
+        if tenant and lab.tenants is not None:
+            if lab.tenants.model != "accounts":
+                raise ValueError(
+                    f"The reference organisation uses the seed's fixed stream names "
+                    f"(AGENT_TASKS, ...), which only the accounts model gives every tenant; "
+                    f"this lab uses model={lab.tenants.model!r}. Start it with "
+                    "agentlab.start(tenants=[...]).")
+            subjects = subjects or lab.tenants.subjects(tenant)
         self.roles = dict(REFERENCE_ROLES if roles is None else roles)
         self.instances = {role: 1 for role in self.roles} | (instances or {})
         self.ack_wait = ack_wait
@@ -51,7 +67,10 @@ class Organisation:
         self._retired: Counter[str] = Counter()  # stats of instances scaled away
 
     def _connect(self, name: str) -> Client:
-        client = Client.open(self.lab.url, name=name)
+        # Tenants keep the org name in their connections' names: a dashboard of the operator
+        # lists every tenant's agents side by side.
+        tenant = self.lab.tenant if isinstance(self.lab, TenantClient) else None
+        client = self.lab.connect(f"{tenant}-{name}" if tenant else name)
         self._clients.append(client)
         return client
 
@@ -96,11 +115,14 @@ class Organisation:
 
     def assign(self, title: str, *, to: str = "ceo", details: dict[str, Any] | None = None,
                requested_by: str = "board", task_id: str | None = None) -> Task:
-        """Give the organisation work from outside it (the board, a customer, a test)."""
-        task = Task(org=self.org, role=to, title=title, details=details or {},
-                    requested_by=requested_by, **({"id": task_id} if task_id else {}))
-        self.lab.js.publish(self.subjects.tasks(to), task, msg_id=task.id)
-        self.lab.publish(self.subjects.tasks_created(self.org), task)
+        """Give the organisation work from outside it (the board, a customer, a test).
+
+        Resending the same ``task_id`` stores and records it once, as a delegation does.
+        """
+        task = Task(org=self.org, role=validate_token(to, "role"), title=title,
+                    details=details or {}, requested_by=requested_by,
+                    **({"id": task_id} if task_id else {}))
+        publish_task(self.lab, self.subjects, task)
         return task
 
     def stats(self) -> dict[str, int]:

@@ -27,7 +27,6 @@ Progress goes out as events ``saga.started``, ``saga.step_completed``, ``saga.st
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -221,10 +220,8 @@ class Saga:
                               phase=phase, context=context, results=dict(result.results))
         if callable(spec):
             try:
-                outcome = self.client._bridge.run_handler(spec, request)
-                if inspect.isawaitable(outcome):
-                    return await asyncio.wait_for(outcome, step.timeout)
-                return outcome
+                return await asyncio.wait_for(self.client._bridge.arun_handler(spec, request),
+                                              step.timeout)
             except asyncio.TimeoutError:
                 raise _StepFailed("timeout", f"no result within {step.timeout} s") from None
             except Exception as error:

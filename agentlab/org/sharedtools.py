@@ -23,6 +23,7 @@ from typing import Any
 
 from ..core.client import Client
 from ..errors import AgentlabError
+from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.subjects import DEFAULT_ROOT, validate_token
 from ..core.subscription import Subscription
@@ -72,7 +73,7 @@ def _unpack(tool: str, reply: Message) -> Any:
     return body.get("value")
 
 
-class SharedToolPool:
+class SharedToolPool(Service):
     """``workers`` members of one queue group answering ``genbrain.*.shared.tools.*``.
 
     ``tools`` maps a tool name to a function called with the request's JSON object as
@@ -88,23 +89,17 @@ class SharedToolPool:
         self.subject = f"{root}.*.shared.tools.*"
         self.served: Counter[str] = Counter()
         self._subscriptions: list[Subscription] = []
+        self._bridge = client._bridge
 
-    def start(self) -> SharedToolPool:
+    async def _astart_service(self) -> None:
         for _ in range(self.workers):
-            self._subscriptions.append(self.client.subscribe(self.subject, self._handle,
-                                                             queue=QUEUE))
-        return self
+            self._subscriptions.append(await self.client.asubscribe(
+                self.subject, self._handle, queue=QUEUE))
 
-    def stop(self) -> None:
-        for sub in self._subscriptions:
-            sub.unsubscribe()
-        self._subscriptions.clear()
-
-    def __enter__(self) -> SharedToolPool:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    async def _astop_service(self) -> None:
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for sub in subscriptions:
+            await sub.aunsubscribe()
 
     def _handle(self, msg: Message) -> None:
         tokens = msg.subject.split(".")
@@ -125,6 +120,5 @@ class SharedToolPool:
             msg.respond(reply)
 
     def __repr__(self) -> str:
-        state = "running" if self._subscriptions else "stopped"
         return (f"<SharedToolPool {', '.join(sorted(self.tools))} workers={self.workers} "
-                f"{state} served={dict(self.served)}>")
+                f"{self.service_state} served={dict(self.served)}>")

@@ -1,13 +1,22 @@
 """The reference streams, one per domain as the seeds advise, declared idempotently.
 
-    declare_reference_streams(lab)          # replicas 1 here, replicas=3 on a cluster
+    declare_reference_streams(lab)          # replicas 1 here
+    declare_replicated_streams(lab, 3)      # on a cluster: 3 copies, retried while it settles
 """
 
 from __future__ import annotations
 
+import logging
+import time
+
+from ..core._natspy import server_info
 from ..core.client import Client
 from ..core.specs import DAY, MINUTE, MiB, StreamSpec
 from ..core.subjects import Subjects
+from ..errors import JetStreamError, RequestTimeout
+from ..tenants.config import TenantAssets
+
+log = logging.getLogger("agentlab")
 
 
 # The reference organisation's streams, named here and nowhere else.
@@ -18,6 +27,10 @@ TOOL_REQUEST_STREAM = "TOOL_REQUESTS"
 TOOL_RESULT_STREAM = "TOOL_RESULTS"
 DLQ_STREAM = "DEAD_LETTERS"
 INTENT_STREAM = "CALL_INTENT"
+# Its key-value and object buckets.
+LEDGER_BUCKET = "TASK_LEDGER"
+FAILURES_BUCKET = "TASK_FAILURES"
+PAYLOAD_BUCKET = "TOOL_PAYLOADS"
 # Streams whose max-delivery advisories the dead-letter office turns into letters.
 WORK_STREAMS = (TASK_STREAM, TOOL_REQUEST_STREAM)
 
@@ -56,9 +69,43 @@ def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]
     ]
 
 
+def reference_assets() -> TenantAssets:
+    """What each tenant of a lab running the reference organisation keeps in JetStream."""
+    return TenantAssets(reference_streams, (LEDGER_BUCKET, FAILURES_BUCKET), (PAYLOAD_BUCKET,))
+
+
 def declare_reference_streams(client: Client, subjects: Subjects | None = None,
                               replicas: int = 1) -> list[str]:
     specs = reference_streams(subjects or Subjects(), replicas)
     for spec in specs:
         client.js.declare_stream(spec)
     return [spec.name for spec in specs]
+
+
+_RETRYABLE = ("temporarily unavailable", "insufficient resources", "no suitable peers",
+              "timed out", "timeout", "leader")
+
+
+def declare_replicated_streams(client: Client, replicas: int = 3,
+                               subjects: Subjects | None = None, timeout: float = 20
+                               ) -> tuple[list[str], int]:
+    """The reference streams with ``replicas`` copies each; returns (names, replicas used).
+
+    A server that is not clustered cannot keep more than one copy: there, one is used (and
+    a warning logged). Just after a cluster forms, JetStream may not place replicas yet; the
+    declaration is retried until ``timeout``.
+    """
+    if replicas > 1 and not server_info(client.nc).get("cluster"):
+        log.warning("The server at %s is not part of a cluster: the streams get 1 replica, "
+                    "not %d.", client.url, replicas)
+        replicas = 1
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return declare_reference_streams(client, subjects, replicas=replicas), replicas
+        except (JetStreamError, RequestTimeout) as error:
+            retry = isinstance(error, RequestTimeout) or \
+                any(word in str(error).lower() for word in _RETRYABLE)
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

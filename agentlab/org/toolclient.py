@@ -11,7 +11,6 @@ Results arrive on ``{root}.tools.result.{conversation_id}`` (stream TOOL_RESULTS
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import time
@@ -21,6 +20,7 @@ from typing import Any
 
 from ..core.client import Client
 from ..core.jetstream import PullConsumer
+from ..core.lifecycle import Service
 from ..wire.messages import new_id
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
@@ -42,7 +42,7 @@ log = logging.getLogger("agentlab")
 
 
 
-class ToolClient:
+class ToolClient(Service):
     """Calls tools for one conversation and collects their results as they come back.
 
     Result delivery: a JetStream pull consumer on TOOL_RESULTS, not a core subscription.
@@ -78,9 +78,8 @@ class ToolClient:
         self.received = 0
         self.duplicates = 0
         self._bridge = client._bridge
-        self._started = False
+        self._declared = False  # the result consumer exists: close() deletes it
         self._closed = False
-        self._start_lock: asyncio.Lock | None = None
         self._task: asyncio.Task | None = None
         self._consumer: PullConsumer | None = None
         self._handlers: list[Callable[[ToolResult], Any]] = []
@@ -91,64 +90,47 @@ class ToolClient:
         self._calls: dict[str, str] = {}  # call id -> tool, for calls still without a result
 
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> ToolClient:
-        """Create the result consumer (done for you by the first call). Returns self."""
-        return self._bridge.run(self._ensure_started(), operation="start")
-
-    async def astart(self) -> ToolClient:
-        return await self._bridge.arun(self._ensure_started())
-
-    async def _ensure_started(self) -> ToolClient:
-        if self._started:
-            return self
-        self._start_lock = self._start_lock or asyncio.Lock()
-        async with self._start_lock:
-            if self._started:
-                return self
-            if self._closed:
-                raise RuntimeError(f"ToolClient for '{self.conversation_id}' is closed")
-            spec = ConsumerSpec(self.consumer_name, filter_subject=self.result_subject,
-                                deliver="new", ack_wait=30.0, inactive_threshold=60.0,
-                                description=f"Tool results of conversation "
-                                            f"'{self.conversation_id}'")
-            await self.client.js.adeclare_consumer(RESULT_STREAM, spec)
-            self._consumer = await self.client.js.apull(RESULT_STREAM, self.consumer_name)
-            self._task = asyncio.ensure_future(self._receive(self._consumer))
-            self._started = True
-        return self
+    async def _astart_service(self) -> None:
+        """start(): create the result consumer (the first call does it for you)."""
+        if self._closed:
+            raise RuntimeError(f"ToolClient for '{self.conversation_id}' is closed")
+        spec = ConsumerSpec(self.consumer_name, filter_subject=self.result_subject,
+                            deliver="new", ack_wait=30.0, inactive_threshold=60.0,
+                            description=f"Tool results of conversation "
+                                        f"'{self.conversation_id}'")
+        await self.client.js.adeclare_consumer(RESULT_STREAM, spec)
+        self._declared = True
+        self._consumer = await self.client.js.apull(RESULT_STREAM, self.consumer_name)
+        self._task = asyncio.ensure_future(self._receive(self._consumer))
 
     def close(self) -> None:
         """Stop receiving and delete the result consumer (results then stop being kept)."""
-        self._bridge.run(self._close(), operation="close")
+        self._closed = True  # for good, even if never started: no call may start it after
+        self._bridge.run(self._stop_service(), operation="close")
 
     async def aclose(self) -> None:
-        await self._bridge.arun(self._close())
-
-    async def _close(self) -> None:
-        if self._closed:
-            return
         self._closed = True
+        await self._bridge.arun(self._stop_service())
+
+    stop, astop = close, aclose  # a ToolClient is not started again: stopping is closing
+
+    async def _astop_service(self) -> None:
         if self._task is not None:
             self._task.cancel()  # the consumer is deleted next, so a pending pull is moot
             try:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
-        if self._started and not self.client.is_closed:
+            self._task = None
+        if self._declared and not self.client.is_closed:
             try:
-                await self.client.nc.jetstream().delete_consumer(RESULT_STREAM,
-                                                                 self.consumer_name)
+                await self.client.js.adelete_consumer(RESULT_STREAM, self.consumer_name)
             except Exception as error:
                 log.info("tool client %s: consumer not deleted (%s)", self.consumer_name, error)
+        self._declared = False
         for future in [f for fs in self._waiters.values() for f in fs] + self._next_waiters:
             if not future.done():
                 future.cancel()
-
-    def __enter__(self) -> ToolClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- calling ---------------------------------------------------------------------
     def call_async(self, tool: str, /, **arguments: Any) -> str:
@@ -176,9 +158,9 @@ class ToolClient:
 
     async def _call(self, tool: str, arguments: dict[str, Any]) -> str:
         subject = self.subjects.tool_execute(check_tool_name(tool))
-        await self._ensure_started()
+        await self._start_service()
         call_id = new_id()
-        sent = await self.payloads.offload(arguments, f"{call_id}/arguments",
+        sent = await self.payloads.aoffload(arguments, f"{call_id}/arguments",
                                            f"the arguments of tool '{tool}'")
         call = ToolCall(id=call_id, tool=tool, conversation_id=self.conversation_id,
                         arguments=sent, requested_by=self.client.name)
@@ -237,7 +219,7 @@ class ToolClient:
         return handler
 
     async def _wait_for(self, call_id: str, timeout: float) -> ToolResult:
-        await self._ensure_started()
+        await self._start_service()
         if call_id in self._arrived:
             return self._arrived.pop(call_id)
         future = asyncio.get_running_loop().create_future()
@@ -257,7 +239,7 @@ class ToolClient:
                 self._waiters.pop(call_id, None)
 
     async def _next(self, timeout: float | None) -> ToolResult | None:
-        await self._ensure_started()
+        await self._start_service()
         if self._arrived:
             return self._arrived.popitem(last=False)[1]
         future = asyncio.get_running_loop().create_future()
@@ -313,7 +295,7 @@ class ToolClient:
             self._seen.popitem(last=False)
         if result.ok:
             try:
-                result.value = await self.payloads.resolve(result.value)
+                result.value = await self.payloads.aresolve(result.value)
             except PayloadMissing as error:
                 result = result.model_copy(update={"status": "error", "value": None,
                                                    "error": ToolFailure(type="PayloadMissing",
@@ -323,9 +305,7 @@ class ToolClient:
         msg.ack()
         for handler in list(self._handlers):
             try:
-                outcome = self._bridge.run_handler(handler, result)
-                if inspect.isawaitable(outcome):
-                    await outcome
+                await self._bridge.arun_handler(handler, result)
             except Exception:
                 log.exception("on_result handler %r failed on call %s", handler, result.call_id)
         waiting = [f for f in self._waiters.get(result.call_id, []) if not f.done()]

@@ -2,7 +2,7 @@
 
     call = ToolCall(tool="search", conversation_id="conv-7", arguments={"query": "nats"})
     store = PayloadStore(client)                       # offloads anything over 64 KiB
-    call.arguments = await store.offload(call.arguments, f"{call.id}/arguments")
+    call.arguments = await store.aoffload(call.arguments, f"{call.id}/arguments")
     # -> {"$ref": "obj://TOOL_PAYLOADS/<call id>/arguments"} when it was too big to send
 
 Both models are plain JSON (see ``agentlab schemas``), so a worker or a
@@ -26,11 +26,11 @@ from ..errors import AgentlabError
 from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 from ..core.specs import MINUTE, KiB
 from ..core.stores import ObjectBucket
+from .streams import PAYLOAD_BUCKET
 
 if TYPE_CHECKING:
     from ..core.client import Client
 
-PAYLOAD_BUCKET = "TOOL_PAYLOADS"
 PAYLOAD_THRESHOLD = 64 * KiB
 REF_KEY = "$ref"
 REF_SCHEME = "obj://"
@@ -186,7 +186,7 @@ class PayloadStore:
                         self.client, name, ttl=self.ttl, storage=self.storage)
         return self._buckets[name]
 
-    async def offload(self, value: Any, name: str, what: str = "the payload") -> Any:
+    async def aoffload(self, value: Any, name: str, what: str = "the payload") -> Any:
         """``value`` itself if small, else ``{"$ref": "obj://<bucket>/<name>"}`` after storing it."""
         data = encode_json(value, what)
         if len(data) <= self.threshold:
@@ -195,7 +195,7 @@ class PayloadStore:
         self.offloaded += 1
         return {REF_KEY: ref}
 
-    async def resolve(self, value: Any) -> Any:
+    async def aresolve(self, value: Any) -> Any:
         """The referenced payload if ``value`` is a ``$ref``, else ``value`` unchanged."""
         if not is_ref(value):
             return value

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..core.client import Client
 from ..core.jetstream import PullConsumer
+from ..core.lifecycle import Service
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, subject_matches, validate_token
@@ -70,7 +71,7 @@ class PoolStats:
     per_worker: dict[str, int] = field(default_factory=dict)
 
 
-class ToolWorkerPool:
+class ToolWorkerPool(Service):
     """``workers`` loops on the bridge loop, each pulling one call at a time and running ``fn``.
 
     ``fn(**arguments)`` may be sync (run in the bridge's handler thread pool) or async (run on
@@ -134,38 +135,26 @@ class ToolWorkerPool:
         """A snapshot of the counters."""
         return replace(self._stats, per_worker=dict(self._stats.per_worker))
 
-    @property
-    def running(self) -> bool:
-        return self._running
-
     # -- lifecycle --------------------------------------------------------------------
-    def start(self) -> ToolWorkerPool:
-        """Create or update the tool's consumer and start the workers. Returns self."""
-        return self._bridge.run(self._start(), operation="start")
-
-    async def astart(self) -> ToolWorkerPool:
-        return await self._bridge.arun(self._start())
-
-    async def _start(self) -> ToolWorkerPool:
-        if self._running:
-            return self
+    async def _astart_service(self) -> None:
+        """start(): create or update the tool's consumer and start the workers."""
         await self.client.js.adeclare_consumer(REQUEST_STREAM, self.consumer_spec)
-        self._consumers = [await self.client.js.apull(REQUEST_STREAM, self.consumer_name)
-                           for _ in range(self.workers)]
+        for _ in range(self.workers):  # one by one: a failed start closes those made
+            self._consumers.append(await self.client.js.apull(REQUEST_STREAM,
+                                                              self.consumer_name))
         self._running = True
         self._tasks = [asyncio.ensure_future(self._work(f"{self.name}.w{i}", consumer))
                        for i, consumer in enumerate(self._consumers)]
         log.info("tool pool %s: %d workers on '%s'", self.name, self.workers, self.tool)
-        return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the calls in hand, then stop. Later calls wait in TOOL_REQUESTS."""
-        self._bridge.run(self._stop(timeout), operation="stop")
+        self._bridge.run(self._stop_service(timeout), operation="stop")
 
     async def astop(self, timeout: float = 5.0) -> None:
-        await self._bridge.arun(self._stop(timeout))
+        await self._bridge.arun(self._stop_service(timeout))
 
-    async def _stop(self, timeout: float) -> None:
+    async def _astop_service(self, timeout: float = 5.0) -> None:
         # Let each worker's pull run out (<= 0.5 s) rather than cancel it: a cancelled pull
         # would stay on the server and could take a call that nobody then works on.
         self._running = False
@@ -182,12 +171,6 @@ class ToolWorkerPool:
             except Exception as error:  # the connection closed first: nothing to undo
                 log.info("tool pool %s: pull subscription not closed (%s)", self.name, error)
         self._consumers = []
-
-    def __enter__(self) -> ToolWorkerPool:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- the work loop ------------------------------------------------------------------
     async def _work(self, worker: str, consumer: PullConsumer) -> None:
@@ -228,7 +211,7 @@ class ToolWorkerPool:
         value, failure = await self._execute(call)
         if failure is None:
             try:
-                value = await self.payloads.offload(value, f"{call.id}/result",
+                value = await self.payloads.aoffload(value, f"{call.id}/result",
                                                     f"the result of tool '{self.tool}'")
             except TypeError as error:
                 failure = ToolFailure(type="UnserializableResult", message=str(error))
@@ -242,19 +225,22 @@ class ToolWorkerPool:
                             value=value if failure is None else None, error=failure,
                             attempts=attempt, worker=worker,
                             duration_ms=(time.perf_counter() - started) * 1000)
+        # Counted before the result leaves: whoever receives it may read the stats at once.
+        if failure is None:
+            self._stats.ok += 1
+        else:
+            self._stats.errors += 1
         # Publish first, ack second: a crash in between repeats the call (and the result's
         # msg id makes TOOL_RESULTS drop the second copy), it never loses the answer.
         await self.client.js.apublish(result_subject, result, msg_id=f"{call.id}.result")
         if failure is None:
             msg.ack()
-            self._stats.ok += 1
         else:
             msg.term(f"{failure.type}: {failure.message}"[:200])
-            self._stats.errors += 1
 
     async def _execute(self, call: ToolCall) -> tuple[Any, ToolFailure | None]:
         try:
-            arguments = await self.payloads.resolve(call.arguments)
+            arguments = await self.payloads.aresolve(call.arguments)
         except PayloadMissing as error:
             return None, ToolFailure(type="PayloadMissing", message=str(error))
         if not isinstance(arguments, dict):
@@ -267,7 +253,7 @@ class ToolWorkerPool:
                 return None, ToolFailure(type="InvalidArguments",
                                          message=f"{self.tool}{self._signature}: {error}")
         job = asyncio.ensure_future(
-            self._bridge.run_handler(functools.partial(self.fn, **arguments)))
+            self._bridge.arun_handler(functools.partial(self.fn, **arguments)))
         # asyncio.wait, not wait_for: a TimeoutError raised *by* fn must not read as ours.
         done, _ = await asyncio.wait({job}, timeout=self.timeout)
         if not done:
@@ -276,9 +262,8 @@ class ToolWorkerPool:
             return None, ToolFailure(type="ToolTimeout", retryable=True, timeout=True,
                                      message=f"'{self.tool}' ran longer than {self.timeout:g} s")
         try:
+            # (A sync fn that returned a coroutine had it awaited inside the job, in time.)
             value = job.result()
-            if inspect.isawaitable(value):  # a sync callable that returned a coroutine
-                value = await asyncio.wait_for(value, self.timeout)
         except self.retry_on as error:
             return None, ToolFailure(type=type(error).__name__, message=str(error),
                                      retryable=True)
@@ -291,9 +276,9 @@ class ToolWorkerPool:
         return max(0.0, float(delay))
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
         s = self._stats
-        return (f"<ToolWorkerPool {self.name} tool={self.tool} workers={self.workers} {state} "
+        return (f"<ToolWorkerPool {self.name} tool={self.tool} workers={self.workers} "
+                f"{self.service_state} "
                 f"ok={s.ok} errors={s.errors} retries={s.retries}>")
 
 async def diagnose_tool_workers(client: Client, tool: str, subjects: Subjects | None = None
@@ -302,7 +287,7 @@ async def diagnose_tool_workers(client: Client, tool: str, subjects: Subjects | 
     and whether such a consumer exists (None: could not tell)."""
     subject = (subjects or Subjects()).tool_execute(tool)
     try:
-        infos = await client.nc.jetstream().consumers_info(REQUEST_STREAM)
+        infos = await client.js.aconsumers(REQUEST_STREAM)
     except Exception as error:
         return f"(Could not list the consumers of {REQUEST_STREAM}: {error}.)", None
     matching = [i for i in infos if any(

@@ -18,7 +18,6 @@ task queue (``Agent.delegate``), and use events to say what happened.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -100,8 +99,7 @@ def _decoding(client: Client, handler: EventHandler) -> Callable[[Message], Any]
     async def on_event_message(msg: Message) -> Any:
         # Decode on the loop (cheap), then let the bridge place the user's handler: async
         # ones on the loop, sync ones in its pool, so a slow handler never stalls the loop.
-        outcome = client._bridge.run_handler(handler, msg.decode(Event))
-        return await outcome if inspect.isawaitable(outcome) else outcome
+        return await client._bridge.arun_handler(handler, msg.decode(Event))
     return on_event_message
 
 

@@ -1,13 +1,13 @@
-"""The Agent's work loop: pull tasks, run the handler, record (which announces), ack.
+"""An agent's task runner: pull tasks, run the handler, record (which announces), ack.
 
-Split from agent.py, which keeps an agent's lifecycle, delegation, inbox and heartbeat.
-What makes a task run once in effect (the ledger, and when to read it first) lives here.
+The Agent (agent.py) keeps its lifecycle, delegation, inbox and heartbeat, and makes a
+TaskRunner at each start with what it needs. What makes a task run once in effect (the
+ledger, and when to read it first) lives here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections import Counter
@@ -15,15 +15,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.pull import ContinuousPull
+from ..core.received import Message, nak_unless_settled
 from ..errors import MessageDecodeError
 from ..wire.messages import decode_model, to_bytes, utc_now
-from ..core.received import Message, nak_unless_settled
 from .context import TaskContext
 from .deadletters import dead_letter_now, remember_failure
 from .ledger import TaskLedger, completion_msg_id, ledger_key_problem
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
-from .streams import TASK_STREAM
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -41,51 +40,85 @@ def retry_delay(deliveries: int) -> float:
     return min(30.0, 0.5 * 2 ** (deliveries - 1))
 
 
-class TaskLoop:
-    """The work loop of :class:`agentlab.org.agent.Agent` (its base class)."""
+class TaskRunner:
+    """Runs the tasks of ``consumer`` on ``stream`` with ``handler``, once in effect.
 
-    client: Client
-    subjects: Subjects
-    role: str
-    instance: str
-    handler: Callable[..., Any] | None
-    max_deliver: int
-    max_ack_pending: int
-    ledger_precheck: bool | Literal["auto"]
-    stats: Counter[str]
-    _bridge: Any
-    _running: bool
-    _in_flight: int
-    _ledger: TaskLedger | None
-    _reconnects_seen: int
-    _connected_since: float
-    _in_hand: set[asyncio.Future]
-    _feed: ContinuousPull | None
-    _stop_requested: asyncio.Event
+    Made by the Agent at each start (on the bridge loop) with everything it uses:
+    ``ledger`` records each effect, ``stats`` is the agent's counters (counted here),
+    ``new_context(task, msg)`` makes the handler's TaskContext. Up to ``max_ack_pending``
+    tasks run at once; ``ledger_precheck`` as in :class:`agentlab.org.agent.Agent`.
+    """
 
-    async def _consume(self, feed: ContinuousPull) -> None:
+    def __init__(self, client: Client, subjects: Subjects, *, stream: str, consumer: str,
+                 role: str, instance: str, handler: Callable[..., Any] | None,
+                 ledger: TaskLedger, stats: Counter[str],
+                 new_context: Callable[[Task, Message], TaskContext], max_deliver: int,
+                 max_ack_pending: int, ledger_precheck: bool | Literal["auto"]):
+        self.client, self.subjects = client, subjects
+        self.stream, self.role, self.instance = stream, role, instance
+        self.handler, self.ledger, self.stats = handler, ledger, stats
+        self.max_deliver, self.max_ack_pending = max_deliver, max_ack_pending
+        self.ledger_precheck = ledger_precheck
+        self._new_context = new_context
+        self._bridge = client._bridge
+        self.working = False  # pulling and running tasks (False once stopping, or closed)
+        self.in_flight = 0    # tasks being processed now: the heartbeats report it
+        self._in_hand: set[asyncio.Future] = set()
+        self._stop_requested = asyncio.Event()
+        self._loop: asyncio.Future | None = None
+        self._reconnects_seen, self._connected_since = 0, client.connected_at
+        self.feed = ContinuousPull(client, stream, consumer, self._take, self._room,
+                                   name=f"agent {instance}")
+
+    async def astart(self) -> None:
+        """Send the first pull request (a subject this identity may not use raises here)
+        and start the work loop."""
+        self.working = True
+        try:
+            await self.feed.astart()
+        except BaseException:
+            self.working = False
+            raise
+        self._loop = asyncio.ensure_future(self._consume())
+
+    async def astop(self, timeout: float) -> bool:
+        """Stop pulling, finish the tasks in hand. False if ``timeout`` ran out first: those
+        still run, for ``abandon()`` to cancel."""
+        self.working = False
+        self._stop_requested.set()
+        if self._loop is None:
+            return True
+        _, pending = await asyncio.wait([self._loop], timeout=timeout)
+        return not pending
+
+    def abandon(self) -> None:
+        """Stop at once, mid-task, as a crash would (on the loop): a task in hand is
+        neither acked nor recorded, and is redelivered after ack_wait."""
+        self.working = False
+        if self._loop is not None:
+            self._loop.cancel()
+        self.feed.abandon()
+        for job in list(self._in_hand):
+            job.cancel()
+
+    async def _consume(self) -> None:
         # Up to max_ack_pending tasks run at once, as the seed's consumer config intends,
         # each started the moment it arrives: the feed keeps pull requests for as many tasks
         # as there is room for outstanding, and _take starts each one. (A batch handled one
         # by one would leave its last tasks waiting here while their ack_wait ran out.)
-        try:
-            while self._running:
-                try:
-                    await asyncio.wait_for(self._stop_requested.wait(), 0.5)
-                except asyncio.TimeoutError:
-                    pass
-                if self._running and self.client.is_closed:
-                    log.warning("agent %s: its connection was closed; the agent stops",
-                                self.instance)
-                    self._running = False
-            await feed.stop()  # no new requests; a task already on its way is still taken
-            if self._in_hand:  # stop(): finish what was taken
-                await asyncio.wait(self._in_hand)
-        except asyncio.CancelledError:  # kill(), or stop() ran out of time
-            feed.abandon()
-            for job in self._in_hand:
-                job.cancel()
-            raise
+        # Cancelled only by abandon() (kill(), or stop() out of time), which cleans up.
+        while self.working:
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+            if self.working and self.client.is_closed:
+                log.warning("agent %s: its connection was closed; the agent stops",
+                            self.instance)
+                self.working = False
+        await self.feed.astop()  # no new requests; a task already on its way is taken
+        if self._in_hand:  # stop(): finish what was taken
+            await asyncio.wait(self._in_hand)
 
     def _room(self) -> int:
         return self.max_ack_pending - len(self._in_hand)
@@ -98,11 +131,10 @@ class TaskLoop:
 
     def _finished(self, job: asyncio.Future) -> None:
         self._in_hand.discard(job)
-        if self._feed is not None:
-            self._feed.wake()
+        self.feed.wake()
 
     async def _process(self, msg: Message) -> None:
-        self._in_flight += 1
+        self.in_flight += 1
         try:
             try:
                 task = decode_model(msg.data, Task, msg.subject)
@@ -121,7 +153,7 @@ class TaskLoop:
             # the connection failed. Retry later rather than let the work loop die.
             self.stats["errors"] += 1
             text = f"{type(error).__name__}: {error}"
-            log.warning("agent %s: could not process %s#%s: %s", self.instance, TASK_STREAM,
+            log.warning("agent %s: could not process %s#%s: %s", self.instance, self.stream,
                         _seq(msg), text)
             nak_unless_settled(msg, retry_delay(_deliveries(msg)))
             try:  # for the dead letter, should it come to that
@@ -129,7 +161,7 @@ class TaskLoop:
             except Exception:
                 pass
         finally:
-            self._in_flight -= 1
+            self.in_flight -= 1
 
     async def _poison(self, msg: Message, reason: str) -> None:
         # Dead-letter first, term second: if the DLQ is unreachable the error propagates,
@@ -166,7 +198,6 @@ class TaskLoop:
         return msg.info.timestamp.timestamp() < self._connected_since + CLOCK_SKEW_ALLOWANCE
 
     async def _run_task(self, task: Task, msg: Message) -> None:
-        assert self._ledger is not None
         if msg.info.redelivered:
             self.stats["redeliveries"] += 1
         # A first delivery can still be a task whose effect is recorded: one handed out
@@ -181,14 +212,14 @@ class TaskLoop:
         done = None
         if self._should_check_ledger(task, msg):
             self.stats["ledger_prechecks"] += 1
-            done = await self._ledger.aget(task.org, task.id)
+            done = await self.ledger.aget(task.org, task.id)
         if done is not None:
             # The effect happened before (we crashed before the ack): acknowledge only.
             self.stats["duplicates_suppressed"] += 1
             self.stats["acked_from_ledger"] += 1
             await self._ack_and_announce_again(task, msg, done.get("result", {}), 0.0)
             return
-        ctx = TaskContext(self, task, msg)
+        ctx = self._new_context(task, msg)
         started = time.perf_counter()
         try:
             result = await self._call_handler(task, ctx)
@@ -217,7 +248,7 @@ class TaskLoop:
         # record's receipt is back here.
         self.stats["processed"] += 1
         try:
-            recorded = await self._ledger.arecord(record, data)
+            recorded = await self.ledger.arecord(record, data)
         except BaseException:
             self.stats["processed"] -= 1
             raise
@@ -229,13 +260,13 @@ class TaskLoop:
         # recorded result again, not this one.
         self.stats["processed"] -= 1
         self.stats["duplicates_suppressed"] += 1
-        done = await self._ledger.aget(task.org, task.id) or {}
+        done = await self.ledger.aget(task.org, task.id) or {}
         await self._ack_and_announce_again(task, msg, done.get("result", result), record.duration_ms)
 
     async def _call_handler(self, task: Task, ctx: TaskContext) -> Any:
         if self.handler is None:
             return {"ack": task.title}
-        return await _call(self._bridge, self.handler, task, ctx)
+        return await self._bridge.arun_handler(self.handler, task, ctx)
 
     def _completion(self, task: Task, msg: Message, result: dict[str, Any],
                     duration_ms: float) -> TaskCompleted:
@@ -253,17 +284,6 @@ class TaskLoop:
         self.client.publish(self.subjects.tasks_completed(task.org),
                             self._completion(task, msg, result, duration_ms),
                             headers={"Nats-Msg-Id": completion_msg_id(task.org, task.id)})
-
-
-async def _call(bridge: Any, handler: Callable[..., Any], *args: Any) -> Any:
-    """Call any sync or async callable: coroutine functions on the loop, others in a thread."""
-    outcome = bridge.run_handler(handler, *args)
-    result = await outcome if inspect.isawaitable(outcome) else outcome
-    if inspect.isawaitable(result):
-        # A plain callable that returned a coroutine (a lambda or partial around an async
-        # function): it ran in a worker thread, its coroutine runs here, on the loop.
-        result = await result
-    return result
 
 
 def _seq(msg: Message) -> Any:

@@ -1,0 +1,27 @@
+"""The programs built on the layers below: what the ``agentlab`` command runs.
+
+    cli            ``agentlab server | demo | status | dlq | audit | schemas``
+    server         ``agentlab server``: an embedded nats-server in the foreground
+    demo           the tour of the whole organisation (``agentlab demo``, ``make demo``)
+    basics         the first steps, one at a time (``agentlab demo --basics``)
+    worker         one agent in a process of its own (``python -m agentlab.programs.worker``)
+    tenant_audit   every cross-tenant action tried on live servers (``agentlab audit``)
+
+    from agentlab.programs import audit
+    print(audit(lab.url, lab.tenants))
+
+Names load on first use, so that the command starts without importing the organisation.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["AuditReport", "aaudit", "audit", "audit_models"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return getattr(importlib.import_module(".tenant_audit", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

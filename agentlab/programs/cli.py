@@ -39,7 +39,7 @@ def configure_server(parser: argparse.ArgumentParser) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    from ..core.server import serve_forever
+    from .server import serve_forever
 
     return serve_forever(store_dir=args.store_dir, max_memory=args.max_memory,
                          max_file=args.max_file)
@@ -205,6 +205,7 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
 def run_audit(args: argparse.Namespace) -> int:
     from .tenant_audit import audit
     from ..core.server import EmbeddedServer
+    from ..org.streams import reference_assets
     from ..tenants.config import Tenants
 
     console = Console()
@@ -213,7 +214,7 @@ def run_audit(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.tenants.split(",") if n.strip()]
     failed = []
     for model in args.model or ["seed000", "accounts", "users"]:
-        tenants = Tenants(names, model=model)
+        tenants = Tenants(names, model=model, assets=reference_assets())
         if args.show_config:
             console.print(f"[bold]Server config, model {model}[/]")
             console.print(tenants.config(redact=True), markup=False, highlight=False)

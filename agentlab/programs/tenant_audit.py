@@ -26,6 +26,7 @@ from ..core.client import Client
 from ..errors import NoMessage, NoResponders, PermissionDenied, RequestTimeout
 from ..core.stores import KeyValueBucket
 from ..core.subscription import Subscription
+from ..org.streams import reference_assets
 from ..tenants.config import Tenants
 
 __all__ = ["ACTIONS", "TITLES", "AuditReport", "Cell", "aaudit", "audit", "audit_models"]
@@ -339,7 +340,7 @@ def audit_models(models: Iterable[str] = ("seed000", "accounts", "users"),
 
     reports = []
     for model in models:
-        tenants = Tenants(names, model=model)
+        tenants = Tenants(names, model=model, assets=reference_assets())
         with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config()) as server:
             reports.append(audit(server.url, tenants, wait=wait))
     return reports

@@ -4,9 +4,11 @@ terminal and as an HTML table in Jupyter.
     format_bytes(1536)                            # '1.5 KiB', as `nats stream report` shows it
     rich.print(stream_report(client))             # any TableView renders itself
     Console(width=natural_width(table)).print(table)    # no cell wrapped or cut
+    html_table(columns, rows)                     # the same table as rich_table(title, ...)
 
 Snapshots (:mod:`agentlab.reports.report`) are plain data; everything here turns them into text
-and never talks to NATS, so terminal and notebook views show the same snapshot the same way.
+and never talks to NATS, so terminal and notebook views show the same snapshot the same way:
+both tables are made from one list of columns (:mod:`agentlab.reports.columns`).
 Formatting follows natscli's columns.F and HumanizeDuration (github.com/nats-io/natscli).
 """
 
@@ -14,15 +16,21 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from rich.table import Table
+    from rich.text import Text
 
-    from .report import ConsumerRow, StreamRow
+    from .columns import Column
 
-__all__ = ["format_count", "format_bytes", "format_duration", "stream_cells", "consumer_cells",
+__all__ = ["format_count", "format_bytes", "format_duration", "rich_table", "html_table",
            "TableView", "natural_width"]
+
+# The observer's marks: None if a cell did not change since the poll before, else by how
+# much (0: changed, nothing to subtract, as for a row that is new).
+Mark = Callable[[Any, "Column[Any]"], "int | None"]
 
 
 # -- cells, as the nats CLI formats them ----------------------------------------------------
@@ -64,76 +72,131 @@ def format_duration(seconds: float | None) -> str:
     return f"{seconds:.2f}s"
 
 
-def stream_cells(row: StreamRow) -> tuple[str, ...]:
-    """The text of each ``nats stream report`` column for one stream."""
-    lost = "0"
-    if row.lost_messages > 0:
-        lost = f"{format_count(row.lost_messages)} ({format_bytes(row.lost_bytes)})"
-    return (row.name, row.storage, row.placement, format_count(row.consumers),
-            format_count(row.messages), format_bytes(row.bytes), lost,
-            format_count(row.deleted), row.api_level, ", ".join(row.replicas))
-
-
-def consumer_cells(row: ConsumerRow, extras: bool = False) -> tuple[str, ...]:
-    """The text of each ``nats consumer report`` column for one consumer; with ``extras``,
-    agentlab's "Oldest Unprocessed" after them."""
-    unprocessed = "0"
-    if row.unprocessed > 0:
-        share = 100.0 if row.stream_messages <= 0 else \
-            min(100.0, math.floor(row.unprocessed / row.stream_messages * 100))
-        unprocessed = f"{format_count(row.unprocessed)} / {share:.0f}%"
-    cells = (row.name, row.mode, row.ack_policy, format_duration(row.ack_wait),
-             format_count(row.ack_pending), format_count(row.redelivered), unprocessed,
-             format_count(row.ack_floor), row.api_level, ", ".join(row.cluster))
-    if extras:
-        cells += (format_duration(row.oldest_unprocessed_age),)
-    return cells
-
-
 # -- tables -----------------------------------------------------------------------------------
-class TableView:
-    """Renders a snapshot as a rich Table for terminals and an HTML table for Jupyter.
+def rich_table(title: str, columns: Sequence[Column[Any]], rows: Iterable[Any], *,
+               dim: Collection[str] = (), mark: Mark | None = None) -> Table:
+    """``rows`` as a rich Table of ``columns``; ``dim``: headers of columns shown dim,
+    ``mark``: the observer's changed cells, shown bold yellow with their difference."""
+    from rich.table import Table
 
-    A subclass names its ``title`` and ``columns`` and gives the text of each row in
-    ``table_cells()``; ``numeric`` columns are right-aligned, ``dim_columns`` shown dim.
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        table.add_column(column.header, justify="right" if column.numeric else "left",
+                         style="dim" if column.header in dim else None,
+                         overflow="fold")  # never hide part of a name behind "…"
+    for row in rows:
+        table.add_row(*(_rich_cell(column, row, mark) for column in columns))
+    return table
+
+
+def _rich_cell(column: Column[Any], row: Any, mark: Mark | None) -> Text:
+    from rich.text import Text
+
+    text = column.text(row)
+    styles = ["bold"] if column.bold else []
+    if column.warn is not None and column.warn(row):
+        styles.append("red")
+    delta = mark(row, column) if mark is not None and column.watch else None
+    if delta is not None:
+        text += f" ({delta:+,})" if delta else ""
+        styles = ["bold yellow"]
+    return Text(text, style=" ".join(styles))  # Text: a "[" in a name is not rich markup
+
+
+def html_table(columns: Sequence[Column[Any]], rows: Iterable[Any], *, title: str = "",
+               css_class: str = "", dim: Collection[str] = (), mark: Mark | None = None,
+               empty: str = "") -> str:
+    """``rows`` as an HTML table of ``columns``, the same table :func:`rich_table` makes.
+
+    Alignment and colours are inline, so that it reads right in any notebook; the classes
+    (``n``, ``al-chg``, ``al-up``/``al-down``) are for the observer's stylesheet.
+    """
+    esc = html.escape
+    head = "".join(
+        f"<th{_html_attrs(column, dim)}{_tip(column)}>{esc(column.header)}</th>"
+        for column in columns)
+    body = "".join(
+        "<tr>" + "".join(_html_cell(column, row, dim, mark) for column in columns) + "</tr>"
+        for row in rows)
+    if not body and empty:
+        body = f"<tr><td colspan={len(columns)}>{esc(empty)}</td></tr>"
+    caption = f"<caption style='text-align:left'><b>{esc(title)}</b></caption>" if title else ""
+    table = f"<table class='{esc(css_class)}'>" if css_class else "<table>"
+    return f"{table}{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _tip(column: Column[Any]) -> str:
+    return f" title='{html.escape(column.tip)}'" if column.tip else ""
+
+
+def _html_attrs(column: Column[Any], dim: Collection[str], classes: tuple[str, ...] = (),
+                colour: str = "") -> str:
+    if column.numeric:
+        classes = ("n", *classes)
+    style = f"text-align:{'right' if column.numeric else 'left'}"
+    colour = colour or ("#64748b" if column.header in dim else "")
+    if colour:
+        style += f";color:{colour}"
+    return (f" class='{' '.join(classes)}'" if classes else "") + f" style='{style}'"
+
+
+def _html_cell(column: Column[Any], row: Any, dim: Collection[str], mark: Mark | None) -> str:
+    if column.html is not None:
+        body = column.html(row)
+    else:
+        body = "<br>".join(html.escape(line) for line in column.text(row).split("\n"))
+        if column.code:
+            body = f"<code>{body}</code>"
+        if column.bold:
+            body = f"<b>{body}</b>"
+    classes: tuple[str, ...] = ()
+    colour = ""
+    if column.warn is not None and column.warn(row):
+        classes, colour = ("al-warn",), "#b91c1c"
+    delta = mark(row, column) if mark is not None and column.watch else None
+    if delta is not None:
+        classes += ("al-chg",)
+        if delta:
+            body += f"<span class='{'al-up' if delta > 0 else 'al-down'}'>{delta:+,}</span>"
+    return f"<td{_html_attrs(column, dim, classes, colour)}>{body}</td>"
+
+
+class TableView:
+    """Renders a snapshot as a rich Table for terminals and an HTML table for Jupyter, both
+    from the one column spec (:mod:`agentlab.reports.columns`).
+
+    A subclass names its ``title``, its columns in ``table_columns()`` and its rows in
+    ``table_rows()``; ``dim_columns`` (headers) are shown dim.
     """
 
     title: ClassVar[str]
-    columns: ClassVar[tuple[str, ...]]
-    numeric: ClassVar[frozenset[str]] = frozenset()
     dim_columns: ClassVar[frozenset[str]] = frozenset()
 
-    def table_cells(self) -> list[tuple[str, ...]]:
+    def table_columns(self) -> tuple[Column[Any], ...]:
         raise NotImplementedError
 
-    def to_table(self) -> Table:
-        from rich.table import Table
+    def table_rows(self) -> Sequence[Any]:
+        raise NotImplementedError
 
-        table = Table(title=self.title, title_justify="left", header_style="bold")
-        for name in self.columns:
-            table.add_column(name, justify="right" if name in self.numeric else "left",
-                             style="dim" if name in self.dim_columns else None,
-                             overflow="fold")  # never hide part of a name behind "…"
-        for cells in self.table_cells():
-            table.add_row(*cells)
-        return table
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The headers, in order."""
+        return tuple(column.header for column in self.table_columns())
+
+    def table_cells(self) -> list[tuple[str, ...]]:
+        columns = self.table_columns()
+        return [tuple(column.text(row) for column in columns) for row in self.table_rows()]
+
+    def to_table(self) -> Table:
+        return rich_table(self.title, self.table_columns(), self.table_rows(),
+                          dim=self.dim_columns)
 
     def __rich__(self) -> Table:
         return self.to_table()
 
     def _repr_html_(self) -> str:
-        esc = html.escape
-        head = "".join(f"<th style='text-align:{self._align(c)}'>{esc(c)}</th>"
-                       for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:{self._align(c)}'>{esc(v)}</td>"
-                             for c, v in zip(self.columns, cells)) + "</tr>"
-            for cells in self.table_cells())
-        return (f"<table><caption style='text-align:left'><b>{esc(self.title)}</b></caption>"
-                f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-    def _align(self, column: str) -> str:
-        return "right" if column in self.numeric else "left"
+        return html_table(self.table_columns(), self.table_rows(), title=self.title,
+                          dim=self.dim_columns)
 
     def __str__(self) -> str:
         from rich.console import Console

@@ -18,7 +18,8 @@ consumer has not acknowledged yet (seed 002: "message age (oldest unprocessed me
 indicates latency)"), measured as :mod:`agentlab.reports.unprocessed` explains.
 
 Snapshots are frozen dataclasses of plain values; views (rich, HTML, live widgets) render
-them (:mod:`agentlab.reports.render`) and never talk to NATS themselves.
+them (:mod:`agentlab.reports.render`) from one column spec per report
+(:mod:`agentlab.reports.columns`) and never talk to NATS themselves.
 """
 
 from __future__ import annotations
@@ -30,17 +31,20 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
 from ..errors import StreamNotFound
-from ..core.jetstream import LIST_TIMEOUT, api_call
+from ..core.jetstream import LIST_TIMEOUT
 from ..wire.messages import utc_now
-from .render import (
-    TableView,
+from .columns import (
+    AGENTLAB_CONSUMER_COLUMNS,
+    CONSUMER_COLUMNS,
+    CONSUMER_REPORT_COLUMNS,
+    STREAM_COLUMNS,
+    STREAM_REPORT_COLUMNS,
+    Column,
     consumer_cells,
-    format_bytes,
-    format_count,
-    format_duration,
-    natural_width,
+    pick,
     stream_cells,
 )
+from .render import TableView, format_bytes, format_count, format_duration, natural_width
 from .unprocessed import find_oldest_unprocessed, oldest_unprocessed
 
 if TYPE_CHECKING:
@@ -54,17 +58,6 @@ __all__ = [
     # rendering, re-exported from agentlab.reports.render where it lives
     "format_duration", "format_bytes", "format_count", "natural_width",
 ]
-
-# natscli cli/stream_command.go, func (c *streamCmd) renderStreams: table.AddHeaders(...)
-STREAM_REPORT_COLUMNS: tuple[str, ...] = (
-    "Stream", "Storage", "Placement", "Consumers", "Messages", "Bytes", "Lost", "Deleted",
-    "API Level", "Replicas")
-# natscli cli/consumer_command.go, func (c *consumerCmd) reportAction: table.AddHeaders(...)
-CONSUMER_REPORT_COLUMNS: tuple[str, ...] = (
-    "Consumer", "Mode", "Ack Policy", "Ack Wait", "Ack Pending", "Redelivered", "Unprocessed",
-    "Ack Floor", "API Level", "Cluster")
-# agentlab's addition, shown after the nats columns (see the module docstring).
-AGENTLAB_CONSUMER_COLUMNS: tuple[str, ...] = ("Oldest Unprocessed",)
 
 _REQUIRED_API_LEVEL = "_nats.req.level"  # jsm.go api.JsMetaRequiredServerLevel
 
@@ -252,14 +245,14 @@ class StreamReport(_RowsByName[StreamRow], TableView):
 
     rows: tuple[StreamRow, ...]
     taken_at: datetime = field(default_factory=utc_now)
-    columns: ClassVar[tuple[str, ...]] = STREAM_REPORT_COLUMNS
     title: ClassVar[str] = "Stream Report"
     row_kind: ClassVar[str] = "stream"
-    numeric: ClassVar[frozenset[str]] = frozenset({"Consumers", "Messages", "Bytes", "Lost",
-                                                   "Deleted"})
 
-    def table_cells(self) -> list[tuple[str, ...]]:
-        return [row.cells() for row in self.rows]
+    def table_columns(self) -> tuple[Column[StreamRow], ...]:
+        return pick(STREAM_COLUMNS, STREAM_REPORT_COLUMNS)
+
+    def table_rows(self) -> tuple[StreamRow, ...]:
+        return self.rows
 
 
 @dataclass(frozen=True, repr=False)
@@ -271,14 +264,15 @@ class ConsumerReport(_RowsByName[ConsumerRow], TableView):
     rows: tuple[ConsumerRow, ...]
     taken_at: datetime = field(default_factory=utc_now)
     extras: bool = True            # show agentlab's "Oldest Unprocessed" after the nats columns
-    numeric: ClassVar[frozenset[str]] = frozenset({"Ack Pending", "Redelivered", "Unprocessed",
-                                                   "Ack Floor", "Oldest Unprocessed"})
     dim_columns: ClassVar[frozenset[str]] = frozenset(AGENTLAB_CONSUMER_COLUMNS)
     row_kind: ClassVar[str] = "consumer"
 
-    @property
-    def columns(self) -> tuple[str, ...]:  # type: ignore[override]
-        return CONSUMER_REPORT_COLUMNS + (AGENTLAB_CONSUMER_COLUMNS if self.extras else ())
+    def table_columns(self) -> tuple[Column[ConsumerRow], ...]:
+        return pick(CONSUMER_COLUMNS, CONSUMER_REPORT_COLUMNS +
+                    (AGENTLAB_CONSUMER_COLUMNS if self.extras else ()))
+
+    def table_rows(self) -> tuple[ConsumerRow, ...]:
+        return self.rows
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -287,9 +281,6 @@ class ConsumerReport(_RowsByName[ConsumerRow], TableView):
 
     def _scope(self) -> str:
         return f"on stream {self.stream!r}"
-
-    def table_cells(self) -> list[tuple[str, ...]]:
-        return [row.cells(extras=self.extras) for row in self.rows]
 
 
 # -- collecting ---------------------------------------------------------------------------
@@ -313,9 +304,7 @@ async def astream_report(client: Client, *, sort: str = "bytes") -> StreamReport
 async def _stream_report(client: Client, sort: str) -> StreamReport:
     if sort not in _SORTS:
         raise ValueError(f"sort={sort!r}: use one of {', '.join(_SORTS)}")
-    js = client.nc.jetstream(timeout=LIST_TIMEOUT)
-    infos = await api_call(_all_pages(js.streams_info), "list the streams", "(all)",
-                           timeout=LIST_TIMEOUT)
+    infos = await client.js.astreams(timeout=LIST_TIMEOUT)
     rows = sorted((StreamRow.from_info(info) for info in infos), key=_SORTS[sort])
     return StreamReport(rows=tuple(rows), taken_at=utc_now())
 
@@ -335,12 +324,8 @@ async def aconsumer_report(client: Client, stream: str, *,
 
 
 async def _consumer_report(client: Client, stream: str, extras: bool) -> ConsumerReport:
-    js = client.nc.jetstream(timeout=LIST_TIMEOUT)
-    stream_info = await api_call(js.stream_info(stream), f"read stream '{stream}'", stream,
-                                 timeout=LIST_TIMEOUT)
-    infos = await api_call(_all_pages(lambda offset: js.consumers_info(stream, offset)),
-                           f"list the consumers of stream '{stream}'", stream,
-                           timeout=LIST_TIMEOUT)
+    stream_info = await client.js.astream_info(stream, timeout=LIST_TIMEOUT)
+    infos = await client.js.aconsumers(stream, timeout=LIST_TIMEOUT)
     direct = bool(stream_info.config.allow_direct)
     taken_at = utc_now()
     rows = []
@@ -349,18 +334,6 @@ async def _consumer_report(client: Client, stream: str, extras: bool) -> Consume
         rows.append(ConsumerRow.from_info(info, stream_info.state.messages, oldest, taken_at))
     return ConsumerReport(stream=stream, stream_messages=stream_info.state.messages,
                           rows=tuple(rows), taken_at=taken_at, extras=extras)
-
-
-_API_LIST_LIMIT = 256  # nats-server's JSApiListLimit: list replies come in pages of this size
-
-
-async def _all_pages(fetch: Any) -> list[Any]:
-    items: list[Any] = []
-    while True:
-        page = await fetch(len(items))
-        items.extend(page)
-        if len(page) < _API_LIST_LIMIT:
-            return items
 
 
 def status_reports(client: Client) -> list[StreamReport | ConsumerReport]:

@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import nats.js.errors
 from nats.js.api import ConsumerInfo
 
-from ..errors import NO_MESSAGE_FOUND, STREAM_NOT_FOUND
+from ..errors import MessageNotFound, StreamNotFound
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -33,10 +32,9 @@ def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
     """``(stream sequence, stored at)`` of the consumer's oldest unacknowledged message, or
     None when it has nothing left to process. See the module docstring for the method."""
     async def run() -> tuple[int, datetime] | None:
-        js = client.nc.jetstream()
         info = consumer if isinstance(consumer, ConsumerInfo) else \
-            await js.consumer_info(stream, consumer)
-        stream_info = await js.stream_info(stream)
+            await client.js.aconsumer_info(stream, consumer)
+        stream_info = await client.js.astream_info(stream)
         return await find_oldest_unprocessed(client, stream, info,
                                              bool(stream_info.config.allow_direct))
 
@@ -53,18 +51,12 @@ async def find_oldest_unprocessed(client: Client, stream: str, info: ConsumerInf
     filters: Sequence[str] = config.filter_subjects or \
         ([config.filter_subject] if config.filter_subject else [">"])
     start = (info.ack_floor.stream_seq if info.ack_floor else 0) + 1
-    jsm = client.nc.jetstream()
     found: list[tuple[int, datetime]] = []
     for subject in filters:
         try:
-            msg = await jsm.get_msg(stream, seq=start, subject=subject, next=True,
-                                    direct=direct)
-        except nats.js.errors.NotFoundError:
+            msg = await client.js.aget_message(stream, start, subject=subject, direct=direct)
+        except (MessageNotFound, StreamNotFound):
             continue  # nothing above the ack floor on this subject (acked since we looked)
-        except nats.js.errors.APIError as error:
-            if error.code == 404 or error.err_code in (NO_MESSAGE_FOUND, STREAM_NOT_FOUND):
-                continue
-            raise
-        if msg.seq is not None and msg.time is not None:
+        if msg.time is not None:
             found.append((msg.seq, msg.time))
     return min(found) if found else None

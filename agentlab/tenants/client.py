@@ -2,8 +2,8 @@
 and JetStream permission errors raised at the call (DESIGN.md decision 5).
 
     acme = lab.tenant("acme")              # a TenantClient
-    cto = acme.connect("cto")              # another connection as acme
-    org = acme.organisation().start()      # the reference org, every agent connected as acme
+    cto = acme.connect("cto")              # another connection as acme (Client.connect)
+    org = Organisation(acme).start()       # the reference org, every agent connected as acme
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..errors import PermissionDenied
 if TYPE_CHECKING:
     from .config import Tenants
 
-__all__ = ["TenantClient", "explain_tenant_refusals", "tenant_organisation"]
+__all__ = ["TenantClient", "explain_tenant_refusals"]
 
 
 class TenantClient(Client):
@@ -26,42 +26,10 @@ class TenantClient(Client):
     tenant: str = ""
     tenants: Tenants | None = None
 
-    def connect(self, name: str) -> TenantClient:
-        """Another connection as this tenant (one per agent, as separate processes would)."""
-        return self.tenants.connect(self.url, self.tenant, name=name)  # type: ignore[union-attr]
-
-    async def aconnect(self, name: str) -> TenantClient:
-        return await self.tenants.aconnect(self.url, self.tenant,  # type: ignore[union-attr]
-                                           name=name)
-
-    async def _aopen_like(self, name: str) -> TenantClient:
-        return await self.aconnect(name)  # the tenant's inbox prefix too
-
-    def organisation(self, **options: Any) -> Any:
-        """The reference organisation of this tenant (accounts model), agents connected as it."""
-        return tenant_organisation(self, **options)
-
-
-def tenant_organisation(client: TenantClient, **options: Any) -> Any:
-    """``Organisation(client, client.tenant)`` whose agents each connect as the tenant."""
-    from ..org.organisation import Organisation
-
-    tenants = client.tenants
-    assert tenants is not None
-    if tenants.model != "accounts":
-        raise ValueError(
-            f"The reference organisation uses the seed's fixed stream names (AGENT_TASKS, ...), "
-            f"which only the accounts model gives every tenant; this lab uses "
-            f"model={tenants.model!r}. Start it with agentlab.start(tenants=[...]).")
-
-    class TenantOrganisation(Organisation):
-        def _connect(self, name: str) -> Client:
-            connection = client.connect(f"{client.tenant}-{name}")
-            self._clients.append(connection)
-            return connection
-
-    options.setdefault("subjects", tenants.subjects(client.tenant))
-    return TenantOrganisation(client, client.tenant, **options)
+    def _adopt(self, sibling: Client) -> None:
+        assert isinstance(sibling, TenantClient)
+        sibling.tenant, sibling.tenants = self.tenant, self.tenants
+        explain_tenant_refusals(sibling, self.tenant)
 
 
 def explain_tenant_refusals(client: Client, who: str) -> None:

@@ -2,7 +2,7 @@
 
     lab = agentlab.start(tenants=["acme", "globex"])      # one NATS account per tenant
     acme = lab.tenant("acme")                             # a Client, connected as acme
-    acme.organisation().start()                           # the reference org, seed subjects
+    Organisation(acme).start()                            # the reference org, seed subjects
     print(lab.tenants.config(redact=True))                # what the server was given
 
 Three models, one renderer each:
@@ -27,24 +27,23 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.client import Client
-from ..errors import AuthenticationFailed
+from ..core.specs import StreamSpec
 from ..core.subjects import DEFAULT_ROOT, Subjects
+from ..errors import AuthenticationFailed
 from .client import TenantClient, explain_tenant_refusals
 
-__all__ = ["MODELS", "Credentials", "TenantClient", "TenantLimits", "Tenants", "UnknownTenant"]
+__all__ = ["MODELS", "Credentials", "TenantAssets", "TenantClient", "TenantLimits", "Tenants",
+           "UnknownTenant"]
 
 MODELS = ("accounts", "users", "seed000")
 OPERATOR, TOOLS = "operator", "tools"  # identities of the platform, not tenants
 _RESERVED = {OPERATOR, TOOLS, "system", "sys"}
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-# Buckets of the reference org (agentlab.org); in the users model each gets a tenant suffix,
-# as do its streams (agentlab.org.streams.reference_streams).
-KV_BUCKETS, OBJECT_BUCKETS = ("TASK_LEDGER", "TASK_FAILURES"), ("TOOL_PAYLOADS",)
 # Read-only JetStream API a tenant account exports to the operator (dashboards, reports).
 _READ_ONLY_API = ("INFO", "STREAM.INFO.*", "STREAM.NAMES", "STREAM.LIST", "CONSUMER.INFO.*.*",
                   "CONSUMER.NAMES.*", "CONSUMER.LIST.*")
@@ -76,6 +75,25 @@ class TenantLimits:
                 f"max_streams: {self.max_streams}, max_consumers: {self.max_consumers}}}")
 
 
+def _no_streams(subjects: Subjects) -> Sequence[StreamSpec]:
+    return ()
+
+
+@dataclass(frozen=True)
+class TenantAssets:
+    """What each tenant keeps in JetStream: its streams (built from its subjects) and buckets.
+
+    The users model renames them ``<NAME>_<TENANT>``, names them in each tenant's permissions
+    and has the operator declare them; in the accounts model every account has a JetStream of
+    its own and the list is not needed. The reference organisation's are
+    ``agentlab.org.reference_assets()``, which ``agentlab.start(tenants=...)`` uses.
+    """
+
+    streams: Callable[[Subjects], Sequence[StreamSpec]] = _no_streams
+    kv_buckets: tuple[str, ...] = ()
+    object_buckets: tuple[str, ...] = ()
+
+
 class UnknownTenant(AuthenticationFailed):
     """A tenant (or identity) that this lab did not declare, so it has no credentials."""
 
@@ -90,8 +108,10 @@ class Tenants:
     """The declared tenants of one server, the config isolating them, and their credentials."""
 
     def __init__(self, names: Iterable[str], *, model: str = "accounts",
-                 limits: TenantLimits | None = None, root: str = DEFAULT_ROOT):
+                 limits: TenantLimits | None = None, root: str = DEFAULT_ROOT,
+                 assets: TenantAssets | None = None):
         self.names = tuple(names)
+        self.assets = assets
         if model not in MODELS:
             raise ValueError(f"model={model!r}: choose one of {', '.join(MODELS)}.")
         if not self.names:
@@ -174,24 +194,31 @@ class Tenants:
         """
         if self.model != "users":
             return
-        from ..org.streams import reference_streams
         from ..core.stores import KeyValueBucket, ObjectBucket
 
+        assets = self._assets()
         for tenant in self.names:
-            for spec in reference_streams(self.subjects(tenant)):
+            for spec in assets.streams(self.subjects(tenant)):
                 operator.js.declare_stream(_renamed(spec, self.stream_name(tenant, spec.name)))
-            for bucket in KV_BUCKETS:
+            for bucket in assets.kv_buckets:
                 KeyValueBucket.declare(operator, self.bucket_name(tenant, bucket))
-            for bucket in OBJECT_BUCKETS:
+            for bucket in assets.object_buckets:
                 ObjectBucket.declare(operator, self.bucket_name(tenant, bucket))
+
+    def _assets(self) -> TenantAssets:
+        if self.assets is None:
+            raise ValueError(
+                "The users model names each tenant's streams and buckets in its permissions, "
+                "and this Tenants has none: pass assets=agentlab.org.reference_assets() (the "
+                "reference organisation's), or let agentlab.start(tenants=...) fill them in.")
+        return self.assets
 
     def streams(self, operator: Client) -> dict[str, list[str]]:
         """Each tenant's stream names, as the operator sees them (for dashboards)."""
         if self.model == "accounts":  # through each tenant's read-only API export
-            async def names(tenant: str) -> list[str]:
-                js = operator.nc.jetstream(prefix=f"$JS.{tenant}.API")
-                return sorted(info.config.name for info in await js.streams_info())
-            return {t: operator._bridge.run(names(t), operation="streams") for t in self.names}
+            return {t: sorted(info.config.name for info in
+                              operator.js.with_prefix(f"$JS.{t}.API").streams())
+                    for t in self.names}
         every = sorted(info.config.name for info in operator.js.streams())
         if self.model == "seed000":  # one account, one set of streams for every org
             return {t: every for t in self.names}
@@ -251,11 +278,10 @@ class Tenants:
     def tenant_permissions(self, tenant: str) -> dict[str, Any]:
         """Users model: exactly what ``tenant`` may publish and subscribe to."""
         inbox, own = f"{self.inbox_prefix(tenant)}.>", f"{self.subjects(tenant).root}.>"
-        from ..org.streams import reference_streams
-
-        streams = [self.stream_name(tenant, s.name) for s in reference_streams(Subjects())]
-        streams += [f"KV_{self.bucket_name(tenant, b)}" for b in KV_BUCKETS]
-        streams += [f"OBJ_{self.bucket_name(tenant, b)}" for b in OBJECT_BUCKETS]
+        assets = self._assets()
+        streams = [self.stream_name(tenant, s.name) for s in assets.streams(Subjects())]
+        streams += [f"KV_{self.bucket_name(tenant, b)}" for b in assets.kv_buckets]
+        streams += [f"OBJ_{self.bucket_name(tenant, b)}" for b in assets.object_buckets]
         api = []
         for s in streams:  # no STREAM.CREATE/UPDATE: a tenant could capture others' subjects
             api += [f"$JS.API.STREAM.INFO.{s}", f"$JS.API.STREAM.PURGE.{s}",
@@ -264,8 +290,8 @@ class Tenants:
                     f"$JS.API.CONSUMER.MSG.NEXT.{s}.*", f"$JS.API.CONSUMER.DURABLE.CREATE.{s}.*",
                     f"$JS.API.DIRECT.GET.{s}", f"$JS.API.DIRECT.GET.{s}.>",
                     f"$JS.ACK.{s}.>", f"$JS.FC.{s}.>"]
-        stores = [f"$KV.{self.bucket_name(tenant, b)}.>" for b in KV_BUCKETS]
-        stores += [f"$O.{self.bucket_name(tenant, b)}.>" for b in OBJECT_BUCKETS]
+        stores = [f"$KV.{self.bucket_name(tenant, b)}.>" for b in assets.kv_buckets]
+        stores += [f"$O.{self.bucket_name(tenant, b)}.>" for b in assets.object_buckets]
         advisories = [f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{s}.*" for s in streams]
         return {"publish": {"allow": [own, *stores, *api]},
                 "subscribe": {"allow": [own, inbox, *stores, *advisories]},

@@ -1,67 +1,34 @@
-"""The fast path between caller threads and the socket: batched writes and a request mux.
-
-This is the only module that touches nats-py internals (``_pending``, ``_transport``,
-``_flush_pending``, ``_inbox_prefix``); the pinned nats-py range in pyproject.toml and
-tests/test_client.py guard it. The reason is speed: a thread hop per publish costs ~50x a
-raw publish, so caller threads append ready-made protocol commands to a queue and the
-loop writes whole batches with one call (see benchmarks/foundation.py for the figures).
-"""
+"""The fast path between caller threads and the socket: batched writes, and requests a
+caller thread writes itself. It reaches into nats-py (the ``Client._*`` entries of
+internals.INTERNALS); a connection without them takes the public path in the same class."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import logging
 import os
-import re
 import select
 import socket
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import nats.errors
 from nats.aio.transport import TcpTransport
 
-from ..errors import NoResponders
+from .internals import fast_path_missing, warn_missing
+from .protocol import parse_pub
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
-    from nats.aio.msg import Msg
 
-    from .bridge import Bridge
+    from ..bridge import Bridge
 
-_CRLF = b"\r\n"
-# RFC 7230 token characters, as nats-py checks header names (anything else could break the line).
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_LINE = b"NATS/1.0\r\n"
+log = logging.getLogger("agentlab")
+
 # Above this many queued bytes a caller thread waits for the loop to catch up, so a tight
 # publish loop cannot grow memory without bound while the server is slow or away.
 HIGH_WATER = 8 * 1024 * 1024
-
-
-def encode_headers(headers: dict[str, str]) -> bytes:
-    parts = [_HEADER_LINE]
-    for key, value in headers.items():
-        key = str(key).strip()
-        value = str(value)
-        if not _HEADER_NAME.fullmatch(key):
-            raise ValueError(
-                f"Header name {key!r} is invalid: a header name is printable ASCII letters, "
-                "digits and !#$%&'*+-.^_`|~ (no ':', spaces or line breaks), e.g. 'X-Trace-Id'.")
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"Header {key!r} has a line break in its value; remove it.")
-        parts.append(f"{key}: {value}\r\n".encode())
-    parts.append(_CRLF)
-    return b"".join(parts)
-
-
-def pub_command(subject: str, payload: bytes, reply: str = "", header_block: bytes = b"") -> bytes:
-    if header_block:
-        size = len(header_block)
-        line = f"HPUB {subject} {reply} {size} {size + len(payload)}\r\n".encode()
-        return b"".join((line, header_block, payload, _CRLF))
-    if reply:
-        return b"".join((f"PUB {subject} {reply} {len(payload)}\r\n".encode(), payload, _CRLF))
-    return b"".join((f"PUB {subject} {len(payload)}\r\n".encode(), payload, _CRLF))
 
 
 class Outbound:
@@ -72,6 +39,9 @@ class Outbound:
     of the cost of a sync request. Every write to the socket, nats-py's included, holds
     ``_write_lock``, and the direct path is taken only when nothing else is waiting to be
     written, so bytes never interleave and one thread's messages stay in order.
+
+    Without the internals this needs (``public``), the queued commands go through
+    nats-py's ``publish()`` instead, one by one and in order.
     """
 
     def __init__(self, bridge: Bridge, nc: NatsClient):
@@ -86,33 +56,59 @@ class Outbound:
         self._write_lock = threading.RLock()
         self._direct_transport: Any = None
         self._direct_socket: socket.socket | None = None
+        self._locked_transport: Any = None
+        # Read once per (re)connect, not per publish: nats-py's property costs 5x an attribute.
+        self.max_payload = nc.max_payload
+        self.public = False
+        self.missing: list[str] = []
+        self._publishing = False  # public path: a batch is being handed to nats-py
+        self._taken = self._sent = 0  # public path: commands taken from the queue, published
+        self._batch_done: asyncio.Future | None = None
+        self._publisher: asyncio.Future | None = None
 
     def attach(self) -> None:
         """On the loop, after (re)connecting: route nats-py's writes through our lock."""
         self.detach()
-        transport = self._nc._transport
-        writer = getattr(transport, "_io_writer", None)
-        if type(transport) is not TcpTransport or writer is None or \
-                writer.get_extra_info("sslcontext") is not None:
+        self.max_payload = self._nc.max_payload
+        if not self.public:
+            self.fall_back(fast_path_missing(self._nc))
+        if self.public:
+            return
+        transport: Any = self._nc._transport
+        writer = transport._io_writer if type(transport) is TcpTransport else None
+        if writer is None or writer.get_extra_info("sslcontext") is not None:
             return  # TLS or websocket: bytes must go through their layer, so no direct path
         raw = writer.get_extra_info("socket")
         if raw is None:
             return
         direct = socket.socket(fileno=os.dup(raw.fileno()))
         direct.setblocking(False)
-        lock = self._write_lock
-        write, writelines = transport.write, transport.writelines
+        if transport is not self._locked_transport:  # nats-py keeps it across reconnects
+            lock = self._write_lock
+            write, writelines = transport.write, transport.writelines
 
-        def locked_write(data: bytes) -> Any:
-            with lock:
-                return write(data)
+            def locked_write(data: bytes) -> Any:
+                with lock:
+                    return write(data)
 
-        def locked_writelines(data: Any) -> Any:
-            with lock:
-                return writelines(data)
+            def locked_writelines(data: Any) -> Any:
+                with lock:
+                    return writelines(data)
 
-        transport.write, transport.writelines = locked_write, locked_writelines
+            transport.write, transport.writelines = locked_write, locked_writelines
+            self._locked_transport = transport
         self._direct_transport, self._direct_socket = transport, direct
+
+    def fall_back(self, missing: list[str]) -> None:
+        """Use nats-py's public API from now on if anything is ``missing``."""
+        if not missing:
+            return
+        self.detach()
+        self.missing, self.public = self.missing + missing, True
+        # An instance attribute, so the fast drain() costs not even a check per batch.
+        self.drain = self._drain_public  # type: ignore[method-assign]
+        warn_missing(missing, "this connection sends through nats-py's public API instead "
+                              "(slower, nothing lost)")
 
     def detach(self) -> None:
         with self._write_lock:
@@ -196,6 +192,52 @@ class Outbound:
             self._transport_full = False
             self.drain()
 
+    # -- the public path -------------------------------------------------------------------
+    def _drain_public(self) -> None:
+        """drain() without internals: hand what is queued to ``nc.publish``, one batch at a
+        time; what is queued meanwhile waits (and its bytes hold callers at HIGH_WATER)."""
+        self._scheduled = False
+        if self._publishing or not self._queue:
+            return
+        items = [self._queue.popleft() for _ in range(len(self._queue))]
+        self._queued_bytes = 0
+        self._publishing, self._taken = True, self._taken + len(items)
+        self._publisher = asyncio.ensure_future(self._publish(items))  # held: tasks are weak
+
+    async def _publish(self, items: list[bytes]) -> None:
+        nc = self._nc
+        try:
+            for command in items:
+                subject, reply, headers, payload = parse_pub(command)
+                while True:
+                    try:
+                        await nc.publish(subject, payload, reply=reply, headers=headers)
+                        break
+                    except nats.errors.OutboundBufferLimitError:
+                        await asyncio.sleep(0.05)  # reconnecting, nats-py's buffer full: wait
+                    except nats.errors.ConnectionClosedError:
+                        break  # as on the fast path: a closed connection sends nothing more
+                    except Exception:
+                        log.exception("publish to %r through nats-py failed", subject)
+                        break
+                self._sent += 1
+        finally:
+            self._publishing = False
+            self._room.set()
+            done, self._batch_done = self._batch_done, None
+            if done is not None and not done.done():
+                done.set_result(None)
+        self._drain_public()
+
+    async def _settle_public(self) -> None:
+        """Return once every command queued so far has been given to nats-py."""
+        target = self._taken + len(self._queue)
+        self._drain_public()
+        while self._sent < target:
+            if self._batch_done is None:
+                self._batch_done = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._batch_done)
+
 
 def _kick_flusher(nc: NatsClient) -> None:
     """Have nats-py's flusher write its buffer soon; what ``_flush_pending()`` does, minus a
@@ -218,15 +260,30 @@ async def flush_in_order(nc: NatsClient, outbound: Outbound, timeout: float) -> 
 
     nats-py 2.16's ``flush()`` writes its PING straight to the socket, possibly ahead of
     commands still in ``_pending`` (a SUB, say), so its PONG would prove nothing. Writing the
-    backlog first restores "the server has processed all I sent".
+    backlog first restores "the server has processed all I sent". The public path waits
+    instead until nats-py's flusher has written it (``pending_data_size`` is public).
     """
-    outbound.drain()
-    if nc.is_connected and nc._pending:
-        with outbound._write_lock:
-            nc._transport.writelines(nc._pending)
-            nc._pending = []
-            nc._pending_data_size = 0
+    if outbound.public:
+        try:
+            await asyncio.wait_for(_written_public(nc, outbound), timeout)
+        except asyncio.TimeoutError:
+            raise nats.errors.TimeoutError from None
+    else:
+        outbound.drain()
+        if nc.is_connected and nc._pending:
+            with outbound._write_lock:
+                nc._transport.writelines(nc._pending)
+                nc._pending = []
+                nc._pending_data_size = 0
     await nc.flush(timeout=max(1, round(timeout)))
+
+
+async def _written_public(nc: NatsClient, outbound: Outbound) -> None:
+    await outbound._settle_public()
+    spins = 0
+    while nc.is_connected and nc.pending_data_size:  # nats-py's flusher has yet to write
+        spins += 1
+        await asyncio.sleep(0 if spins < 20 else 0.001)
 
 
 async def drain_subscription(nc: NatsClient, outbound: Outbound, sub: Any,
@@ -236,8 +293,12 @@ async def drain_subscription(nc: NatsClient, outbound: Outbound, sub: Any,
     nats-py's own ``drain()`` can PING before its UNSUB reaches the socket (see
     ``flush_in_order``), then drop messages still on their way. Here the UNSUB goes out
     first, the PONG proves the server has stopped routing to us, and the messages that
-    arrived meanwhile are handled before the subscription is removed.
+    arrived meanwhile are handled before the subscription is removed. The public path has
+    only nats-py's ``drain()``, with that narrow window.
     """
+    if outbound.public:
+        await sub.drain()
+        return
     await nc._send_unsubscribe(sub._id)
     await flush_in_order(nc, outbound, timeout)
     if sub._pending_queue is not None:
@@ -252,87 +313,3 @@ def _write_buffer_size(transport: Any) -> int:
         return writer.transport.get_write_buffer_size()  # type: ignore[union-attr]
     except AttributeError:
         return 0
-
-
-class PendingReply:
-    """One request in flight; completed by the loop, awaited by a thread or a coroutine."""
-
-    __slots__ = ("subject", "result", "_lock", "_loop", "_future")
-
-    def __init__(self, subject: str, loop: asyncio.AbstractEventLoop | None):
-        self.subject = subject
-        self.result: Any = None
-        self._loop = loop
-        if loop is None:
-            self._lock = threading.Lock()
-            self._lock.acquire()
-            self._future = None
-        else:
-            self._lock = None
-            self._future = loop.create_future()
-
-    def complete(self, result: Any, on_loop: asyncio.AbstractEventLoop) -> None:
-        if self._lock is not None:
-            self.result = result
-            self._lock.release()
-        elif self._loop is on_loop:
-            _settle(self._future, result)
-        else:
-            self._loop.call_soon_threadsafe(_settle, self._future, result)  # type: ignore[union-attr]
-
-    def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)  # type: ignore[union-attr]
-
-    async def await_result(self, timeout: float) -> bool:
-        try:
-            self.result = await asyncio.wait_for(asyncio.shield(self._future), timeout)  # type: ignore[arg-type]
-        except asyncio.TimeoutError:
-            return False
-        return True
-
-
-def _settle(future: asyncio.Future, result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-class RequestMux:
-    """Every request on a connection shares one wildcard reply subscription, as nats-py does."""
-
-    def __init__(self, bridge: Bridge, nc: NatsClient, outbound: Outbound):
-        self._bridge = bridge
-        self._outbound = outbound
-        self._waiters: dict[str, PendingReply] = {}
-        self._tokens = itertools.count(1)
-        prefix = bytes(nc._inbox_prefix).decode()
-        self.prefix = f"{prefix}.{nc._nuid.next().decode()}."
-
-    async def start(self, nc: NatsClient) -> None:
-        await nc.subscribe(self.prefix + "*", cb=self._on_reply)
-
-    def send(self, subject: str, payload: bytes, header_block: bytes = b"",
-             loop: asyncio.AbstractEventLoop | None = None) -> tuple[str, PendingReply]:
-        token = str(next(self._tokens))
-        pending = PendingReply(subject, loop)
-        self._waiters[token] = pending
-        self._outbound.send_now(pub_command(subject, payload, self.prefix + token, header_block))
-        return token, pending
-
-    def forget(self, token: str) -> None:
-        self._waiters.pop(token, None)
-
-    async def _on_reply(self, msg: Msg) -> None:
-        pending = self._waiters.pop(msg.subject[len(self.prefix):], None)
-        if pending is None:
-            return
-        result: Any = msg
-        if not msg.data and msg.headers and msg.headers.get("Status") == "503":
-            result = NoResponders(pending.subject)
-        pending.complete(result, self._bridge.loop)
-
-    def fail_subject(self, subject: str, error: BaseException) -> None:
-        """The server refused a publish to ``subject``: fail its waiting requests now."""
-        for token, pending in list(self._waiters.items()):
-            if pending.subject.lower() == subject:
-                self._waiters.pop(token, None)
-                pending.complete(error, self._bridge.loop)
