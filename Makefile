@@ -18,7 +18,7 @@ XDIST := -n $(JOBS) --dist loadfile
 FAST := not browser and not chaos and not notebooks
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench install constraints clean chaos
+.PHONY: demo test test-fast lint bench install constraints clean chaos asyncapi-parser
 
 # The distribution was called `agentlab` until it became agentlab-nats: an older .venv has
 # that one installed, and it is uninstalled before the new one goes in.
@@ -31,19 +31,32 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)
 
+# tests/test_asyncapi.py validates docs/asyncapi.json with the official AsyncAPI parser, the
+# npm package @asyncapi/parser at the version tests/js/package-lock.json pins (node and npm).
+PARSER := tests/js/node_modules/.installed
+$(PARSER): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund
+	touch $(PARSER)
+
+asyncapi-parser: $(PARSER)
+
 demo: $(STAMP)
 	$(BIN)/agentlab demo
 
-# Static checks that `test` and `test-fast` run first. Empty for now: ruff, mypy and
-# import-linter (all in the [test] extra, pinned by constraints.txt) are to be added here.
+# Static checks that `test` and `test-fast` run first (all three in the [test] extra, pinned
+# by constraints.txt): ruff (pyproject's [tool.ruff]), mypy on the package ([tool.mypy]) and
+# the layer contracts of docs/architecture.md ([tool.importlinter]).
 lint: $(STAMP)
+	$(BIN)/ruff check agentlab tests benchmarks
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Everything: unit, integration, browser, chaos and notebooks (about 8 minutes on one core).
-test: $(STAMP) lint
+test: $(STAMP) lint $(PARSER)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the browser, the chaos suite and the notebooks: under 3 minutes on 2 cores.
-test-fast: $(STAMP) lint
+test-fast: $(STAMP) lint $(PARSER)
 	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
 # Refresh constraints.txt: a fresh venv, an unpinned install of '.[test]', pip freeze.
@@ -72,4 +85,4 @@ chaos: $(STAMP)
 	$(BIN)/python -m agentlab.chaos --tasks 10000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist tests/js/node_modules

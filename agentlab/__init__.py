@@ -14,7 +14,7 @@ from .core.jetstream import PubAck, PullConsumer
 from .core.notebook import allow_asyncio_run
 from .core.received import Message
 from .core.server import EmbeddedServer, NatsServerNotFound, find_nats_server
-from .core.specs import DAY, HOUR, KiB, MiB, MINUTE, ConsumerSpec, StreamSpec
+from .core.specs import DAY, HOUR, MINUTE, ConsumerSpec, KiB, MiB, StreamSpec
 from .core.stores import KeyValueBucket, ObjectBucket
 from .core.subjects import Subjects, subject_matches
 from .core.subscription import Subscription
@@ -52,7 +52,8 @@ __version__ = "0.1.0"  # the only place the version is written: pyproject.toml r
 __all__ = [
     # a lab and its connections
     "start", "connect", "current_lab", "Lab", "Client", "Subscription", "Message",
-    "EmbeddedServer", "find_nats_server", "NatsServerNotFound", "Tenants", "TenantClient", "allow_asyncio_run",
+    "EmbeddedServer", "find_nats_server", "NatsServerNotFound", "Tenants", "TenantClient",
+    "allow_asyncio_run",
     # subjects, messages, JetStream
     "Subjects", "subject_matches", "AgentMessage", "WireModel", "register_wire_model",
     "StreamSpec", "ConsumerSpec", "PubAck", "PullConsumer", "KeyValueBucket", "ObjectBucket",
@@ -60,7 +61,8 @@ __all__ = [
     # errors (each also a built-in type: see the README's table)
     "AgentlabError", "AuthenticationFailed", "BadSubject", "ClientClosed", "ConsumerNotFound",
     "JetStreamError", "JetStreamNotEnabled", "JetStreamTimeout", "JetStreamUnavailable",
-    "LeaderElection", "MessageDecodeError", "MessageNotFound", "NoMessage", "NoResponders", "NotAStream",
+    "LeaderElection", "MessageDecodeError", "MessageNotFound", "NoMessage", "NoResponders",
+    "NotAStream",
     "PayloadTooLarge", "PermissionDenied", "PublishTimeout", "RequestTimeout",
     "ServerUnreachable", "StreamNotFound", "SubscriptionClosed", "WrongThread",
 ]

@@ -35,7 +35,8 @@ class MessageDecodeError(AgentlabError, ValueError):
 class PayloadTooLarge(AgentlabError, ValueError):
     """A payload over the server's ``max_payload`` (or a stream's ``max_msg_size``)."""
 
-    def __init__(self, subject: str, size: int, limit: int, limit_name: str = "server's max_payload"):
+    def __init__(self, subject: str, size: int, limit: int,
+                 limit_name: str = "server's max_payload"):
         self.subject, self.size, self.limit = subject, size, limit
         super().__init__(
             f"Payload of {size:,} bytes for subject '{subject}' is over the {limit_name} of "

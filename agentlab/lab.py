@@ -17,8 +17,8 @@ from .core._natspy import server_info
 from .core.bridge import get_bridge
 from .core.client import Client
 from .core.connecting import default_url
-from .errors import ServerUnreachable
 from .core.server import EmbeddedServer
+from .errors import ServerUnreachable
 
 if TYPE_CHECKING:
     from .cluster import LocalCluster
@@ -98,9 +98,11 @@ class Lab(Client):
         rows = [("NATS URL", self.url), ("server", kind),
                 ("monitoring", self.monitor_url or "n/a"),
                 ("state", "closed" if self.is_closed else "running")]
-        cells = "".join(f"<tr><th style='text-align:left'>{k}</th><td style='text-align:left'><code>{v}</code></td></tr>"
+        cells = "".join(f"<tr><th style='text-align:left'>{k}</th>"
+                        f"<td style='text-align:left'><code>{v}</code></td></tr>"
                         for k, v in rows)
-        return f"<table><caption style='text-align:left'><b>agentlab lab</b></caption>{cells}</table>"
+        return (f"<table><caption style='text-align:left'><b>agentlab lab</b></caption>{cells}"
+                "</table>")
 
 
 def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
@@ -147,7 +149,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                 return _current
             _current.close()
         url = url or default_url()
-        server = None
+        server: EmbeddedServer | LocalCluster | None = None
         if url is None and cluster is not None:
             if tenants is not None or server_config:
                 raise ValueError("cluster= runs the node configs of deploy/nats as they are; "

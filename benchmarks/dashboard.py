@@ -10,12 +10,13 @@ Method. One embedded nats-server, the reference streams and an Organisation whos
 ledger, ack, completion). A pacer thread offers tasks at a steady rate (what
 ``org.assign`` does, without waiting for each receipt) chosen so that the traffic the
 observer taps -- publishes, deliveries, acks, progress, completions, ... -- is about
-``--rate`` messages per second (default 5,000, the issue's figure). The messages per task are measured first, with an observer open, at
-that load. Each round offers tasks for ``--seconds`` (default 10; ``--quick`` 5) and
-counts the tasks completed inside the window (after one second of ramp-up), then lets the
-backlog drain before the next round. "With" rounds have a Dashboard (observer connection,
-four views, the UI pump rendering at up to 10 Hz) open the whole time; there is no browser,
-so the cost measured is the observer's taps, ingest and rendering, not a frontend's.
+``--rate`` messages per second (default 5,000, the issue's figure). The messages per task
+are measured first, with an observer open, at that load. Each round offers tasks for
+``--seconds`` (default 10; ``--quick`` 5) and counts the tasks completed inside the window
+(after one second of ramp-up), then lets the backlog drain before the next round. "With"
+rounds have a Dashboard (observer connection, four views, the UI pump rendering at up to
+10 Hz) open the whole time; there is no browser, so the cost measured is the observer's
+taps, ingest and rendering, not a frontend's.
 Rounds alternate (ABBA...). The ratio is delivered throughput with ÷ without: it only falls
 below 1 if the dashboard takes enough CPU for the organisation to fall behind the offered
 load. Also measured: each view's updates per second during the "with" rounds, and the
@@ -37,10 +38,10 @@ import time
 from rich.table import Table
 
 import agentlab
+from agentlab import EmbeddedServer
 from agentlab.errors import AgentlabError
 from agentlab.observe import Observer
 from agentlab.org import Organisation, Task
-from agentlab import EmbeddedServer
 from agentlab.widgets import Dashboard
 
 from .common import console, machine, parser, spread

@@ -9,10 +9,10 @@ The flow, over one embedded nats-server with the reference streams: a CEO publis
 max_deliver 3, max_ack_pending 256) hands it to a worker that decodes it, runs a trivial
 async handler, records its TaskCompleted in TASK_LEDGER (key "<org>.<id>", first record wins,
 Nats-Msg-Id "<org>.<id>.completed") and acks. The ledger's stream republishes the record on the
-completion subject (stored by AGENT_EVENTS), which the CEO observes: agentlab/org/ledger.py. agentlab: a
-Task model through ``client.js.publish`` from the main thread, an ``Agent`` with default
-options on its own client (it keeps pull requests outstanding for as many tasks as it has
-room for: agentlab/continuous_pull.py), a subscription. Raw: hand-written nats-py on
+completion subject (stored by AGENT_EVENTS), which the CEO observes: agentlab/org/ledger.py.
+agentlab: a Task model through ``client.js.publish`` from the main thread, an ``Agent`` with
+default options on its own client (it keeps pull requests outstanding for as many tasks as
+it has room for: agentlab/continuous_pull.py), a subscription. Raw: hand-written nats-py on
 ``asyncio.run``.
 The Agent's default (``ledger_precheck="auto"``) reads the ledger before the handler only
 when a delivery could be a repeat, which makes it the raw flow's equivalent here; the
@@ -46,7 +46,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import APIError
 
 import agentlab
-from agentlab.org import Agent, Task, TaskLedger, declare_reference_streams, LEDGER_BUCKET, TASK_STREAM
+from agentlab.org import (
+    LEDGER_BUCKET,
+    TASK_STREAM,
+    Agent,
+    Task,
+    TaskLedger,
+    declare_reference_streams,
+)
 
 from .common import console, interleaved, main, pct, run_raw
 

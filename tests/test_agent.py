@@ -14,11 +14,21 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from helpers import stored, wait_for
 from nats.js.api import AckPolicy, DeliverPolicy
 
 from agentlab import AgentMessage, BadSubject, NoResponders, RequestTimeout, Subjects
-from agentlab.org import Agent, Heartbeat, Task, TaskCompleted, TaskLedger, retry_delay, TASK_STREAM
+from agentlab.org import (
+    TASK_STREAM,
+    Agent,
+    AgentStatus,
+    ErrorReply,
+    Heartbeat,
+    Task,
+    TaskCompleted,
+    TaskLedger,
+    retry_delay,
+)
+from helpers import stored, wait_for
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(60)
@@ -49,7 +59,7 @@ def test_agent_has_the_seed_consumer_an_inbox_and_a_heartbeat(org_lab, agents, n
     assert len(received) == 4
     hearts = [m.decode(Heartbeat) for m in received]
     assert {(h.role, h.org, h.instance) for h in hearts} == {(names.cto, names.org, cto.instance)}
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(hearts, hearts[1:])]
+    gaps = [(b.at - a.at).total_seconds() for a, b in zip(hearts, hearts[1:], strict=False)]
     assert all(0.1 < gap < 0.8 for gap in gaps), gaps
 
     status = org_lab.request(S.inbox(names.cto), b"", timeout=1).json()
@@ -515,3 +525,30 @@ def test_request_timeouts_errors_and_no_responders_are_clear(org_lab, agents, na
     with pytest.raises(NoResponders, match=nobody) as caught:
         org_lab.request(nobody, b"", timeout=1)
     assert caught.value.subject == nobody
+
+
+def test_inbox_replies_have_registered_schemas(org_lab, agents, names, unique):
+    """What a client in another language gets back from an inbox: AgentStatus, or an
+    ErrorReply (with the Agentlab-Error header) when on_request raised; docs/protocol.md."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from agentlab.wire import json_schemas
+
+    def broken(msg):
+        raise KeyError("budget")
+
+    broken_role = f"broken{unique}"
+    cto = agents(names.cto, names.org).start()
+    agents(broken_role, names.org, on_request=broken).start()
+    status = org_lab.request(S.inbox(names.cto), b"", timeout=1)
+    jsonschema.validate(status.json(), json_schemas()["AgentStatus"])
+    assert status.decode(AgentStatus) == AgentStatus(role=names.cto, instance=cto.instance,
+                                                     org=names.org, processed=0, in_flight=0)
+    error = org_lab.request(S.inbox(broken_role), b"", timeout=1)
+    jsonschema.validate(error.json(), json_schemas()["ErrorReply"])
+    assert error.decode(ErrorReply).error == "KeyError: 'budget'"
+    assert error.headers["Agentlab-Error"] == "KeyError"
+
+
+def test_the_platform_org_is_not_an_agents_org(org_lab):
+    with pytest.raises(BadSubject, match="org 'system' is reserved"):
+        Agent(org_lab, "cto", org="system")

@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, StreamSpec, Subjects
 from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted
 from agentlab.org import workloop as agent_module  # where CLOCK_SKEW_ALLOWANCE is read
+from helpers import wait_for
 
 S = Subjects()
 ROLE, ORG = "cto", "acme"

@@ -6,6 +6,9 @@ and that one agent, the *sentinel*, keeps working through every row.
 | malformed JSON                            | dead letter "poison": "not a valid Task: ..."      |
 | valid JSON failing the task schema        | dead letter "poison", naming each bad field        |
 | task id that cannot key the ledger ('.')  | dead letter "poison", naming the id and the rule   |
+| a field that becomes a subject token with | dead letter "poison" at the first delivery, naming |
+|   a space ("requested_by": "node client") |   the field and the rule; the handler never runs   |
+| a task timestamp without an offset        | read as UTC: done at the first delivery            |
 | payload over the max message size         | PayloadTooLarge naming the limit in bytes          |
 | invalid subject tokens (space, empty, *)  | BadSubject naming the problem and a fix            |
 | unknown stream or consumer                | StreamNotFound / ConsumerNotFound naming them      |
@@ -38,10 +41,10 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from helpers import stored, wait_for
 
 from agentlab import (
     AuthenticationFailed,
@@ -59,8 +62,20 @@ from agentlab import (
     Subjects,
 )
 from agentlab.core._natspy import encode_headers
+from agentlab.org import (
+    TASK_STREAM,
+    Agent,
+    DeadLetter,
+    DeadLetterOffice,
+    IntentQueue,
+    Task,
+    TaskCompleted,
+    TaskLedger,
+    declare_reference_streams,
+    publish_intent,
+)
 from agentlab.wire import decode_model
-from agentlab.org import Agent, DeadLetter, DeadLetterOffice, IntentQueue, Task, TaskCompleted, TaskLedger, declare_reference_streams, publish_intent, TASK_STREAM
+from helpers import stored, wait_for
 
 S = Subjects()
 ROLE, ORG = "sentinel", "catalogue"
@@ -220,16 +235,70 @@ def test_valid_json_failing_the_task_schema(sentinel, lab):
 
 def test_task_id_that_cannot_key_the_ledger(sentinel, lab):
     """The ledger key is {org}.{task_id} and the server announces the record by its org
-    token, so an id with a '.' would be recorded but never announced: poison, at once."""
-    bad = Task(id=f"invoice.{uuid.uuid4().hex[:8]}", org=ORG, role=ROLE, title="dotted id",
-               requested_by="ceo")
-    receipt = lab.js.publish(TASKS, bad, msg_id=bad.id)
+    token, so an id with a '.' would be recorded but never announced: poison, at once.
+    The Task model says so (and so does its schema's pattern), in Python too."""
+    bad_id = f"invoice.{uuid.uuid4().hex[:8]}"
+    rule = (f"task id {bad_id!r} cannot key the ledger: use letters, digits and '-', '_', "
+            "'=', '/' only (no '.', no spaces), e.g. a uuid4 hex")
+    with pytest.raises(ValueError, match="cannot key the ledger"):
+        Task(id=bad_id, org=ORG, role=ROLE, title="dotted id", requested_by="ceo")
+    bad = {"id": bad_id, "org": ORG, "role": ROLE, "title": "dotted id", "requested_by": "ceo"}
+    receipt = lab.js.publish(TASKS, bad, msg_id=bad_id)
     letter = letter_for(DeadLetterOffice(lab), receipt.seq)
     assert (letter.reason, letter.deliveries) == ("poison", 1)
-    assert letter.error == (f"not a valid Task: task id {bad.id!r} cannot key the ledger: use "
-                            "letters, digits and '-', '_', '=', '/' only (no '.', no spaces), "
-                            "e.g. a uuid4 hex")
-    assert bad.id not in [task_id for task_id, _ in sentinel.calls]  # never handled
+    assert letter.error == f"not a valid Task: field 'id': {rule}"
+    assert bad_id not in [task_id for task_id, _ in sentinel.calls]  # never handled
+    sentinel.still_works()
+
+
+def test_a_field_that_becomes_a_subject_token_is_checked_by_the_model(sentinel, lab):
+    """requested_by names the inbox that progress notes go to. With a space in it, the task
+    used to pass validation, fail on the progress note (BadSubject) at every delivery and end
+    as max_deliveries, while a bad org was poison at once. Every field the agent puts into a
+    subject is now the model's business: poison at the first delivery, naming field and rule."""
+    bad = {"id": f"node-{uuid.uuid4().hex}", "org": ORG, "role": ROLE, "title": "from Node.js",
+           "requested_by": "node client"}
+    receipt = lab.js.publish(TASKS, bad, msg_id=bad["id"])
+    letter = letter_for(DeadLetterOffice(lab), receipt.seq)
+    assert (letter.reason, letter.deliveries) == ("poison", 1)
+    assert letter.error == (
+        "not a valid Task: field 'requested_by': requested_by 'node client' contains a space; "
+        "NATS subject tokens cannot contain whitespace or '.'; use a name such as "
+        "'node-client' or 'node_client'")
+    assert bad["id"] not in [task_id for task_id, _ in sentinel.calls]  # never handled
+    # The same for the org ('system' is the platform's) and a wildcard role.
+    for field, value, phrase in (("org", "system", "org 'system' is reserved"),
+                                 ("role", "*", "role '*' is the one-token wildcard")):
+        odd = {**bad, "id": f"odd-{uuid.uuid4().hex}", field: value}
+        letter = letter_for(DeadLetterOffice(lab), lab.js.publish(TASKS, odd, msg_id=odd["id"]).seq)
+        assert (letter.reason, letter.deliveries) == ("poison", 1)
+        assert letter.error.startswith(f"not a valid Task: field '{field}': {phrase}")
+    sentinel.still_works()
+
+
+def test_a_task_timestamp_without_an_offset_is_utc(sentinel, lab):
+    """"created_at": "2025-06-01T10:00:00" (no offset) used to make the agent raise TypeError
+    (naive minus aware) before the handler ran, and the task came back. It is UTC, as the
+    schema says, and the task is done at its first delivery."""
+    errors = sentinel.agent.stats["errors"]
+    naive = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat()
+    for created_at in (naive, "2025-06-01T10:00:00"):  # fresh, and older than the dedup window
+        raw = {**sentinel.task("naive time", echo=created_at).model_dump(mode="json"),
+               "created_at": created_at}
+        assert decode_model(json.dumps(raw).encode(), Task).created_at.tzinfo is timezone.utc
+        done = lab.subscribe(S.tasks_completed(ORG))
+        try:
+            lab.js.publish(TASKS, raw, msg_id=raw["id"])
+            event = wait_for(lambda done=done, raw=raw: next(
+                                 (e for e in (m.decode(TaskCompleted) for m in
+                                              done.messages(timeout=0.1))
+                                  if e.task_id == raw["id"]), None),
+                             timeout=5, what="the completion")
+        finally:
+            done.unsubscribe()
+        assert event.deliveries == 1 and event.result == {"echo": created_at}
+        assert sentinel.calls_for(Task.model_validate(raw)) == [1]
+    assert sentinel.agent.stats["errors"] == errors  # nothing failed on the way
     sentinel.still_works()
 
 

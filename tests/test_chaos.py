@@ -12,7 +12,6 @@ import subprocess
 import sys
 
 import pytest
-from helpers import wait_for
 from rich.console import Console
 
 from agentlab import Subjects
@@ -20,6 +19,7 @@ from agentlab.chaos import ChaosConfig, ChaosReport, run
 from agentlab.chaos.checks import RECORD_RACE, WorkerLogs, judge_runs
 from agentlab.org import Task, TaskCompleted
 from agentlab.programs.worker import WorkerProcess
+from helpers import wait_for
 
 S = Subjects()
 

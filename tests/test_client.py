@@ -36,7 +36,8 @@ def test_publish_every_payload_kind_and_subscribe_with_wildcard(client, unique):
     client.publish(f"{unique}.agents.cto.inbox", Task(title="ship"))
     client.publish(f"{unique}.agents.cto.tasks", "not matched by the pattern")
     got = sub.messages(count=5, timeout=1)
-    assert [m.data for m in got] == [b"raw", b"text", b'{"k":[1,2]}', b'{"title":"ship","priority":1}']
+    assert [m.data for m in got] == [b"raw", b"text", b'{"k":[1,2]}',
+                                     b'{"title":"ship","priority":1}']
     assert got[3].decode(Task) == Task(title="ship")
     assert got[1].subject == f"{unique}.agents.cfo.inbox"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import agentlab
-from agentlab.org import declare_replicated_streams
+from agentlab import EmbeddedServer, StreamSpec, find_nats_server
 from agentlab.cluster import (
     LEADER_ELECTED,
     AckedPublisher,
@@ -39,8 +39,7 @@ from agentlab.cluster import (
     parse_conf,
 )
 from agentlab.errors import NoMessage
-from agentlab import EmbeddedServer, find_nats_server
-from agentlab import StreamSpec
+from agentlab.org import declare_replicated_streams
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "AGENT_TASKS"

@@ -58,7 +58,7 @@ def rich_headers(table) -> list[str]:
 
 def rich_rows(table) -> list[list[str]]:
     cells = [[str(cell) for cell in column.cells] for column in table.columns]
-    return [list(row) for row in zip(*cells)]
+    return [list(row) for row in zip(*cells, strict=True)]
 
 
 def html_headers(page: str, table_class: str = "") -> list[str]:
@@ -108,8 +108,9 @@ def test_the_live_views_show_the_same_columns_in_rich_and_html():
 
 
 def test_a_column_reads_the_same_in_the_report_and_the_live_view():
-    report_cells = dict(zip(consumers().columns, consumers().table_cells()[0]))
-    live = dict(zip(html_headers(consumers_html(state())), html_rows(consumers_html(state()))[0]))
+    report_cells = dict(zip(consumers().columns, consumers().table_cells()[0], strict=True))
+    live = dict(zip(html_headers(consumers_html(state())), html_rows(consumers_html(state()))[0],
+                    strict=True))
     for header in set(report_cells) & set(live):
         assert report_cells[header] == live[header], header
     assert live["Unprocessed"] == "6 / 75%" and live["Oldest Unprocessed"] == "—"
@@ -148,7 +149,7 @@ def test_watched_columns_flash_in_both_renderings():
     after = StateSnapshot(streams=StreamReport(rows=(more,)), consumers=(consumers(),),
                           changed=frozenset(changed), deltas=deltas)
     streams_table, _ = state_group(after).renderables
-    row = dict(zip(rich_headers(streams_table), rich_rows(streams_table)[0]))
+    row = dict(zip(rich_headers(streams_table), rich_rows(streams_table)[0], strict=True))
     assert row["Messages"] == "13 (+5)" and row["Bytes"] == "1.5 KiB"
     page = streams_html(after)
     assert "<td class='n al-chg' style='text-align:right'>13<span class='al-up'>+5</span>" in page

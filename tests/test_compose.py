@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from agentlab.cluster import LocalCluster, NodeConfig
 from agentlab import find_nats_server
+from agentlab.cluster import LocalCluster, NodeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

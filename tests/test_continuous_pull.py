@@ -12,11 +12,11 @@ import logging
 import time
 
 import pytest
-from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, Subjects
 from agentlab.core.pull import LOST_AFTER, REQUEST_LIFETIME, ContinuousPull
-from agentlab.org import Agent, Task, TaskCompleted, declare_reference_streams, TASK_STREAM
+from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted, declare_reference_streams
+from helpers import wait_for
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(60)

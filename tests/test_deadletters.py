@@ -14,10 +14,20 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from helpers import stored, wait_for
 
 from agentlab import Client, EmbeddedServer, StreamNotFound, Subjects
-from agentlab.org import Agent, DeadLetter, DeadLetterNotFound, DeadLetterOffice, Task, TaskCompleted, declare_reference_streams, DLQ_STREAM, TASK_STREAM
+from agentlab.org import (
+    DLQ_STREAM,
+    TASK_STREAM,
+    Agent,
+    DeadLetter,
+    DeadLetterNotFound,
+    DeadLetterOffice,
+    Task,
+    TaskCompleted,
+    declare_reference_streams,
+)
+from helpers import stored, wait_for
 
 S = Subjects()
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]

@@ -8,6 +8,7 @@ import time
 import pytest
 from rich.console import Console
 
+from agentlab import ConsumerSpec, Subjects
 from agentlab.org import Agent, AgentHealth, HealthMonitor, ScalingSignal, SystemMetrics, Task
 from agentlab.reports.report import (
     AGENTLAB_CONSUMER_COLUMNS,
@@ -20,8 +21,6 @@ from agentlab.reports.report import (
     format_duration,
     stream_report,
 )
-from agentlab import ConsumerSpec
-from agentlab import Subjects
 
 S = Subjects()
 TASKS = "AGENT_TASKS"
@@ -111,7 +110,7 @@ def test_report_values_match_stream_and_consumer_info(org_lab, unique):
     assert row.depth == 4
     assert (row.mode, row.ack_policy, row.ack_wait) == ("Pull", "Explicit", 30.0)
     assert row.filter_subjects == (S.tasks(role),)
-    cells = dict(zip(CONSUMER_REPORT_COLUMNS, row.cells()))
+    cells = dict(zip(CONSUMER_REPORT_COLUMNS, row.cells(), strict=True))
     assert cells["Consumer"] == role and cells["Ack Wait"] == "30.00s"
     assert cells["Ack Pending"] == "1" and cells["Ack Floor"] == str(info.ack_floor.stream_seq)
     share = min(100, 3 * 100 // sinfo.state.messages)
@@ -121,7 +120,7 @@ def test_report_values_match_stream_and_consumer_info(org_lab, unique):
     assert (srow.messages, srow.bytes, srow.consumers) == \
         (sinfo.state.messages, sinfo.state.bytes, sinfo.state.consumer_count)
     assert srow.storage == "File" and srow.retention == "workqueue"
-    scells = dict(zip(STREAM_REPORT_COLUMNS, srow.cells()))
+    scells = dict(zip(STREAM_REPORT_COLUMNS, srow.cells(), strict=True))
     assert scells["Stream"] == TASKS and scells["Messages"] == f"{sinfo.state.messages:,}"
     assert scells["Bytes"] == format_bytes(sinfo.state.bytes)
     assert set(streams.names) >= {"AGENT_TASKS", "AGENT_EVENTS", "DEAD_LETTERS"}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from agentlab import Subjects
+from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted
 from agentlab.wire.messages import SCHEMA_DIR, json_schemas, render_schema
-from agentlab.org import Agent, Task, TaskCompleted, TASK_STREAM
 
 jsonschema = pytest.importorskip("jsonschema")
 

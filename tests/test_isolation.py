@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
+from agentlab import Tenants
+from agentlab.org import reference_assets
 from agentlab.programs.cli import main
 from agentlab.programs.tenant_audit import ACTIONS, aaudit, audit, audit_models
-from agentlab.org import reference_assets
-from agentlab import Tenants
 
 
 @pytest.fixture(scope="module")

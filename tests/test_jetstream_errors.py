@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
 from agentlab import Client, EmbeddedServer, NotAStream, RequestTimeout, StreamSpec
 from agentlab.cluster import LocalCluster
@@ -23,6 +22,7 @@ from agentlab.errors import (
     LeaderElection,
     PublishTimeout,
 )
+from helpers import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 

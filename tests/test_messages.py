@@ -16,8 +16,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import agentlab.org  # noqa: F401  (registers the organisation's wire models)
-from agentlab.wire import messages
 from agentlab.errors import AgentlabError, MessageDecodeError
+from agentlab.wire import messages
 from agentlab.wire.messages import (
     AgentMessage,
     decode_json,

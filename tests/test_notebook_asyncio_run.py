@@ -19,9 +19,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import this_venv_kernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
+
+from helpers import this_venv_kernel
 
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 NOTEBOOK = NOTEBOOKS / "seed_001_asyncio_run.ipynb"
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="uses pgrep and /proc to check for leftover nats-servers")
 
 # jupyter_client runs a kernelspec whose argv[0] is one of these with sys.executable instead.
-_PYTHON_ALIASES = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
+_PYTHON_ALIASES = {"python", f"python{sys.version_info[0]}",
+                   f"python{sys.version_info[0]}.{sys.version_info[1]}"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,7 +53,8 @@ def _alive(pid: int) -> bool:
 
 def _cmdline(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return raw.replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
@@ -162,7 +165,8 @@ def test_seed_001_runs_unchanged_with_allow_asyncio_run(kernel_name, no_leftover
             "Error: nats: must use coroutine for subscriptions") in out
 
     # Every request was processed by exactly one worker (a queue group), and every answer is
-    # what the seed's worker computes from the payload it got: f"Completed: {task.get('prompt', '')}".
+    # what the seed's worker computes from the payload it got:
+    # f"Completed: {task.get('prompt', '')}".
     processed = [(worker, ast.literal_eval(payload)) for worker, payload in
                  re.findall(r"^Worker (worker-\d) processing: (.+)$", out, re.M)]
     answers = dict(re.findall(r"^request_analysis\(('hello')\) -> (.+)$", out, re.M))

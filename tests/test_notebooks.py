@@ -21,8 +21,9 @@ from urllib.parse import unquote, urlparse
 
 import nbformat
 import pytest
-from helpers import this_venv_kernel
 from nbclient import NotebookClient
+
+from helpers import this_venv_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "notebooks"
@@ -139,7 +140,7 @@ def test_the_course_is_all_there():
               "02-queue-groups-and-request-reply", "03-durable-tasks-ceo-to-cto", "04-meetings",
               "05-async-tool-execution", "06-retries-and-dead-letters", "07-tenant-isolation",
               "08-cluster-and-failover", "09-observability-and-performance",
-              "10-bring-your-own-agent")
+              "10-bring-your-own-agent", "11-other-agents-other-languages")
     missing = [name for name in course if f"{name}.ipynb" not in names]
     assert not missing, f"the course lacks {missing}"
     index = nbformat.read(COURSE / "index.ipynb", as_version=4)
@@ -165,7 +166,8 @@ def test_goals_and_navigation(path):
     top, bottom = nb.cells[0], nb.cells[-1]
     assert top.cell_type == "markdown" and "Learning goals" in top.source, \
         f"{path.name}: the first cell must be markdown with the learning goals"
-    assert re.search(r"^# \S", top.source, re.MULTILINE), f"{path.name}: the first cell needs a title"
+    assert re.search(r"^# \S", top.source, re.MULTILINE), \
+        f"{path.name}: the first cell needs a title"
     for where, cell in (("first", top), ("last", bottom)):
         assert cell.cell_type == "markdown" and LINK.search(cell.source), \
             f"{path.name}: the {where} cell must hold the navigation links"

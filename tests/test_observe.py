@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import functools
-
 import io
 
 import pytest
 from rich.console import Console
 
-import helpers
-
 import agentlab
+import helpers
 from agentlab.observe import Observer
 from agentlab.observe.recorder import matcher
 from agentlab.org import Organisation
-
 
 wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.05)
 

@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
 
 from agentlab import (
     BadSubject,
@@ -22,6 +21,7 @@ from agentlab import (
     StreamSpec,
 )
 from agentlab.core.jetstream import LIST_TIMEOUT
+from helpers import wait_for
 
 PACKAGE = Path(__file__).resolve().parent.parent / "agentlab"
 # jetstream.py holds the one context the verbs share (and makes those with another timeout or

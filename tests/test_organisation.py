@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from helpers import stored
-
 from agentlab.org import Organisation
+from helpers import stored
 
 
 @pytest.fixture

@@ -7,8 +7,7 @@ import time
 import pytest
 
 import agentlab
-from agentlab import AuthenticationFailed, PermissionDenied
-from agentlab import EmbeddedServer
+from agentlab import AuthenticationFailed, EmbeddedServer, PermissionDenied
 
 AUTH = """
 authorization {

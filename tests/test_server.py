@@ -19,8 +19,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from agentlab.errors import AgentlabError
 from agentlab.core.server import EmbeddedServer, ServerStartError, find_nats_server
+from agentlab.errors import AgentlabError
 
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -337,7 +337,8 @@ def test_no_orphan_when_jupyter_kernel_is_restarted():
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(sig):
     proc = subprocess.Popen(
-        _python("from agentlab.programs.server import serve_forever; raise SystemExit(serve_forever())"),
+        _python("from agentlab.programs.server import serve_forever; "
+                "raise SystemExit(serve_forever())"),
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "COLUMNS": "200"})
     pid = None
     try:

@@ -7,9 +7,8 @@ import socket
 import subprocess
 import sys
 
+from agentlab import ConsumerSpec, Subjects
 from agentlab.reports.report import CONSUMER_REPORT_COLUMNS, STREAM_REPORT_COLUMNS
-from agentlab import ConsumerSpec
-from agentlab import Subjects
 
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 

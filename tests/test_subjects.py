@@ -16,7 +16,6 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from agentlab.errors import BadSubject
 from agentlab.core.subjects import (
     DEFAULT_ROOT,
     Subjects,
@@ -25,6 +24,7 @@ from agentlab.core.subjects import (
     subject_matches,
     validate_token,
 )
+from agentlab.errors import BadSubject
 
 # --- builders ---------------------------------------------------------------------------
 

@@ -8,15 +8,19 @@ import os
 import time
 
 import pytest
-from helpers import wait_for
 
 import agentlab
-from agentlab.org import Organisation
-from agentlab import AuthenticationFailed, PermissionDenied, StreamSpec, TenantClient
+from agentlab import (
+    AuthenticationFailed,
+    KeyValueBucket,
+    PermissionDenied,
+    StreamSpec,
+    TenantClient,
+)
 from agentlab.errors import NoResponders
-from agentlab.org import SharedToolPool, call_shared_tool
-from agentlab import KeyValueBucket
+from agentlab.org import Organisation, SharedToolPool, call_shared_tool
 from agentlab.tenants import Credentials, Tenants, UnknownTenant
+from helpers import wait_for
 
 
 @pytest.fixture

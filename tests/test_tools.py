@@ -1,4 +1,5 @@
-"""Asynchronous tool execution (seed 002) on a real server: pools, callers, retries, big payloads."""
+"""Asynchronous tool execution (seed 002) on a real server: pools, callers, retries, big
+payloads."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from agentlab.wire import json_schemas
+from agentlab import ObjectBucket, Subjects
 from agentlab.org.tools import (
     RetryableToolError,
     ToolClient,
@@ -19,8 +20,7 @@ from agentlab.org.tools import (
     ToolTimeout,
     ToolWorkerPool,
 )
-from agentlab import ObjectBucket
-from agentlab import Subjects
+from agentlab.wire import json_schemas
 
 S = Subjects()
 
@@ -107,8 +107,10 @@ def test_caller_continues_with_other_conversations(org_lab, connect, pools, uniq
     published = time.monotonic() - started
     # The agent is free while the tools run: all three calls are out, none answered yet.
     assert published < 0.5 * duration
-    assert all(tools.in_flight == [cid] for tools, cid in zip(conversations, call_ids))
-    results = [tools.result(cid, timeout=5) for tools, cid in zip(conversations, call_ids)]
+    assert all(tools.in_flight == [cid]
+               for tools, cid in zip(conversations, call_ids, strict=True))
+    results = [tools.result(cid, timeout=5)
+               for tools, cid in zip(conversations, call_ids, strict=True)]
     elapsed = time.monotonic() - started
     assert [r.value for r in results] == [f"report on topic {i}" for i in range(3)]
     assert duration <= elapsed < 1.8 * duration, f"took {elapsed:.2f} s: the calls ran in series"

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import functools
-
 import time
 
 import pytest
 
-import helpers
-
 import agentlab
+import helpers
 from agentlab.org import Organisation
 from agentlab.widgets import Dashboard, FlowView, StreamsView, get_pump
-
 
 wait_for = functools.partial(helpers.wait_for, timeout=10.0, interval=0.05)
 

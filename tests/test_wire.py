@@ -110,15 +110,18 @@ def test_a_leaving_queue_member_delivers_everything_routed_to_it(lab, unique):
     for attempt in range(10):
         handled: list[str] = []
         members = [lab.connect(f"member-{attempt}-{i}") for i in range(2)]
-        subs = [m.subscribe(f"{unique}.q{attempt}", lambda msg: handled.append(msg.text),
+        # Each attempt's handler and flood thread get that attempt's objects, not the loop's
+        # variables: a straggler from one attempt must not write into the next one's.
+        subs = [m.subscribe(f"{unique}.q{attempt}",
+                            lambda msg, handled=handled: handled.append(msg.text),
                             queue="workers") for m in members]
         publisher = lab.connect(f"publisher-{attempt}")
         stop = threading.Event()
 
-        def flood():
+        def flood(publisher, subject, stop, sent):
             n = 0
             while not stop.is_set():
-                publisher.publish(f"{unique}.q{attempt}", str(n))
+                publisher.publish(subject, str(n))
                 n += 1
                 if n % 50 == 0:
                     time.sleep(0.001)
@@ -126,7 +129,8 @@ def test_a_leaving_queue_member_delivers_everything_routed_to_it(lab, unique):
             sent.append(n)
 
         sent: list[int] = []
-        thread = threading.Thread(target=flood)
+        thread = threading.Thread(target=flood,
+                                  args=(publisher, f"{unique}.q{attempt}", stop, sent))
         thread.start()
         time.sleep(0.05)
         subs[0].unsubscribe()  # leaves mid-flood

@@ -62,8 +62,8 @@ async def _persist(operation: Any, ctx: Any, limit: float = 30.0) -> Any:
 
 async def effect_handler(task: Any, ctx: Any) -> dict[str, Any]:
     """Apply this task's one side effect: create ``CHAOS_EFFECTS[task.id]`` (atomic)."""
-    from ..wire.messages import new_id
     from ..core.stores import KeyValueBucket
+    from ..wire.messages import new_id
 
     attempt = new_id()
     log_line(f"attempt {task.id} {attempt} {ctx.deliveries} {time.time():.6f}")

@@ -14,11 +14,20 @@ from typing import Any
 
 from rich.console import Console
 
+from ..programs.worker import WorkerProcess
 from .checks import check, settled
 from .config import ChaosConfig, Restart
 from .effects import EFFECTS_BUCKET, HANDLER, LOG_DIR_ENV, ORG, STATS_BUCKET
 from .report import ChaosReport
 from .targets import ClusterServers, SingleServer
+
+
+class _Agent(WorkerProcess):
+    """An agent process in one of its role's slots; its replacement takes the same slot."""
+
+    def __init__(self, url: str, role: str, slot: int, **options: Any):
+        super().__init__(url, role, **options)
+        self.slot = slot
 
 
 class _Progress:
@@ -38,7 +47,7 @@ class ChaosRun:
         self.report.workdir = self.workdir
         self.logs = self.workdir / "logs"
         self.published: list[str] = []
-        self.workers: list[Any] = []
+        self.workers: list[_Agent] = []
         self.deaths: dict[int, float] = {}  # pid -> when its agent process was SIGKILLed
         self._generation: Counter = Counter()
         self._publisher_done = threading.Event()
@@ -69,6 +78,7 @@ class ChaosRun:
         if not alive:
             return
         victim = self.random.choice(alive)
+        assert victim.pid is not None  # alive: it has a process
         self.deaths[victim.pid] = time.time()
         victim.kill()
         self.report.agent_kills += 1
@@ -76,9 +86,7 @@ class ChaosRun:
         self.workers[self.workers.index(victim)] = self._spawn(victim.role, victim.slot)
 
     # -- processes ---------------------------------------------------------------------
-    def _spawn(self, role: str, slot: int, wait: bool = False) -> Any:
-        from ..programs.worker import WorkerProcess
-
+    def _spawn(self, role: str, slot: int, wait: bool = False) -> _Agent:
         self._generation[(role, slot)] += 1
         instance = f"{role}-{slot}-g{self._generation[(role, slot)]}"
         cfg = self.config
@@ -89,16 +97,16 @@ class ChaosRun:
                    "--ledger-precheck", cfg.ledger_precheck]
         env = {**os.environ, LOG_DIR_ENV: str(self.logs), "PYTHONUNBUFFERED": "1"}
         env.pop("AGENTLAB_NATS_URL", None)
-        worker = WorkerProcess(self.target.url, role, org=ORG, instance=instance,
-                               handler=HANDLER, options=options, env=env,
-                               log_path=self.logs / f"{instance}.stderr")
-        worker.slot = slot  # type: ignore[attr-defined]
-        return worker.start(wait=wait)
+        worker = _Agent(self.target.url, role, slot, org=ORG, instance=instance,
+                        handler=HANDLER, options=options, env=env,
+                        log_path=self.logs / f"{instance}.stderr")
+        worker.start(wait=wait)
+        return worker
 
     def _publish(self) -> None:
         from ..core.client import Client
-        from ..org.models import Task
         from ..core.subjects import Subjects
+        from ..org.models import Task
 
         cfg, s = self.config, Subjects()
         interval = 1.0 / cfg.publish_rate()
@@ -185,11 +193,11 @@ class ChaosRun:
 
     def _set_up(self) -> None:
         from ..core.client import Client
+        from ..core.stores import KeyValueBucket
         from ..org.agent import TASK_STREAM, Agent
         from ..org.deadletters import FAILURES_BUCKET, DeadLetterOffice
         from ..org.ledger import TaskLedger
         from ..org.streams import declare_reference_streams
-        from ..core.stores import KeyValueBucket
 
         cfg = self.config
         self.admin = Client.open(self.target.url, name="chaos-admin",
@@ -284,7 +292,7 @@ class ChaosRun:
     def _replace_exited(self) -> None:
         for i, worker in enumerate(self.workers):  # one that exited on its own
             if worker.proc is not None and worker.proc.poll() is not None:
-                self.deaths.setdefault(worker.pid, time.time())
+                self.deaths.setdefault(worker.proc.pid, time.time())
                 self.report.unexpected_exits += 1
                 self.console.log(f"[red]{worker.instance} exited on its own[/] (code "
                                  f"{worker.proc.returncode}; stderr in {worker.log_path})")

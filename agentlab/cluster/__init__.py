@@ -8,10 +8,11 @@
     cluster.stop()
 
 ``agentlab.start(cluster=3)`` does the above and declares the reference streams with three
-replicas (``agentlab.org.declare_replicated_streams``). Each node runs its config file from ``deploy/nats/`` unchanged, the very file that
-``docker-compose.yml`` mounts; what must differ on one machine (127.0.0.1, free ports
-instead of 4222/8222/6222, the routes to them, a store directory per node) is given on the
-nats-server command line, which overrides the file. Each node is an
+replicas (``agentlab.org.declare_replicated_streams``). Each node runs its config file from
+``deploy/nats/`` unchanged, the very file that ``docker-compose.yml`` mounts; what must
+differ on one machine (127.0.0.1, free ports instead of 4222/8222/6222, the routes to them,
+a store directory per node) is given on the nats-server command line, which overrides the
+file. Each node is an
 :class:`~agentlab.core.server.EmbeddedServer`, so it never outlives this process.
 
 The modules: ``config`` (the node files), ``node`` (one node), ``local`` (the cluster and

@@ -112,7 +112,7 @@ class _ConfParser:
             return self.mapping(closing="}")
         if c == "[":
             self.i += 1
-            items = []
+            items: list[Any] = []
             while True:
                 self.skip("\n,")
                 if self.i >= len(self.s):

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import AgentlabError, ServerUnreachable
 from ..core.server import ServerStartError
+from ..errors import AgentlabError, ServerUnreachable
 from .config import NodeConfig, node_config_paths
 from .node import ClusterNode, _free_ports
 
@@ -96,7 +96,8 @@ class LocalCluster:
     def _create_nodes(self) -> None:
         if self.store_dir is None:
             self.store_dir = Path(tempfile.mkdtemp(prefix="agentlab-cluster-"))
-        ports = dict(zip((c.server_name for c in self.configs), _free_ports(len(self.configs))))
+        ports = dict(zip((c.server_name for c in self.configs), _free_ports(len(self.configs)),
+                         strict=True))
         for config in self.configs:
             node = ClusterNode(config, self.store_dir / config.server_name,
                                ports[config.server_name])
@@ -104,7 +105,8 @@ class LocalCluster:
             # route to a node outside this cluster (size < the number of files) is left out.
             node.routes = [urllib.parse.urlsplit(route)._replace(
                                netloc=f"127.0.0.1:{ports[host]}").geturl()
-                           for route, (host, _) in zip(config.routes, config.route_targets())
+                           for route, (host, _) in zip(config.routes, config.route_targets(),
+                                                       strict=True)
                            if host in ports]
             self.nodes[config.server_name] = node
 
@@ -263,7 +265,9 @@ class LocalCluster:
         def caught_up() -> dict[str, Any] | None:
             leader = self.stream_leader(stream)
             theirs = self.stream_state(leader, stream) if leader else None
-            ours = self.stream_state(name, stream) if theirs else None  # read after theirs
+            if not theirs:
+                return None
+            ours = self.stream_state(name, stream)  # read after theirs
             if ours and ours.get("last_seq", 0) >= theirs.get("last_seq", 0):
                 return ours
             return None

@@ -29,11 +29,11 @@ class ClusterNode(EmbeddedServer):
         pass  # the node's file is used as it is
 
     def _command(self, exe: Path) -> list[str]:
-        store = self.store_dir.as_posix()
+        store = self._store.as_posix()
         args = [str(exe), "-c", str(self.config.path),
                 "-a", "127.0.0.1", "-p", str(self.port or -1),
                 "-m", str(self._monitor_port or -1),
-                "--ports_file_dir", store, "-l", self.log_path.as_posix(), "-sd", store,
+                "--ports_file_dir", store, "-l", self._log_file.as_posix(), "-sd", store,
                 "--cluster_listen", f"nats://127.0.0.1:{self.cluster_port}"]
         if self.routes:
             args += ["--routes", ",".join(self.routes)]
@@ -41,6 +41,7 @@ class ClusterNode(EmbeddedServer):
 
     def _wait_ready(self, deadline: float) -> None:
         super()._wait_ready(deadline)
+        assert self.monitor_url is not None  # read from the ports file, as the client port
         # Keep the monitoring port too across restarts: a bookmarked /jsz stays valid.
         self._monitor_port = int(self.monitor_url.rsplit(":", 1)[1])
 

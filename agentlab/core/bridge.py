@@ -57,7 +57,8 @@ class Bridge:
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def run(self, coro: Coroutine[Any, Any, T], *, operation: str, timeout: float | None = None) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], *, operation: str,
+            timeout: float | None = None) -> T:
         """Run ``coro`` on the loop and wait for its result on this thread.
 
         A KeyboardInterrupt (Jupyter's interrupt button) cancels the coroutine on the loop and
@@ -94,7 +95,7 @@ class Bridge:
         function) has that awaitable finished on the loop.
         """
         if asyncio.iscoroutinefunction(handler) or asyncio.iscoroutinefunction(
-            getattr(handler, "__call__", None)
+            getattr(handler, "__call__", None)  # noqa: B004 (an async __call__, not callable())
         ):
             return await handler(*args)
         return await maybe_await(await self.loop.run_in_executor(self.handler_pool, handler,

@@ -24,6 +24,15 @@ from typing import Any
 import nats
 import nats.errors
 
+from ..errors import (
+    ClientClosed,
+    PayloadTooLarge,
+    PermissionDenied,
+    RequestTimeout,
+    ServerUnreachable,
+    WrongThread,
+)
+from ..wire.messages import to_bytes
 from ._natspy import (
     Outbound,
     PendingReply,
@@ -35,15 +44,6 @@ from ._natspy import (
 )
 from .bridge import Bridge, get_bridge
 from .connecting import connect_nats, default_url, nats_options
-from ..errors import (
-    ClientClosed,
-    PayloadTooLarge,
-    PermissionDenied,
-    RequestTimeout,
-    ServerUnreachable,
-    WrongThread,
-)
-from ..wire.messages import to_bytes
 from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
 from .subjects import check_publish_subject, check_reply_subject
@@ -107,7 +107,8 @@ class Client:
                        connect_timeout: float = 2.0) -> Client:
         url = url or default_url()
         if not url:
-            raise ServerUnreachable("(no URL)", "AGENTLAB_NATS_URL is not set and no lab is running")
+            raise ServerUnreachable("(no URL)",
+                                    "AGENTLAB_NATS_URL is not set and no lab is running")
         bridge = get_bridge()
         options = nats_options(url, name=name, user=user, password=password, token=token,
                                creds=creds, inbox_prefix=inbox_prefix,
@@ -327,14 +328,15 @@ class Client:
             for token, _ in sent:
                 self._requests.forget(token)
             raise
-        return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, arrived)]
+        return [self._settle(t, p, ok, timeout)
+                for (t, p), ok in zip(sent, arrived, strict=True)]
 
     async def agather(self, requests: Sequence[RequestSpec], *, timeout: float = 2.0
                       ) -> list[Message | Exception]:
         loop = asyncio.get_running_loop()
         sent = [self._send_request(subject, data, None, loop) for subject, data in requests]
         done = await asyncio.gather(*(p.await_result(timeout) for _, p in sent))
-        return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, done)]
+        return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, done, strict=True)]
 
     def _send_request(self, subject: str, data: Any, headers: dict[str, str] | None,
                       loop: asyncio.AbstractEventLoop | None) -> tuple[str, PendingReply]:
@@ -474,6 +476,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "connected" if self.nc.is_connected else "reconnecting"
+        state = ("closed" if self._closed else
+                 "connected" if self.nc.is_connected else "reconnecting")
         who = f" as {self.identity}" if self.identity else ""
         return f"<agentlab.Client {self.name!r}{who} {self.url} {state}>"

@@ -357,7 +357,8 @@ def _js_headers(headers: dict[str, str] | None, msg_id: str | None,
         out["Nats-Msg-Id"] = str(msg_id)
     if ttl is not None:
         if int(ttl) != ttl or ttl < 1:
-            raise ValueError(f"ttl={ttl!r}: a message TTL is a whole number of seconds, at least 1.")
+            raise ValueError(f"ttl={ttl!r}: a message TTL is a whole number of seconds, "
+                             "at least 1.")
         out["Nats-TTL"] = str(int(ttl))
     return out
 

@@ -96,7 +96,8 @@ class Message:
         return self.reply.startswith("$JS.ACK.")
 
     def ack(self) -> None:
-        """Processing finished: the stream may forget it (work queue) and it is never redelivered."""
+        """Processing finished: the stream may forget it (work queue) and it is never
+        redelivered."""
         self._ack_with(b"+ACK")
 
     def nak(self, delay: float | None = None) -> None:

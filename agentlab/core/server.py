@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import functools
 import json
 import os
 import queue
@@ -29,14 +30,16 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import AgentlabError, ServerUnreachable
 
-__all__ = ["EmbeddedServer", "NatsServerNotFound", "ServerStartError", "find_nats_server",
-           "serve_forever"]
+__all__ = ["EmbeddedServer", "NatsServerNotFound", "ServerStartError", "find_nats_server"]
+
+_Server = TypeVar("_Server", bound="EmbeddedServer")  # a ClusterNode.start() is a ClusterNode
 
 _EXE = "nats-server.exe" if os.name == "nt" else "nats-server"
 _SIZE = re.compile(r"^\d+(\.\d+)?([KMGTP]I?B?)?$", re.IGNORECASE)
@@ -78,7 +81,7 @@ def find_nats_server() -> Path:
 
 # libc is loaded now, not in the forked child, where only minimal work is safe.
 _PR_SET_PDEATHSIG = 1
-_prctl = None
+_prctl: Callable[..., int] | None = None
 if sys.platform.startswith("linux"):
     try:
         _prctl = ctypes.CDLL(None, use_errno=True).prctl
@@ -90,6 +93,7 @@ if sys.platform.startswith("linux"):
 def _die_with_parent(parent_pid: int) -> None:
     # Runs in the child between fork and exec. If the parent died before prctl took hold
     # the death signal would never come, so exit rather than become an orphan.
+    assert _prctl is not None  # it is the preexec_fn only where prctl loaded
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent_pid:
         os._exit(1)
@@ -177,7 +181,7 @@ class EmbeddedServer:
         self._proc: subprocess.Popen | None = None
         self._owner_pid = os.getpid()
         self._lock = threading.RLock()
-        self._marks = (0, 0)
+        self._marks: tuple[int, int] = (0, 0)  # sizes of the .out file and the log at spawn
 
     @property
     def url(self) -> str:
@@ -196,13 +200,27 @@ class EmbeddedServer:
 
     @property
     def config_path(self) -> Path | None:
-        return self.store_dir / "nats-server.conf" if self.store_dir else None
+        return self._config_file if self.store_dir else None
 
     @property
     def log_path(self) -> Path | None:
-        return self.store_dir / "nats-server.log" if self.store_dir else None
+        return self._log_file if self.store_dir else None
 
-    def start(self, timeout: float = 10) -> EmbeddedServer:
+    # For the steps of a start, which _launch() runs once it has set store_dir.
+    @property
+    def _store(self) -> Path:
+        assert self.store_dir is not None, "_launch() sets store_dir before anything uses it"
+        return self.store_dir
+
+    @property
+    def _config_file(self) -> Path:
+        return self._store / "nats-server.conf"
+
+    @property
+    def _log_file(self) -> Path:
+        return self._store / "nats-server.log"
+
+    def start(self: _Server, timeout: float = 10) -> _Server:
         with self._lock:
             if not self.is_running:
                 self._launch(timeout)
@@ -217,11 +235,12 @@ class EmbeddedServer:
     def kill(self) -> None:
         """SIGKILL, as a crash would; the store is left exactly as the kill found it."""
         with self._lock:
-            if self.is_running:
-                self._proc.kill()
+            proc = self._proc
+            if proc is not None and proc.poll() is None:  # is_running
+                proc.kill()
             self._terminate(5)
 
-    def restart(self, timeout: float = 10) -> EmbeddedServer:
+    def restart(self: _Server, timeout: float = 10) -> _Server:
         """Start again on the same store and client port (a temp store is empty after stop())."""
         with self._lock:
             self._terminate(5)
@@ -247,7 +266,7 @@ class EmbeddedServer:
     def jsz(self, **query: Any) -> dict[str, Any]:
         return self._monitor("jsz", **query)
 
-    def __enter__(self) -> EmbeddedServer:
+    def __enter__(self: _Server) -> _Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -259,15 +278,17 @@ class EmbeddedServer:
         return f"<EmbeddedServer {self.name!r} url={url} pid={self.pid} {state}>"
 
     def _config(self) -> str:
-        q = lambda s: json.dumps(str(s), ensure_ascii=False)  # noqa: E731
-        store = self.store_dir.as_posix()
+        def q(value: object) -> str:
+            return json.dumps(str(value), ensure_ascii=False)
+
+        store = self._store.as_posix()
         lines = [
             f"server_name: {q(self.name)}",
             f"listen: {q(f'127.0.0.1:{self.port or -1}')}",
             'http: "127.0.0.1:-1"',
             # nats-server writes <exe>_<pid>.ports here once it listens: race-free random ports.
             f"ports_file_dir: {q(store)}",
-            f"log_file: {q(self.log_path.as_posix())}",
+            f"log_file: {q(self._log_file.as_posix())}",
             "logtime: true",
             f"jetstream {{\n  store_dir: {q(store)}",
             f"  max_memory_store: {self.max_memory}\n  max_file_store: {self.max_file}",
@@ -280,7 +301,7 @@ class EmbeddedServer:
 
     # Two hooks for agentlab.cluster, whose nodes run a config file of their own unchanged.
     def _write_config(self) -> None:
-        self.config_path.write_text(self._config(), encoding="utf-8")
+        self._config_file.write_text(self._config(), encoding="utf-8")
 
     def _command(self, exe: Path) -> list[str]:
         return [str(exe), "-c", str(self.config_path)]
@@ -294,8 +315,9 @@ class EmbeddedServer:
         self._write_config()
         # Config errors go to stderr before the log file opens, so capture that as well.
         out_path = self.store_dir / "nats-server.out"
-        self._marks = tuple(p.stat().st_size if p.exists() else 0
-                            for p in (out_path, self.log_path))
+        out_size, log_size = (p.stat().st_size if p.exists() else 0
+                              for p in (out_path, self._log_file))
+        self._marks = (out_size, log_size)
         started = time.perf_counter()
         with open(out_path, "ab") as out:
             self._proc = _spawn(
@@ -304,7 +326,7 @@ class EmbeddedServer:
                 # Own session: a Ctrl-C meant for Python (terminal or Jupyter interrupt) must
                 # not take the server down behind the lab's back.
                 start_new_session=True,
-                preexec_fn=(lambda p=os.getpid(): _die_with_parent(p)) if _prctl else None,
+                preexec_fn=functools.partial(_die_with_parent, os.getpid()) if _prctl else None,
             )
         _running.add(self)
         try:
@@ -317,11 +339,13 @@ class EmbeddedServer:
         self.startup_seconds = time.perf_counter() - started
 
     def _wait_ready(self, deadline: float) -> None:
+        proc = self._proc
+        assert proc is not None, "_launch() spawns the process before it waits"
         while True:
-            if self._proc.poll() is not None:
-                raise self._error(f"nats-server exited with code {self._proc.returncode} "
+            if proc.poll() is not None:
+                raise self._error(f"nats-server exited with code {proc.returncode} "
                                   "before it was ready")
-            ports = next(self.store_dir.glob(f"*_{self._proc.pid}.ports"), None)
+            ports = next(self._store.glob(f"*_{proc.pid}.ports"), None)
             try:  # written non-atomically: a half-written file just means "poll again"
                 info = json.loads(ports.read_text(encoding="utf-8")) if ports else {}
                 client, self.monitor_url = info["nats"][0], info["monitoring"][0]
@@ -339,20 +363,22 @@ class EmbeddedServer:
                 if not sock.recv(4).startswith(b"INFO"):
                     raise OSError("no INFO greeting")
         except OSError as exc:
-            raise self._error(f"nats-server is not answering on port {self.port} ({exc})")
+            raise self._error(f"nats-server is not answering on port {self.port} ({exc})") from exc
 
     def _error(self, reason: str) -> ServerStartError:
-        log = _tail(self.log_path, self._marks[1], 200)
+        log = _tail(self._log_file, self._marks[1], 200)
         # Errors first-class, banner noise out: errors anywhere, plus the last few lines.
         log = [line for i, line in enumerate(log)
                if i >= len(log) - 5 or re.search(r"\[(FTL|ERR)\]", line)]
-        lines = _tail(self.store_dir / "nats-server.out", self._marks[0]) + log[-15:]
-        config = self.config_path.read_text(encoding="utf-8").splitlines()
+        lines = _tail(self._store / "nats-server.out", self._marks[0]) + log[-15:]
+        config_path = self.config_path
+        assert config_path is not None, "a server being started has a store, so a config"
+        config = config_path.read_text(encoding="utf-8").splitlines()
         # A temp store is deleted after a failed start: quote the line the server points at.
         for n in sorted({int(m) for m in re.findall(r"line (\d+)", "\n".join(lines))}):
             if 0 < n <= len(config):
                 lines.append(f"config line {n}: {config[n - 1]}")
-        return ServerStartError(f"{reason} (config {self.config_path})", "\n".join(lines))
+        return ServerStartError(f"{reason} (config {config_path})", "\n".join(lines))
 
     def _terminate(self, timeout: float) -> None:
         proc = self._proc

@@ -94,7 +94,8 @@ class ConsumerSpec:
 
     def to_config(self) -> ConsumerConfig:
         if self.deliver == "by_start_time" and self.start_time is None:
-            raise ValueError(f"Consumer '{self.durable}': deliver='by_start_time' needs start_time=.")
+            raise ValueError(f"Consumer '{self.durable}': deliver='by_start_time' needs "
+                             "start_time=.")
         return ConsumerConfig(
             durable_name=self.durable,
             description=self.description or None,

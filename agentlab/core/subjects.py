@@ -21,6 +21,7 @@ import functools
 import inspect
 import re
 import types
+from collections.abc import Callable
 
 from agentlab.errors import BadSubject
 
@@ -214,10 +215,10 @@ def subject_matches(pattern: str, subject: str) -> bool:
 class _ClassOrInstanceMethod:
     """Lets `Subjects.tree()` run on the class (default root) as well as on an instance."""
 
-    def __init__(self, func):
+    def __init__(self, func: Callable[[Subjects], str]):
         self.__func__, self.__doc__ = func, func.__doc__
 
-    def __get__(self, obj, cls):
+    def __get__(self, obj: Subjects | None, cls: type[Subjects]) -> Callable[[], str]:
         return types.MethodType(self.__func__, cls() if obj is None else obj)
 
 
@@ -261,6 +262,12 @@ class Subjects:
 
     def agent_all(self, role: str) -> str:
         return self._agent(role, ">")
+
+    def agent_service(self, role: str, org: str, endpoint: str) -> str:
+        """An endpoint of the role's NATS micro service in ``org`` (org/services.py); the
+        org is a token of its own because orgs sharing an account share the role's subjects."""
+        org, endpoint = validate_token(org, "org"), validate_token(endpoint, "endpoint")
+        return self._agent(role, f"svc.{org}.{endpoint}")
 
     def broadcast(self) -> str:
         return f"{self._root}.agents.broadcast"
@@ -314,6 +321,12 @@ class Subjects:
 
     def tool_result(self, conversation_id: str) -> str:
         return f"{self._root}.tools.result.{validate_token(conversation_id, 'conversation_id')}"
+
+    def tool_service(self, tool: str, endpoint: str) -> str:
+        """An endpoint of a tool worker pool's NATS micro service (org/services.py): beside
+        ``tools.execute``, so TOOL_REQUESTS never stores its requests."""
+        tool, endpoint = validate_token(tool, "tool"), validate_token(endpoint, "endpoint")
+        return f"{self._root}.tools.svc.{tool}.{endpoint}"
 
     def event(self, event_type: str) -> str:
         return f"{self._root}.events.{validate_token(event_type, 'event_type')}"

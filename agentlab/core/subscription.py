@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._natspy import drain_subscription
 from ..errors import NoMessage, SubscriptionClosed
+from ._natspy import drain_subscription
 from .received import Message
 from .subjects import check_subscribe_subject, validate_token
 
@@ -154,8 +154,10 @@ class Subscription:
         if self._mailbox is not None:
             self._mailbox.put(msg)
             return
+        handler = self.handler
+        assert handler is not None  # no mailbox: the subscription was made with a handler
         try:
-            result = await self.client._bridge.arun_handler(self.handler, msg)  # type: ignore[arg-type]
+            result = await self.client._bridge.arun_handler(handler, msg)
             self.handled += 1
             if self._reply_with_result and msg.reply:
                 self.client.reply(msg.reply, b"" if result is None else result)

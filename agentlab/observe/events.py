@@ -119,7 +119,8 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
         return BodyInfo(trace_id=trace) if trace else _EMPTY
     get = body.get
     kind = get("type")
-    payload = get("payload") if isinstance(get("payload"), dict) else {}
+    raw_payload = get("payload")
+    payload = raw_payload if isinstance(raw_payload, dict) else {}
     if "requested_by" in body and "role" in body and "title" in body:           # Task
         return BodyInfo(sender=_s(get("requested_by")), type="task",
                         trace_id=trace or _s(get("correlation_id") or get("id")),
@@ -151,7 +152,8 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
                         title=_s(text))
     if kind == "agent.action":
         return BodyInfo(sender=_s(get("role")), type=f"audit: {get('action')}",
-                        trace_id=trace or _s(get("task_id") or ""), title=_s((get("details") or {}).get("title", "")))
+                        trace_id=trace or _s(get("task_id") or ""),
+                        title=_s((get("details") or {}).get("title", "")))
     if "instance" in body and "processed" in body:                              # Heartbeat
         return BodyInfo(sender=_s(get("role")), type="heartbeat", trace_id=trace)
     if "queues" in body and "scale_threshold" in body:                          # SystemMetrics

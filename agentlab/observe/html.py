@@ -20,7 +20,8 @@ from .svg import sequence_svg, topology_svg
 
 STYLE = """<style>
 /* views size to their content; wide ones scroll */
-.al-view{display:inline-block;max-width:100%;overflow-x:auto;box-sizing:border-box;font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:12px;
+.al-view{display:inline-block;max-width:100%;overflow-x:auto;box-sizing:border-box;
+ font-family:system-ui,-apple-system,'Segoe UI',sans-serif;font-size:12px;
  color:#1e293b;background:#fff;padding:6px 8px;border:1px solid #e2e8f0;border-radius:6px}
 .al-view h3{font-size:14px;margin:2px 0 2px 0;color:#0f172a}
 .al-view .al-why{color:#64748b;margin:0 0 6px 0}

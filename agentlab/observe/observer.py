@@ -20,8 +20,8 @@ from typing import Any
 
 from ..core.client import Client
 from ..core.lifecycle import Service
-from ..errors import ClientClosed, StreamNotFound
 from ..core.subjects import DEFAULT_ROOT
+from ..errors import ClientClosed, StreamNotFound
 from ..reports.columns import CONSUMER_COLUMNS, STREAM_COLUMNS
 from .columns import row_key
 from .recorder import FlowRecorder, matcher

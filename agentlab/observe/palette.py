@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import zlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .events import FlowEvent
 
 # kind -> (colour, rich style, what it means: the legend's words)
 KIND_STYLE: dict[str, tuple[str, str, str]] = {
@@ -14,7 +18,8 @@ KIND_STYLE: dict[str, tuple[str, str, str]] = {
     "nak": ("#d97706", "yellow", "nak: failed, deliver it again later"),
     "term": ("#dc2626", "red", "term: never deliver again (poison)"),
     "dead_letter": ("#991b1b", "bold red", "dead letter: copied to DEAD_LETTERS with the reason"),
-    "advisory": ("#7c3aed", "magenta", "advisory: the server reports an event (e.g. max deliveries)"),
+    "advisory": ("#7c3aed", "magenta",
+                 "advisory: the server reports an event (e.g. max deliveries)"),
 }
 
 AGENT_FILL, STREAM_FILL, OTHER_FILL = "#e0e7ff", "#fef3c7", "#f1f5f9"
@@ -22,12 +27,11 @@ TRACE_COLOURS = ("#0ea5e9", "#a855f7", "#f43f5e", "#10b981", "#f59e0b", "#6366f1
                  "#14b8a6", "#ec4899", "#84cc16", "#ef4444")
 
 
-def kind_of(event: object) -> str:
+def kind_of(event: FlowEvent) -> str:
     """The legend entry of an event (a redelivery is a deliver with deliveries > 1)."""
-    kind = getattr(event, "kind")
-    if kind == "deliver" and getattr(event, "deliveries", 0) > 1:
+    if event.kind == "deliver" and event.deliveries > 1:
         return "redeliver"
-    return kind
+    return event.kind
 
 
 def colour(kind: str) -> str:

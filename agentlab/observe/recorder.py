@@ -277,7 +277,8 @@ def matcher(pattern: str) -> Callable[[str], bool]:
         have = subject.split(".")
         if len(have) < len(head) + (1 if tail else 0) or (not tail and len(have) != len(head)):
             return False
-        return all(w == "*" or w == h for w, h in zip(head, have))
+        # Past the head, a '>' tail matches whatever is left of the subject.
+        return all(w == "*" or w == h for w, h in zip(head, have, strict=False))
 
     return match
 

@@ -55,7 +55,7 @@ def sequence_svg(flow: FlowSnapshot, *, width: int | None = None) -> str:
              f"height='{height}' viewBox='0 0 {total_w} {height}' "
              "font-family='system-ui, -apple-system, Segoe UI, sans-serif' font-size='11'>",
              _markers()]
-    parts.append(f"<text x='8' y='18' font-weight='600' fill='#475569'>time · trace</text>")
+    parts.append("<text x='8' y='18' font-weight='600' fill='#475569'>time · trace</text>")
     for name, cx in x.items():
         stream = is_stream(name)
         fill = STREAM_FILL if stream else OTHER_FILL if name in ("?", "(others)") else AGENT_FILL
@@ -64,10 +64,11 @@ def sequence_svg(flow: FlowSnapshot, *, width: int | None = None) -> str:
         parts.append(f"<rect x='{cx - lane / 2 + 8}' y='6' width='{lane - 16}' height='34' "
                      f"rx='{4 if stream else 12}' fill='{fill}' stroke='#94a3b8'/>")
         label = "unknown sender" if name == "?" else name
+        role = "stream" if stream else "agent" if name not in ("?", "(others)") else ""
         parts.append(f"<text x='{cx}' y='{21}' text-anchor='middle' font-weight='600' "
                      f"fill='#1e293b'>{escape(_fit(label, lane - 24))}</text>")
         parts.append(f"<text x='{cx}' y='{34}' text-anchor='middle' fill='#64748b' "
-                     f"font-size='10'>{'stream' if stream else 'agent' if name not in ('?', '(others)') else ''}</text>")
+                     f"font-size='10'>{role}</text>")
     if not events:
         parts.append(f"<text x='{GUTTER}' y='{HEAD + 16}' fill='#64748b'>No messages yet. "
                      "Publish a task (Dashboard ▸ publish task) and watch it flow.</text>")
@@ -174,7 +175,8 @@ def topology_svg(topology: TopologySnapshot, *, width: int = 940) -> str:
 def _bezier(t: float, *p: tuple[float, float]) -> tuple[float, float]:
     u = 1 - t
     k = (u ** 3, 3 * u * u * t, 3 * u * t * t, t ** 3)
-    return (sum(c * q[0] for c, q in zip(k, p)), sum(c * q[1] for c, q in zip(k, p)))
+    return (sum(c * q[0] for c, q in zip(k, p, strict=True)),
+            sum(c * q[1] for c, q in zip(k, p, strict=True)))
 
 
 def _ordered(topology: TopologySnapshot) -> dict[int, list[str]]:
@@ -188,13 +190,13 @@ def _ordered(topology: TopologySnapshot) -> dict[int, list[str]]:
     rank = {n: i for i, n in enumerate(by_col[2])}
     rank.update({n: len(rank) + i for i, n in enumerate(by_col[3])})
     lead: dict[str, float] = {}
-    for (ca, a), (cb, b), _ in topology.edges:
+    for (ca, a), (_cb, b), _ in topology.edges:
         if ca == 1:
             lead[a] = min(lead.get(a, 1e9), rank.get(b, 1e9))
     by_col[1].sort(key=lambda n: (lead.get(n, 1e9), n))
     place = {n: i for i, n in enumerate(by_col[1])}
     feeds: dict[str, list[int]] = {}
-    for (ca, a), (cb, b), _ in topology.edges:
+    for (ca, a), (_cb, b), _ in topology.edges:
         if ca == 0 and b in place:
             feeds.setdefault(a, []).append(place[b])
     by_col[0].sort(key=lambda n: (sum(feeds.get(n, [0])) / max(1, len(feeds.get(n, []))), n))

@@ -12,8 +12,8 @@ The layers it sits on are drawn in docs/architecture.md.
 from .agent import Agent
 from .audit import AuditRecord, replay
 from .context import TaskContext
-from .delegation import apublish_task, publish_task
 from .deadletters import DeadLetterNotFound, DeadLetterOffice, letter_summary
+from .delegation import apublish_task, publish_task
 from .health import AgentHealth, HealthMonitor, QueueMetrics, ScalingSignal, SystemMetrics
 from .intents import IntentQueue, publish_intent
 from .ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
@@ -25,10 +25,20 @@ from .meetings import (
     aattend_meetings,
     attend_meetings,
 )
-from .models import AgentAction, DeadLetter, Heartbeat, Task, TaskCompleted
+from .models import (
+    AgentAction,
+    AgentStatus,
+    DeadLetter,
+    ErrorReply,
+    FailureRecord,
+    Heartbeat,
+    Task,
+    TaskCompleted,
+)
 from .organisation import Organisation
 from .roles import REFERENCE_ROLES, TransientFailure, ceo_handler, cfo_handler, cto_handler
 from .saga import Saga, SagaRequest, SagaResult, SagaStep, StepFailure
+from .services import DelegateAccepted, DelegateRequest
 from .sharedtools import SharedToolError, SharedToolPool, acall_shared_tool, call_shared_tool
 from .streams import (
     DLQ_STREAM,
@@ -54,8 +64,8 @@ from .tools import (
     ToolTimeout,
     ToolWorkerPool,
 )
-from .workloop import retry_delay
 from .triggers import Event, aemit_event, aon_event, emit_event, event_subject, on_event
+from .workloop import retry_delay
 
 __all__ = [
     # the organisation and its agents
@@ -64,11 +74,13 @@ __all__ = [
     # wire models
     "Task", "TaskCompleted", "AgentAction", "Heartbeat", "DeadLetter", "Event",
     "MeetingInvitation", "MeetingEntry", "SagaRequest", "ToolCall", "ToolResult",
-    "QueueMetrics", "AgentHealth", "SystemMetrics", "ScalingSignal",
+    "QueueMetrics", "AgentHealth", "SystemMetrics", "ScalingSignal", "AgentStatus",
+    "ErrorReply", "FailureRecord", "DelegateRequest", "DelegateAccepted",
     # streams (the one place their names are written) and the ledger
     "TASK_STREAM", "EVENTS_STREAM", "MEETINGS_STREAM", "TOOL_REQUEST_STREAM",
     "TOOL_RESULT_STREAM", "DLQ_STREAM", "INTENT_STREAM", "reference_streams",
-    "declare_reference_streams", "declare_replicated_streams", "reference_assets", "TaskLedger", "LEDGER_BUCKET", "LedgerRootConflict",
+    "declare_reference_streams", "declare_replicated_streams", "reference_assets", "TaskLedger",
+    "LEDGER_BUCKET", "LedgerRootConflict",
     # patterns
     "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor",
     "Meeting", "MeetingFeed", "attend_meetings", "aattend_meetings", "ToolClient",

@@ -28,7 +28,8 @@ from ..core.subjects import Subjects, validate_token
 from .context import TaskContext
 from .delegation import apublish_task, publish_task
 from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
-from .models import Heartbeat, Task
+from .models import AgentStatus, Heartbeat, Task
+from .services import MicroService, aderegister, aregister_agent
 from .streams import TASK_STREAM
 from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
     CLOCK_SKEW_ALLOWANCE,
@@ -52,7 +53,10 @@ class Agent(Service):
     False only on redeliveries (see ``TaskRunner._run_task``).
 
     ``start()`` attaches to the role's durable consumer and starts working (the tasks run
-    in a :class:`~agentlab.org.workloop.TaskRunner` made at each start).
+    in a :class:`~agentlab.org.workloop.TaskRunner` made at each start). A running agent is
+    the NATS micro service ``agentlab-agent-<role>`` (``$SRV.PING/INFO/STATS``, ``status``
+    and ``delegate`` endpoints; see :mod:`agentlab.org.services`) unless
+    ``discoverable=False``.
     """
 
     def __init__(self, client: Client, role: str, org: str = "acme",
@@ -60,13 +64,14 @@ class Agent(Service):
                  ack_wait: float = 300.0, max_deliver: int = 3, max_ack_pending: int = 5,
                  heartbeat_interval: float = 5.0, instance: str | None = None,
                  on_request: Callable[[Message], Any] | None = None,
-                 ledger_precheck: bool | Literal["auto"] = "auto"):
+                 ledger_precheck: bool | Literal["auto"] = "auto", discoverable: bool = True):
         self.client = client
         self.role = validate_token(role, "role")
         self.org = validate_token(org, "org")
         self._runner: TaskRunner | None = None
         self.handler = handler
         self.subjects = subjects or Subjects()
+        self.subjects.org_events(self.org)  # 'system' is reserved: refused now, not mid-task
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
         self.max_ack_pending = max_ack_pending
@@ -74,11 +79,13 @@ class Agent(Service):
         self.instance = instance or f"{role}-{next(_instances)}"
         self.on_request = on_request
         self.ledger_precheck = ledger_precheck
+        self.discoverable = discoverable
         self.stats: Counter[str] = Counter()
         self._bridge = client._bridge
         self._epoch = 0  # bumped by kill(): contexts of an older epoch are dead
         self._heart: asyncio.Future | None = None
         self._inbox: Any = None
+        self._micro: MicroService | None = None
 
     @property
     def handler(self) -> TaskHandler | None:
@@ -116,6 +123,8 @@ class Agent(Service):
         # Denied, or the connection went: this raises, and the failed start's stop
         # unsubscribes the inbox.
         await self._runner.astart()
+        if self.discoverable:  # best effort: a refused $SRV leaves it working, unlisted
+            self._micro = await aregister_agent(self)
         self._heart = asyncio.ensure_future(self._beat(self._runner))
         log.info("agent %s (%s) started", self.instance, self.org)
 
@@ -133,6 +142,10 @@ class Agent(Service):
 
     async def _astop_service(self, timeout: float = 5.0) -> None:
         runner, heart, self._heart = self._runner, self._heart, None
+        micro, self._micro = self._micro, None
+        # Unlisted first: nobody should find, or delegate through, an agent that is leaving
+        # (a task delegated meanwhile would still wait durably for the role).
+        await aderegister(micro, f"agent {self.instance}")
         if heart is not None:
             heart.cancel()  # do not wait out a heartbeat_interval sleep
         # The runner ends once the server has dropped its pull requests and the tasks in
@@ -161,8 +174,8 @@ class Agent(Service):
         """
         self._epoch += 1
         self._mark_stopped()
-        runner, heart, inbox = self._runner, self._heart, self._inbox
-        self._runner = self._heart = self._inbox = None
+        runner, heart, inbox, micro = self._runner, self._heart, self._inbox, self._micro
+        self._runner = self._heart = self._inbox = self._micro = None
 
         def crash() -> None:
             if heart is not None:
@@ -171,6 +184,8 @@ class Agent(Service):
                 runner.abandon()  # drops what the server has on its way, too
             if inbox is not None:
                 asyncio.ensure_future(inbox.aunsubscribe())
+            if micro is not None:  # a crashed process's connection would take it along
+                asyncio.ensure_future(aderegister(micro, f"agent {self.instance}"))
 
         self._bridge.call_soon(crash)
 
@@ -213,10 +228,14 @@ class Agent(Service):
         if not msg.reply:
             return None  # progress notes and other one-way messages: not for the agent itself
         if self.on_request is None:
-            return {"role": self.role, "instance": self.instance, "org": self.org,
-                    "status": "ok", "processed": self.stats["processed"],
-                    "in_flight": self.in_flight}
+            return self.status()
         return await self._bridge.arun_handler(self.on_request, msg)
+
+    def status(self) -> AgentStatus:
+        """What the inbox answers a request with (unless ``on_request`` is set), and what
+        the micro service's ``status`` endpoint always answers (org/services.py)."""
+        return AgentStatus(role=self.role, instance=self.instance, org=self.org,
+                           processed=self.stats["processed"], in_flight=self.in_flight)
 
     def _heartbeat(self, in_flight: int, leaving: bool = False) -> Heartbeat:
         return Heartbeat(role=self.role, org=self.org, instance=self.instance, leaving=leaving,

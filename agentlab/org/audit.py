@@ -12,11 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from ..core.client import Client
-from ..errors import MessageDecodeError
 from ..core.subjects import Subjects
+from ..errors import MessageDecodeError
 from .models import AgentAction, Task, TaskCompleted
 from .streams import EVENTS_STREAM
-
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..wire.messages import AgentMessage
 from ..core.received import Message
+from ..wire.messages import AgentMessage
 from .models import AgentAction, Task
 
 if TYPE_CHECKING:

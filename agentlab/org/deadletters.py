@@ -15,22 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import logging
 import time
 import weakref
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from nats.js.api import ConsumerInfo, RetentionPolicy
 
 from ..core.client import Client
-from ..errors import AgentlabError, MessageNotFound, StreamNotFound
 from ..core.jetstream import PubAck
 from ..core.lifecycle import Service
-from ..wire.messages import new_id
 from ..core.received import Message
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects
-from .models import DeadLetter
+from ..errors import AgentlabError, MessageNotFound, StreamNotFound
+from ..wire.messages import new_id
+from .models import DeadLetter, FailureRecord
 from .streams import DLQ_STREAM, FAILURES_BUCKET, WORK_STREAMS
 
 log = logging.getLogger("agentlab")
@@ -39,7 +40,12 @@ ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 SWEEP_RETRY_FOR = 30.0    # after a reconnect, how long to retry a sweep JetStream refuses
 
 
-def _payload_fields(data: bytes) -> dict[str, str]:
+class _PayloadFields(TypedDict):
+    payload: str
+    encoding: Literal["utf-8", "base64"]
+
+
+def _payload_fields(data: bytes) -> _PayloadFields:
     try:
         return {"payload": data.decode("utf-8"), "encoding": "utf-8"}
     except UnicodeDecodeError:
@@ -64,8 +70,8 @@ async def remember_failure(client: Client, msg: Message, error: str) -> None:
         bucket = await KeyValueBucket.adeclare(client, FAILURES_BUCKET, ttl=7 * 86400)
         _failure_buckets[client] = bucket
     info = msg.info
-    await bucket.aput(f"{info.stream}.{info.stream_seq}", {"error": error,
-                                                           "deliveries": info.num_delivered})
+    await bucket.aput(f"{info.stream}.{info.stream_seq}",
+                      FailureRecord(error=error, deliveries=info.num_delivered))
 
 
 async def dead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str) -> None:
@@ -252,7 +258,8 @@ class DeadLetterOffice(Service):
         """``(dlq_seq, letter)`` pairs, oldest first."""
         return self.client._bridge.run(self.alist(limit), operation="list")
 
-    async def alist(self, limit: int = 100) -> list[tuple[int, DeadLetter]]:
+    # ``list`` in this class body is the method above; the annotation needs the builtin.
+    async def alist(self, limit: int = 100) -> builtins.list[tuple[int, DeadLetter]]:
         async def read() -> list[tuple[int, DeadLetter]]:
             await self.client.js.astream_info(DLQ_STREAM)  # StreamNotFound, clearly, if absent
             out: list[tuple[int, DeadLetter]] = []

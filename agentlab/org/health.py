@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ..errors import MessageDecodeError, StreamNotFound
-from ..wire.messages import WireModel, register_wire_model, utc_now
 from ..core.lifecycle import Service
 from ..core.subjects import Subjects
-from .models import Heartbeat
+from ..errors import MessageDecodeError, StreamNotFound
 from ..reports.report import ConsumerRow, aconsumer_report
+from ..wire.messages import UtcDatetime, WireModel, register_wire_model, utc_now
+from .models import Heartbeat, OrgToken, SubjectToken
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     from ..core.subscription import Subscription
 
 log = logging.getLogger("agentlab")
+
+Recommendation = Literal["scale_up", "scale_down", "scale_to_zero"]
 
 __all__ = ["HealthMonitor", "SystemMetrics", "QueueMetrics", "AgentHealth", "ScalingSignal"]
 
@@ -83,24 +85,24 @@ class QueueMetrics(WireModel):
 class AgentHealth(WireModel):
     """One agent instance's liveness, from its heartbeats."""
 
-    org: str
-    role: str
+    org: OrgToken
+    role: SubjectToken
     instance: str
     status: Literal["up", "down"]
-    last_seen: datetime
+    last_seen: UtcDatetime
     silent_for: float = Field(description="Seconds since its last heartbeat arrived.")
     processed: int = 0
     failed: int = 0
     in_flight: int = 0
     reason: str = ""
-    at: datetime = Field(default_factory=utc_now)
+    at: UtcDatetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
 class SystemMetrics(WireModel):
     """Published on ``{root}.org.system.metrics`` every tick of a HealthMonitor."""
 
-    at: datetime = Field(default_factory=utc_now)
+    at: UtcDatetime = Field(default_factory=utc_now)
     interval: float
     scale_threshold: int
     queues: list[QueueMetrics] = Field(default_factory=list)
@@ -122,10 +124,10 @@ class ScalingSignal(WireModel):
     consumer: str
     depth: int
     threshold: int
-    recommendation: Literal["scale_up", "scale_down", "scale_to_zero"]
+    recommendation: Recommendation
     reason: str
     instances: int = 0
-    at: datetime = Field(default_factory=utc_now)
+    at: UtcDatetime = Field(default_factory=utc_now)
 
 
 # -- the monitor --------------------------------------------------------------------------
@@ -317,7 +319,7 @@ class HealthMonitor(Service):
         for state in self._instances.values():
             if state.status == "up":
                 up[state.role] = up.get(state.role, 0) + 1
-        queues = []
+        queues: list[QueueMetrics] = []
         for stream in self.streams:
             try:
                 report = await aconsumer_report(self.client, stream)
@@ -370,14 +372,14 @@ class HealthMonitor(Service):
             self._idle_since.pop(key, None)
             self._zeroed.discard(key)
 
-    def _signal(self, queue: QueueMetrics, recommendation: str, reason: str) -> None:
+    def _signal(self, queue: QueueMetrics, recommendation: Recommendation, reason: str) -> None:
         signal = ScalingSignal(stream=queue.stream, consumer=queue.consumer, depth=queue.depth,
                                threshold=self.scale_threshold,
-                               recommendation=recommendation,  # type: ignore[arg-type]
+                               recommendation=recommendation,
                                reason=reason, instances=queue.instances)
         self.signals.append(signal)
         self.client.publish(self.subjects.system_scaling(), signal)
 
     def __repr__(self) -> str:
-        return (f"<HealthMonitor {self.service_state} interval={self.interval:g}s streams={len(self.streams)} "
-                f"agents={len(self._instances)} ticks={self.ticks}>")
+        return (f"<HealthMonitor {self.service_state} interval={self.interval:g}s "
+                f"streams={len(self.streams)} agents={len(self._instances)} ticks={self.ticks}>")

@@ -19,7 +19,6 @@ from ..core.subjects import Subjects
 from .streams import INTENT_STREAM
 
 
-
 def publish_intent(client: Client, kind: str, payload: Any, *, ttl: int,
                    intent_id: str | None = None, subjects: Subjects | None = None) -> PubAck:
     """Store an intent for ``ttl`` whole seconds; after that it is gone, delivered or not."""
@@ -42,4 +41,4 @@ class IntentQueue:
         return self._consumer.fetch(batch, timeout)
 
     def pending(self) -> int:
-        return self._consumer.info().num_pending
+        return self._consumer.info().num_pending or 0  # nats-py types it optional

@@ -24,15 +24,14 @@ every agent in it must use the same subject root.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import DiscardPolicy, RePublish
 
-from ..errors import AgentlabError, BadSubject, JetStreamError
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects, validate_token
-from .models import TaskCompleted
+from ..errors import AgentlabError, BadSubject, JetStreamError
+from .models import TaskCompleted, task_id_problem
 from .streams import LEDGER_BUCKET
 
 if TYPE_CHECKING:
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 
 # The stream refuses a second message for a key: "maximum messages per subject exceeded".
 _ALREADY_RECORDED = 10077
-_KEY_TOKEN = re.compile(r"[-/_=a-zA-Z0-9]+")  # a KV key's characters, less the '.'
 
 
 class LedgerRootConflict(AgentlabError):
@@ -61,10 +59,8 @@ def ledger_key_problem(org: str, task_id: str) -> str | None:
         validate_token(org, "org")
     except AgentlabError as error:
         return str(error)
-    if not _KEY_TOKEN.fullmatch(task_id):
-        return (f"task id {task_id!r} cannot key the ledger: use letters, digits and "
-                "'-', '_', '=', '/' only (no '.', no spaces), e.g. a uuid4 hex")
-    return None
+    # The rule lives beside the Task model, which refuses such an id when it is decoded.
+    return task_id_problem(task_id)
 
 
 def completion_msg_id(org: str, task_id: str) -> str:

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..core.client import Client
-from ..errors import BadSubject, MessageDecodeError
-from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 from ..core.received import Message
 from ..core.streamdata import OrderedSubscription
 from ..core.subjects import Subjects, validate_token
 from ..core.subscription import Subscription
+from ..errors import BadSubject, MessageDecodeError
+from ..wire.messages import UtcDatetime, WireModel, new_id, register_wire_model, utc_now
+from .models import SubjectToken
 from .streams import MEETINGS_STREAM
 
 log = logging.getLogger("agentlab")
@@ -38,14 +38,14 @@ class MeetingInvitation(WireModel):
     """Sent to each invitee (``invitee``) on ``{root}.agents.{invitee}.meetings``."""
 
     id: str = Field(default_factory=new_id, min_length=1)
-    meeting_id: str = Field(min_length=1)
+    meeting_id: SubjectToken = Field(min_length=1)
     topic: str
-    organizer: str = Field(min_length=1)
-    invitee: str = Field(min_length=1)
-    invitees: list[str]
+    organizer: SubjectToken = Field(min_length=1)
+    invitee: SubjectToken = Field(min_length=1)
+    invitees: list[SubjectToken]
     messages_subject: str
     decisions_subject: str
-    invited_at: datetime = Field(default_factory=utc_now)
+    invited_at: UtcDatetime = Field(default_factory=utc_now)
 
 
 @register_wire_model
@@ -53,12 +53,12 @@ class MeetingEntry(WireModel):
     """One transcript line, said (``message``) or decided (``decision``); id = Nats-Msg-Id."""
 
     id: str = Field(default_factory=new_id, min_length=1)
-    meeting_id: str = Field(min_length=1)
+    meeting_id: SubjectToken = Field(min_length=1)
     kind: Literal["message", "decision"]
-    sender: str = Field(min_length=1)
+    sender: SubjectToken = Field(min_length=1)
     text: str
     data: dict[str, Any] = Field(default_factory=dict)
-    at: datetime = Field(default_factory=utc_now)
+    at: UtcDatetime = Field(default_factory=utc_now)
 
 
 EntryHandler = Callable[[MeetingEntry], Any]
@@ -115,7 +115,9 @@ class Meeting:
         self._run(self.ainvite(*roles, organizer=organizer), "invite")
 
     async def ainvite(self, *roles: str, organizer: str) -> None:
-        invitees = list(dict.fromkeys(roles))  # once each, in the order given
+        # Once each, in the order given; each one checked as the role it is (BadSubject),
+        # before the invitation model sees the list.
+        invitees = [validate_token(role, "role") for role in dict.fromkeys(roles)]
         validate_token(organizer, "organizer")
         # Build (and so validate) every subject before the first invitation leaves.
         invitations = [(self.subjects.meetings(role), MeetingInvitation(
@@ -133,8 +135,8 @@ class Meeting:
         return cls(client, meeting_id, topic=topic, subjects=subjects)
 
     # -- speaking -----------------------------------------------------------------------
-    async def _record(self, subject: str, kind: str, sender: str, text: str,
-                      data: dict[str, Any]) -> MeetingEntry:
+    async def _record(self, subject: str, kind: Literal["message", "decision"], sender: str,
+                      text: str, data: dict[str, Any]) -> MeetingEntry:
         entry = MeetingEntry(meeting_id=self.id, kind=kind, text=text, data=data,
                              sender=validate_token(sender, "sender"))
         await self.client.js.apublish(subject, entry, msg_id=entry.id)

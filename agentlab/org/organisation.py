@@ -40,15 +40,16 @@ class Organisation:
                  monitor_interval: float = 1.0, scale_threshold: int = 100):
         self.lab = lab
         tenant = lab.tenant if isinstance(lab, TenantClient) else None
+        tenants = lab.tenants if isinstance(lab, TenantClient) else None
         self.org = org or tenant or "acme"
-        if tenant and lab.tenants is not None:
-            if lab.tenants.model != "accounts":
+        if tenant and tenants is not None:
+            if tenants.model != "accounts":
                 raise ValueError(
                     f"The reference organisation uses the seed's fixed stream names "
                     f"(AGENT_TASKS, ...), which only the accounts model gives every tenant; "
-                    f"this lab uses model={lab.tenants.model!r}. Start it with "
+                    f"this lab uses model={tenants.model!r}. Start it with "
                     "agentlab.start(tenants=[...]).")
-            subjects = subjects or lab.tenants.subjects(tenant)
+            subjects = subjects or tenants.subjects(tenant)
         self.roles = dict(REFERENCE_ROLES if roles is None else roles)
         self.instances = {role: 1 for role in self.roles} | (instances or {})
         self.ack_wait = ack_wait
@@ -119,9 +120,9 @@ class Organisation:
 
         Resending the same ``task_id`` stores and records it once, as a delegation does.
         """
+        given_id: dict[str, Any] = {"id": task_id} if task_id else {}  # else Task makes one
         task = Task(org=self.org, role=validate_token(to, "role"), title=title,
-                    details=details or {}, requested_by=requested_by,
-                    **({"id": task_id} if task_id else {}))
+                    details=details or {}, requested_by=requested_by, **given_id)
         publish_task(self.lab, self.subjects, task)
         return task
 

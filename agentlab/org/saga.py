@@ -29,19 +29,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field
 
 from ..core.client import Client
-from ..errors import MessageDecodeError, NoResponders, RequestTimeout
-from ..wire.messages import WireModel, decode_json, new_id, register_wire_model
 from ..core.received import Message
 from ..core.subjects import Subjects, check_publish_subject
+from ..errors import MessageDecodeError, NoResponders, RequestTimeout
+from ..wire.messages import WireModel, decode_json, new_id, register_wire_model
 from .triggers import aemit_event
 
 log = logging.getLogger("agentlab")
+
+Phase = Literal["action", "compensate"]
+FailureKind = Literal["error", "timeout", "no_responders"]
 
 
 @register_wire_model
@@ -51,7 +55,7 @@ class SagaRequest(WireModel):
     saga_id: str = Field(min_length=1, description="This run of the saga.")
     saga: str = Field(min_length=1, description="The saga's name.")
     step: str = Field(min_length=1)
-    phase: Literal["action", "compensate"]
+    phase: Phase
     payload: Any = Field(default=None, description="The step's own payload, as declared.")
     context: dict[str, Any] = Field(default_factory=dict, description="Given to saga.run().")
     results: dict[str, Any] = Field(default_factory=dict,
@@ -63,8 +67,8 @@ class StepFailure:
     """Why a step's action or compensation failed: kind is error, timeout or no_responders."""
 
     step: str
-    phase: Literal["action", "compensate"]
-    kind: Literal["error", "timeout", "no_responders"]
+    phase: Phase
+    kind: FailureKind
     message: str
 
 
@@ -107,7 +111,7 @@ class SagaStep:
 
 
 class _StepFailed(Exception):
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: FailureKind, message: str):
         super().__init__(message)
         self.kind = kind
 
@@ -194,7 +198,8 @@ class Saga:
         await self._progress(result, "finished")
         return result
 
-    async def _compensate(self, result: SagaResult, steps: Any, context: dict[str, Any]) -> None:
+    async def _compensate(self, result: SagaResult, steps: Iterable[SagaStep],
+                          context: dict[str, Any]) -> None:
         result.status = "compensated"
         for step in steps:
             if step.compensate is None:
@@ -213,9 +218,10 @@ class Saga:
                 await self._progress(result, "compensated", step.name)
             result.compensation_ms[step.name] = _ms(t0)
 
-    async def _call(self, result: SagaResult, step: SagaStep, phase: str,
+    async def _call(self, result: SagaResult, step: SagaStep, phase: Phase,
                     context: dict[str, Any]) -> Any:
         spec = step.action if phase == "action" else step.compensate
+        assert spec is not None  # only a step that has a compensation is compensated
         request = SagaRequest(saga_id=result.saga_id, saga=self.name, step=step.name,
                               phase=phase, context=context, results=dict(result.results))
         if callable(spec):

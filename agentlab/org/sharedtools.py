@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core.client import Client
-from ..errors import AgentlabError
 from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.subjects import DEFAULT_ROOT, validate_token
 from ..core.subscription import Subscription
+from ..errors import AgentlabError
 
 log = logging.getLogger("agentlab")
 

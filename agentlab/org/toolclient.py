@@ -21,10 +21,11 @@ from typing import Any
 from ..core.client import Client
 from ..core.jetstream import PullConsumer
 from ..core.lifecycle import Service
-from ..wire.messages import new_id
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, validate_token
+from ..wire.messages import new_id
+from .streams import TOOL_RESULT_STREAM as RESULT_STREAM
 from .toolpayloads import (
     PAYLOAD_THRESHOLD,
     PayloadMissing,
@@ -36,7 +37,6 @@ from .toolpayloads import (
     ToolTimeout,
 )
 from .toolworkers import check_tool_name, diagnose_tool_workers
-from .streams import TOOL_RESULT_STREAM as RESULT_STREAM
 
 log = logging.getLogger("agentlab")
 

@@ -15,17 +15,17 @@ value) is therefore reserved: do not pass one as arguments or return one as a re
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import nats.js.errors
 import pydantic_core
 from pydantic import Field
 
-from ..errors import AgentlabError
-from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 from ..core.specs import MINUTE, KiB
 from ..core.stores import ObjectBucket
+from ..errors import AgentlabError
+from ..wire.messages import UtcDatetime, WireModel, new_id, register_wire_model, utc_now
+from .models import SubjectToken
 from .streams import PAYLOAD_BUCKET
 
 if TYPE_CHECKING:
@@ -46,14 +46,14 @@ class ToolCall(WireModel):
 
     id: str = Field(default_factory=new_id, min_length=1,
                     description="The call id; also the Nats-Msg-Id, so a resend is a no-op.")
-    tool: str = Field(min_length=1)
-    conversation_id: str = Field(min_length=1,
-                                 description="Where the result goes: tools.result.<this>.")
+    tool: SubjectToken = Field(min_length=1)
+    conversation_id: SubjectToken = Field(
+        min_length=1, description="Where the result goes: tools.result.<this>.")
     arguments: dict[str, Any] = Field(
         default_factory=dict,
         description='Keyword arguments, or {"$ref": "obj://TOOL_PAYLOADS/<id>/arguments"}.')
     requested_by: str = Field(default="", description="The caller's connection name.")
-    requested_at: datetime = Field(default_factory=utc_now)
+    requested_at: UtcDatetime = Field(default_factory=utc_now)
 
 
 class ToolFailure(WireModel):
@@ -70,8 +70,8 @@ class ToolResult(WireModel):
     """The outcome of one call, published once, after the last attempt."""
 
     call_id: str = Field(min_length=1)
-    tool: str = Field(min_length=1)
-    conversation_id: str = Field(min_length=1)
+    tool: SubjectToken = Field(min_length=1)
+    conversation_id: SubjectToken = Field(min_length=1)
     status: Literal["ok", "error"]
     value: Any = Field(default=None,
                        description='The return value, or {"$ref": "obj://..."} if it was big.')
@@ -79,7 +79,7 @@ class ToolResult(WireModel):
     attempts: int = Field(default=1, ge=1, description="Deliveries it took, the last included.")
     worker: str = ""
     duration_ms: float = 0.0
-    finished_at: datetime = Field(default_factory=utc_now)
+    finished_at: UtcDatetime = Field(default_factory=utc_now)
 
     @property
     def ok(self) -> bool:
@@ -187,7 +187,8 @@ class PayloadStore:
         return self._buckets[name]
 
     async def aoffload(self, value: Any, name: str, what: str = "the payload") -> Any:
-        """``value`` itself if small, else ``{"$ref": "obj://<bucket>/<name>"}`` after storing it."""
+        """``value`` itself if small, else ``{"$ref": "obj://<bucket>/<name>"}`` after storing
+        it."""
         data = encode_json(value, what)
         if len(data) <= self.threshold:
             return value

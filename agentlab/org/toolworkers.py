@@ -27,6 +27,8 @@ from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, subject_matches, validate_token
 from .deadletters import dead_letter_now, remember_failure
+from .services import MicroService, aderegister, aregister_tool_pool
+from .streams import TOOL_REQUEST_STREAM as REQUEST_STREAM
 from .toolpayloads import (
     PAYLOAD_THRESHOLD,
     PayloadMissing,
@@ -36,7 +38,6 @@ from .toolpayloads import (
     ToolFailure,
     ToolResult,
 )
-from .streams import TOOL_REQUEST_STREAM as REQUEST_STREAM
 
 log = logging.getLogger("agentlab")
 
@@ -86,6 +87,10 @@ class ToolWorkerPool(Service):
     caller always hears back. Only a worker that dies mid-call (or hangs past ``ack_wait``)
     on every attempt leaves no result; the server's MAX_DELIVERIES advisory then sends the
     call to the DeadLetterOffice, with the last error recorded here.
+
+    A running pool is the NATS micro service ``agentlab-tool-<tool>`` (``$SRV.PING/INFO/
+    STATS``, a ``stats`` endpoint; see :mod:`agentlab.org.services`) unless
+    ``discoverable=False``.
     """
 
     def __init__(self, client: Client, tool: str, fn: Callable[..., Any], *, workers: int = 2,
@@ -94,7 +99,8 @@ class ToolWorkerPool(Service):
                  retry_on: tuple[type[BaseException], ...] = (
                      RetryableToolError, TimeoutError, ConnectionError),
                  ack_wait: float | None = None, subjects: Subjects | None = None,
-                 payload_threshold: int = PAYLOAD_THRESHOLD, name: str | None = None):
+                 payload_threshold: int = PAYLOAD_THRESHOLD, name: str | None = None,
+                 discoverable: bool = True):
         if workers < 1 or max_deliver < 1 or timeout <= 0:
             raise ValueError("workers and max_deliver must be at least 1, timeout above 0")
         self.client = client
@@ -109,12 +115,14 @@ class ToolWorkerPool(Service):
         self.ack_wait = ack_wait if ack_wait is not None else max(10.0, timeout + 5.0)
         self.subjects = subjects or Subjects()
         self.name = name or f"{tool}-{next(_pools)}"
+        self.discoverable = discoverable
         self.payloads = PayloadStore(client, threshold=payload_threshold)
         self._stats = PoolStats()
         self._bridge = client._bridge
         self._running = False
         self._tasks: list[asyncio.Task] = []
         self._consumers: list[PullConsumer] = []
+        self._micro: MicroService | None = None
         try:
             self._signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # some builtins have none; skip the argument check
@@ -126,7 +134,8 @@ class ToolWorkerPool(Service):
 
     @property
     def consumer_spec(self) -> ConsumerSpec:
-        return ConsumerSpec(self.consumer_name, filter_subject=self.subjects.tool_execute(self.tool),
+        return ConsumerSpec(self.consumer_name,
+                            filter_subject=self.subjects.tool_execute(self.tool),
                             ack_wait=self.ack_wait, max_deliver=self.max_deliver, deliver="all",
                             description=f"Workers of tool '{self.tool}'")
 
@@ -145,6 +154,8 @@ class ToolWorkerPool(Service):
         self._running = True
         self._tasks = [asyncio.ensure_future(self._work(f"{self.name}.w{i}", consumer))
                        for i, consumer in enumerate(self._consumers)]
+        # Best effort, as an agent's (org/services.py): a refused $SRV leaves it working.
+        self._micro = await aregister_tool_pool(self) if self.discoverable else None
         log.info("tool pool %s: %d workers on '%s'", self.name, self.workers, self.tool)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -155,6 +166,8 @@ class ToolWorkerPool(Service):
         await self._bridge.arun(self._stop_service(timeout))
 
     async def _astop_service(self, timeout: float = 5.0) -> None:
+        micro, self._micro = self._micro, None
+        await aderegister(micro, f"tool pool {self.name}")
         # Let each worker's pull run out (<= 0.5 s) rather than cancel it: a cancelled pull
         # would stay on the server and could take a call that nobody then works on.
         self._running = False

@@ -19,17 +19,17 @@ task queue (``Agent.delegate``), and use events to say what happened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from ..core.client import Client
-from ..errors import BadSubject
-from ..wire.messages import WireModel, new_id, register_wire_model, utc_now
 from ..core.received import Message
 from ..core.subjects import Subjects, validate_token
 from ..core.subscription import Subscription
+from ..errors import BadSubject
+from ..wire.messages import UtcDatetime, WireModel, new_id, register_wire_model, utc_now
+from .models import EventType
 
 EventHandler = Callable[["Event"], Any]
 
@@ -40,10 +40,11 @@ class Event(WireModel):
 
     id: str = Field(default_factory=new_id, min_length=1,
                     description="Unique id of this event, set by the emitter.")
-    type: str = Field(min_length=1, description='What happened, e.g. "payment.processed".')
+    type: EventType = Field(min_length=1,
+                            description='What happened, e.g. "payment.processed".')
     source: str = Field(min_length=1, description="The agent or service that emitted it.")
     payload: dict[str, Any] = Field(default_factory=dict, description="Application data.")
-    timestamp: datetime = Field(default_factory=utc_now)
+    timestamp: UtcDatetime = Field(default_factory=utc_now)
     correlation_id: str | None = Field(
         default=None, description="The conversation or workflow this event belongs to.")
 

@@ -16,7 +16,10 @@ Names load on first use, so that the command starts without importing the organi
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what __getattr__ below loads, named for type checkers and linters
+    from .tenant_audit import AuditReport, aaudit, audit, audit_models
 
 __all__ = ["AuditReport", "aaudit", "audit", "audit_models"]
 

@@ -1,7 +1,8 @@
 """The foundation demo: the CEO agent delegates work to the CTO agent over NATS and JetStream.
 
-Run it with ``agentlab demo`` (or ``python -m agentlab.programs.basics``). Read it top to bottom: each
-step uses only agentlab's public API, so any line of it can be pasted into a notebook cell.
+Run it with ``agentlab demo`` (or ``python -m agentlab.programs.basics``). Read it top to
+bottom: each step uses only agentlab's public API, so any line of it can be pasted into a
+notebook cell.
 With ``$AGENTLAB_NATS_URL`` set it runs against that server instead and leaves it running.
 """
 
@@ -38,7 +39,7 @@ def run(console: Console | None = None, quiet: bool = False) -> bool:
     had_lab = agentlab.current_lab() is not None     # a notebook's lab is not ours to close
     lab = agentlab.start()
     took = time.perf_counter() - t0
-    if lab.embedded:
+    if lab.server is not None:                       # an embedded server (lab.embedded)
         out.print(f"Embedded nats-server [bold]pid {lab.server.pid}[/] ready at "
                   f"[bold green]{lab.url}[/] in {took * 1000:.0f} ms")
     else:
@@ -129,7 +130,7 @@ def _steps(lab: agentlab.Lab, clients: list, out: Console, console: Console,
         sent.add_row(task.payload["task_id"], task.payload["title"], str(ack.seq), result)
     out.print(sent)
 
-    stop, worker_errors = threading.Event(), []
+    stop, worker_errors = threading.Event(), list[BaseException]()
     worker = threading.Thread(target=cto_agent, args=(cto, s, stop, worker_errors),
                               name="cto-agent", daemon=True)
     worker.start()                                    # the CTO works in parallel with us
@@ -198,7 +199,7 @@ def _steps(lab: agentlab.Lab, clients: list, out: Console, console: Console,
 
 
 def cto_agent(cto: agentlab.Client, s: agentlab.Subjects, stop: threading.Event,
-              errors: list) -> None:
+              errors: list[BaseException]) -> None:
     """The CTO's work loop: fetch tasks, report progress, ack, announce completion."""
     try:
         consumer = cto.js.pull(STREAM, "cto")

@@ -3,6 +3,7 @@
     agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB]
     agentlab demo [--basics] [--quiet]
     agentlab status | dlq list|show|redrive | audit | schemas [DIR]
+    agentlab asyncapi [--out FILE] [--doc docs/protocol.md]
     agentlab --version
 
 Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its own),
@@ -20,9 +21,13 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from ..org.models import DeadLetter
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -81,10 +86,13 @@ def run_status(args: argparse.Namespace) -> int:
             "AGENTLAB_NATS_URL=<the NATS URL it prints>, or pass --url nats://HOST:PORT.")
         return EXIT_ERROR
     from ..core.client import Client
+    from ..protocol.services import service_report
     from ..reports.report import natural_width, status_reports
 
     with Client.open(url, name="agentlab-status") as client:
         tables = [report.to_table() for report in status_reports(client)]
+        # After the reports: gathering the services' answers takes their half second.
+        tables.append(service_report(client).to_table())
     console = Console()
     if not _on_a_terminal():  # piped: whole names and numbers, as the nats CLI prints them
         console = Console(width=max(natural_width(table) for table in tables))
@@ -143,7 +151,7 @@ def run_dlq(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _dlq_print_list(console: Console, letters: list) -> None:
+def _dlq_print_list(console: Console, letters: list[tuple[int, DeadLetter]]) -> None:
     from rich.table import Table
 
     from ..org.deadletters import DLQ_STREAM, letter_summary
@@ -152,10 +160,11 @@ def _dlq_print_list(console: Console, letters: list) -> None:
         console.print(f"No dead letters in {DLQ_STREAM}.")
         return
     table = Table(title=f"Dead letters in {DLQ_STREAM}", title_justify="left")
-    for name, justify in [("Seq", "right"), ("Reason", "left"), ("Subject", "left"),
-                          ("Stream Seq", "left"), ("Consumer", "left"),
-                          ("Deliveries", "right"), ("Error", "left"), ("Time", "left")]:
-        table.add_column(name, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("Seq", "right"), ("Reason", "left"), ("Subject", "left"), ("Stream Seq", "left"),
+        ("Consumer", "left"), ("Deliveries", "right"), ("Error", "left"), ("Time", "left")]
+    for name, justify in columns:
+        table.add_column(name, justify=justify, overflow="fold")
     for seq, letter in letters:
         row = letter_summary(seq, letter)
         error = row["error"] if len(row["error"]) <= 60 else row["error"][:59] + "…"
@@ -164,14 +173,14 @@ def _dlq_print_list(console: Console, letters: list) -> None:
     console.print(table)
 
 
-def _dlq_print_letter(console: Console, seq: int, letter: object) -> None:
+def _dlq_print_letter(console: Console, seq: int, letter: DeadLetter) -> None:
     import json
 
     from rich.table import Table
 
     from ..org.deadletters import DLQ_STREAM
 
-    fields = letter.model_dump(mode="json")  # type: ignore[attr-defined]
+    fields = letter.model_dump(mode="json")
     payload, headers = fields.pop("payload"), fields.pop("headers")
     table = Table(title=f"Dead letter {DLQ_STREAM}#{seq}", title_justify="left",
                   show_header=False)
@@ -203,10 +212,10 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from .tenant_audit import audit
     from ..core.server import EmbeddedServer
     from ..org.streams import reference_assets
     from ..tenants.config import Tenants
+    from .tenant_audit import audit
 
     console = Console()
     if not _on_a_terminal():  # piped: the whole table, not a wrapped one
@@ -251,6 +260,33 @@ def run_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agentlab asyncapi ---------------------------------------------------------------------
+def configure_asyncapi(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="FILE", default=None,
+                        help="write the document to FILE (YAML for .yaml/.yml, else JSON; "
+                             "default: JSON on stdout); the committed one is docs/asyncapi.json")
+    parser.add_argument("--doc", metavar="MARKDOWN", default=None,
+                        help="also rewrite the subjects table in MARKDOWN (docs/protocol.md)")
+
+
+def run_asyncapi(args: argparse.Namespace) -> int:
+    from ..protocol.asyncapi import (
+        asyncapi_document,
+        render,
+        update_markdown_table,
+        write_document,
+    )
+
+    if args.out:
+        print(write_document(args.out))
+    else:
+        sys.stdout.write(render(asyncapi_document()))
+    if args.doc:
+        update_markdown_table(args.doc)
+        print(args.doc, file=sys.stderr if not args.out else sys.stdout)
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -264,12 +300,14 @@ COMMANDS: dict[str, Command] = {
     "demo": Command("the CEO agent delegates tasks to the CTO agent, in a few seconds",
                     configure_demo, run_demo),
     "status": Command("the stream and consumer reports of a running server, as `nats stream "
-                      "report` and `nats consumer report` show them", configure_status,
-                      run_status),
+                      "report` and `nats consumer report` show them, then its NATS micro "
+                      "services (agents, tool pools)", configure_status, run_status),
     "dlq": Command("list, show and redrive dead letters (the DEAD_LETTERS stream)",
                    configure_dlq, run_dlq),
     "schemas": Command("write the JSON Schema of every wire model, for clients in any "
                        "language", configure_schemas, run_schemas),
+    "asyncapi": Command("write the AsyncAPI 3.0 document of every subject and message "
+                        "(docs/asyncapi.json)", configure_asyncapi, run_asyncapi),
     "audit": Command("try every cross-tenant action against live servers: seed 000's config "
                      "verbatim, agentlab's accounts and users models", configure_audit,
                      run_audit),

@@ -20,13 +20,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import agentlab
+from agentlab.core.received import Message
 from agentlab.org.intents import IntentQueue, publish_intent
 from agentlab.org.meetings import Meeting, attend_meetings
 from agentlab.org.organisation import Organisation
-from agentlab.reports.report import consumer_report, natural_width, stream_report
 from agentlab.org.saga import Saga
 from agentlab.org.tools import ToolClient, ToolWorkerPool
-from agentlab.core.received import Message
+from agentlab.reports.report import consumer_report, natural_width, stream_report
 
 
 class FlowTail:

@@ -31,6 +31,7 @@ def serve_forever(**kwargs: Any) -> int:
         previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         server.start()
+        assert server.startup_seconds is not None  # a successful start measured itself
         console.print(
             f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
             f"  NATS URL:   [bold]{server.url}[/]\n  Monitoring: {server.monitor_url}\n"

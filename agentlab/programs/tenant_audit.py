@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..core.client import Client
-from ..errors import NoMessage, NoResponders, PermissionDenied, RequestTimeout
 from ..core.stores import KeyValueBucket
 from ..core.subscription import Subscription
+from ..errors import NoMessage, NoResponders, PermissionDenied, RequestTimeout
 from ..org.streams import reference_assets
 from ..tenants.config import Tenants
 
@@ -155,7 +155,11 @@ class _Audit:
             owner.js.declare_stream(spec)
             KeyValueBucket.declare(owner, self.bucket(n)).put(CANARY_KEY, self.secret[n])
             owner.js.publish(self.t.subjects(n).tasks(CANARY), self.secret[n])
-            self.created[n] = _api(owner, f"STREAM.INFO.{self.stream(n)}")[0]["created"]
+            info, why = _api(owner, f"STREAM.INFO.{self.stream(n)}")
+            if info is None:  # the owner has just declared it: this is the server failing
+                raise RuntimeError(f"The audit cannot read stream {self.stream(n)!r} it has "
+                                   f"just declared as its owner: {why}")
+            self.created[n] = info["created"]
 
     def stream(self, n: str) -> str:
         return self.t.stream_name(n, "AGENT_TASKS")

@@ -1,6 +1,7 @@
 """One agent in an OS process of its own, as a deployment runs it (and as a crash kills it).
 
-    python -m agentlab.programs.worker --url nats://127.0.0.1:4222 --role cto --org acme --instance cto-3
+    python -m agentlab.programs.worker --url nats://127.0.0.1:4222 --role cto --org acme \
+        --instance cto-3
     python -m agentlab.programs.worker --url URL --role cto --handler mypackage.handlers:cto
 
 The process connects, attaches to the role's durable consumer in AGENT_TASKS, prints one
@@ -28,6 +29,7 @@ AGENT_TASKS stream, a handler that cannot be imported), printed without a traceb
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import os
@@ -38,11 +40,12 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 EXIT_OK, EXIT_ERROR = 0, 2
 READY = "ready"
-LEDGER_PRECHECKS = {"auto": "auto", "always": True, "redeliveries": False}
+LEDGER_PRECHECKS: dict[str, bool | Literal["auto"]] = {"auto": "auto", "always": True,
+                                                       "redeliveries": False}
 
 
 class HandlerNotFound(Exception):
@@ -109,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the agent ``args`` describe until ``stop`` is set (or SIGTERM/SIGINT)."""
-    from ..org.roles import REFERENCE_ROLES
     from ..core.stores import KeyValueBucket
+    from ..org.roles import REFERENCE_ROLES
 
     stop = stop or threading.Event()
     instance = args.instance or f"{args.role}-{os.getpid()}"
@@ -236,7 +239,7 @@ class WorkerProcess:
         try:
             self.proc = _spawn(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=stderr, start_new_session=True, env=self.env,
-                               preexec_fn=(lambda p=os.getpid(): _die_with_parent(p))
+                               preexec_fn=functools.partial(_die_with_parent, os.getpid())
                                if _prctl else None)
         finally:
             if stderr is not subprocess.DEVNULL:
@@ -247,10 +250,11 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         assert self.proc is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
         found: list[str] = []
 
         def read() -> None:
-            for line in self.proc.stdout:  # type: ignore[union-attr]
+            for line in stdout:
                 text = line.decode("utf-8", "replace").strip()
                 if text.startswith(READY):
                     found.append(text)
@@ -275,11 +279,13 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL: the agent dies mid-task, as a crash or an OOM kill would."""
-        if self.alive:
-            self.proc.kill()  # type: ignore[union-attr]
-        if self.proc is not None:
-            self.proc.wait()
-            self._close_pipe()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:  # alive
+            proc.kill()
+        proc.wait()
+        self._close_pipe()
 
     def _close_pipe(self) -> None:
         if self.proc is not None and self.proc.stdout is not None:
@@ -287,14 +293,15 @@ class WorkerProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM: finish the tasks in hand, then exit (SIGKILL after ``timeout``)."""
-        if self.alive:
-            self.proc.terminate()  # type: ignore[union-attr]
+        proc = self.proc
+        if proc is not None and proc.poll() is None:  # alive
+            proc.terminate()
             try:
-                self.proc.wait(timeout)  # type: ignore[union-attr]
+                proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
         self._close_pipe()
-        return self.proc.returncode if self.proc else None
+        return proc.returncode if proc else None
 
     def __repr__(self) -> str:
         state = "running" if self.alive else "stopped"

@@ -15,6 +15,7 @@ Formatting follows natscli's columns.F and HumanizeDuration (github.com/nats-io/
 from __future__ import annotations
 
 import html
+import io
 import math
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -169,8 +170,12 @@ class TableView:
     ``table_rows()``; ``dim_columns`` (headers) are shown dim.
     """
 
-    title: ClassVar[str]
     dim_columns: ClassVar[frozenset[str]] = frozenset()
+
+    @property
+    def title(self) -> str:
+        """The table's caption: a subclass sets it as a class attribute or a property."""
+        raise NotImplementedError
 
     def table_columns(self) -> tuple[Column[Any], ...]:
         raise NotImplementedError
@@ -223,7 +228,9 @@ def natural_width(table: Table) -> int:
     return measuring.measure(table).maximum
 
 
-class _Discard:
+class _Discard(io.StringIO):
+    """A text file (what rich's Console takes) that keeps nothing written to it."""
+
     def write(self, text: str) -> int:
         return len(text)
 

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from nats.js.api import ClusterInfo, ConsumerInfo, StreamInfo
 
-from ..errors import StreamNotFound
 from ..core.jetstream import LIST_TIMEOUT
+from ..errors import StreamNotFound
 from ..wire.messages import utc_now
 from .columns import (
     AGENTLAB_CONSUMER_COLUMNS,
@@ -72,9 +72,9 @@ def _cluster_peers(cluster: ClusterInfo | None) -> tuple[str, ...]:
         names.append(cluster.leader)
         flags.append("*")
     for peer in cluster.replicas or []:
-        names.append(peer.name)
+        names.append(peer.name or "")  # nats-py types it optional; the server names peers
         flags.append("!" if (peer.offline or not peer.current) else "")
-    return tuple(sorted(n + f for n, f in zip(_compact(names), flags)))
+    return tuple(sorted(n + f for n, f in zip(_compact(names), flags, strict=True)))
 
 
 def _compact(names: list[str]) -> list[str]:
@@ -275,7 +275,7 @@ class ConsumerReport(_RowsByName[ConsumerRow], TableView):
         return self.rows
 
     @property
-    def title(self) -> str:  # type: ignore[override]
+    def title(self) -> str:
         # natscli: "Consumer report for %s with %s consumers"
         return f"Consumer report for {self.stream} with {format_count(len(self.rows))} consumers"
 

@@ -8,11 +8,9 @@ and JetStream permission errors raised at the call (DESIGN.md decision 5).
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..core.client import Client
-from ..errors import PermissionDenied
 
 if TYPE_CHECKING:
     from .config import Tenants

@@ -29,13 +29,16 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.client import Client
 from ..core.specs import StreamSpec
 from ..core.subjects import DEFAULT_ROOT, Subjects
 from ..errors import AuthenticationFailed
 from .client import TenantClient, explain_tenant_refusals
+
+if TYPE_CHECKING:
+    from nats.js.api import StreamInfo
 
 __all__ = ["MODELS", "Credentials", "TenantAssets", "TenantClient", "TenantLimits", "Tenants",
            "UnknownTenant"]
@@ -119,7 +122,8 @@ class Tenants:
         for name in self.names:
             if not _NAME.match(name) or name in _RESERVED:
                 raise ValueError(f"Tenant name {name!r}: use lowercase letters, digits, '_' "
-                                 f"and '-', starting with a letter; not one of {sorted(_RESERVED)}.")
+                                 "and '-', starting with a letter; not one of "
+                                 f"{sorted(_RESERVED)}.")
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"Tenant names repeat: {self.names}.")
         self.model, self.root = model, root
@@ -168,7 +172,8 @@ class Tenants:
 
     # -- connecting --------------------------------------------------------------------
     def connect(self, url: str, who: str, *, name: str | None = None) -> TenantClient:
-        """A connection as tenant ``who`` (or ``"operator"``/``"tools"``) to the server at ``url``."""
+        """A connection as tenant ``who`` (or ``"operator"``/``"tools"``) to the server at
+        ``url``."""
         creds = self.credentials(who)
         client = TenantClient.open(url, name=name or who, user=creds.user,
                                    password=creds.password, inbox_prefix=self.inbox_prefix(who))
@@ -216,10 +221,9 @@ class Tenants:
     def streams(self, operator: Client) -> dict[str, list[str]]:
         """Each tenant's stream names, as the operator sees them (for dashboards)."""
         if self.model == "accounts":  # through each tenant's read-only API export
-            return {t: sorted(info.config.name for info in
-                              operator.js.with_prefix(f"$JS.{t}.API").streams())
+            return {t: _sorted_names(operator.js.with_prefix(f"$JS.{t}.API").streams())
                     for t in self.names}
-        every = sorted(info.config.name for info in operator.js.streams())
+        every = _sorted_names(operator.js.streams())
         if self.model == "seed000":  # one account, one set of streams for every org
             return {t: every for t in self.names}
         return {t: [s for s in every if s.endswith(f"_{t.upper()}")] for t in self.names}
@@ -349,6 +353,11 @@ class Tenants:
 
     def __repr__(self) -> str:
         return f"<Tenants {self.model}: {', '.join(self.names)} (credentials hidden)>"
+
+
+def _sorted_names(infos: Iterable[StreamInfo]) -> list[str]:
+    # nats-py types the name optional, for a config being written; a listed stream has one.
+    return sorted(info.config.name for info in infos if info.config.name)
 
 
 def _renamed(spec: Any, name: str) -> Any:

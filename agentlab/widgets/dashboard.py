@@ -19,8 +19,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.client import Client
-from ..observe.observer import Observer
 from ..core.subjects import Subjects
+from ..observe.observer import Observer
 from .views import ConsumersView, FlowView, StreamsView, TopologyView
 
 INTRO = """<div style='font-family:system-ui,sans-serif;font-size:13px;margin:2px 0 6px 0'>
@@ -37,8 +37,8 @@ class Dashboard(widgets.VBox):
 
     ``org``: an Organisation (its roles fill the role menu; stop/start scale a role).
     ``nodes``: cluster mode, servers to stop and start (objects with ``name``, ``stop()``,
-    ``start()``, such as EmbeddedServer); a lab started with ``cluster=3`` offers its own. ``observer``: reuse one; else one is started
-    and stopped with the dashboard.
+    ``start()``, such as EmbeddedServer); a lab started with ``cluster=3`` offers its own.
+    ``observer``: reuse one; else one is started and stopped with the dashboard.
     """
 
     def __init__(self, lab: Client, org: Any = None, *, observer: Observer | None = None,
@@ -49,8 +49,9 @@ class Dashboard(widgets.VBox):
         self.subjects = subjects or getattr(org, "subjects", None) or Subjects()
         self._own_observer = observer is None
         self.observer = observer or Observer(lab, root=self.subjects.root).start()
-        if nodes is None and getattr(lab, "cluster", None) is not None:
-            nodes = list(lab.cluster.nodes.values())  # agentlab.start(cluster=3)
+        cluster = getattr(lab, "cluster", None) if nodes is None else None  # a Lab's
+        if cluster is not None:
+            nodes = list(cluster.nodes.values())  # agentlab.start(cluster=3)
         self.nodes = list(nodes or [])
         self.actions: list[str] = []
         self._traffic: threading.Event | None = None

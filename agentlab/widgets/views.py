@@ -26,6 +26,9 @@ class _View(widgets.VBox):
     """A live HTML view. ``min_interval``: seconds between two updates (0.1 = 10/s)."""
 
     min_interval = 0.1
+    # ipywidgets ships no types: say what VBox's children trait holds (an annotation only,
+    # no class attribute, so the trait stays as it is).
+    children: tuple[widgets.Widget, ...]
 
     def __init__(self, observer: Observer, controls: list[widgets.Widget] | None = None,
                  **kwargs: Any):

@@ -10,7 +10,9 @@ above register themselves (``register_wire_model``); ``agentlab schemas`` writes
 from .messages import (
     SCHEMA_DIR,
     AgentMessage,
+    UtcDatetime,
     WireModel,
+    as_utc,
     decode_json,
     decode_model,
     export_schemas,
@@ -21,6 +23,6 @@ from .messages import (
     utc_now,
 )
 
-__all__ = ["SCHEMA_DIR", "AgentMessage", "WireModel", "decode_json", "decode_model",
-           "export_schemas", "json_schemas", "new_id", "register_wire_model", "to_bytes",
-           "utc_now"]
+__all__ = ["SCHEMA_DIR", "AgentMessage", "UtcDatetime", "WireModel", "as_utc", "decode_json",
+           "decode_model", "export_schemas", "json_schemas", "new_id", "register_wire_model",
+           "to_bytes", "utc_now"]

@@ -17,10 +17,17 @@ import re
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 from typing_extensions import Self
 
 from agentlab.errors import MessageDecodeError
@@ -38,6 +45,21 @@ def utc_now() -> datetime:
 def new_id() -> str:
     """A fresh random id, 32 hex digits: the default of every wire id."""
     return uuid.uuid4().hex
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive one (no offset on the wire) is read as UTC."""
+    # Senders in other languages often write local-looking ISO strings without an offset
+    # (Python's utcnow().isoformat(), a hand-written "2025-01-01T12:00:00"); the schemas say
+    # such a time is UTC, and comparing it with an aware time would raise TypeError.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+# Every wire timestamp: ISO 8601, always aware in Python, whatever the sender wrote.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc),
+                        Field(description="ISO 8601 date-time; without an offset it is UTC.")]
 
 
 class WireModel(BaseModel):

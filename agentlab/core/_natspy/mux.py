@@ -28,7 +28,10 @@ class PendingReply:
     def __init__(self, subject: str, loop: asyncio.AbstractEventLoop | None):
         self.subject = subject
         self.result: Any = None
+        # A thread waits on a lock; a coroutine on a future of its loop. Exactly one is set.
         self._loop = loop
+        self._lock: threading.Lock | None
+        self._future: asyncio.Future[Any] | None
         if loop is None:
             self._lock = threading.Lock()
             self._lock.acquire()
@@ -41,17 +44,22 @@ class PendingReply:
         if self._lock is not None:
             self.result = result
             self._lock.release()
-        elif self._loop is on_loop:
-            _settle(self._future, result)
+            return
+        loop, future = self._loop, self._future
+        assert loop is not None and future is not None  # no lock: made for a coroutine
+        if loop is on_loop:
+            _settle(future, result)
         else:
-            self._loop.call_soon_threadsafe(_settle, self._future, result)  # type: ignore[union-attr]
+            loop.call_soon_threadsafe(_settle, future, result)
 
     def wait(self, timeout: float) -> bool:
-        return self._lock.acquire(timeout=timeout)  # type: ignore[union-attr]
+        assert self._lock is not None, "wait() is for a reply made without a loop"
+        return self._lock.acquire(timeout=timeout)
 
     async def await_result(self, timeout: float) -> bool:
+        assert self._future is not None, "await_result() is for a reply made on a loop"
         try:
-            self.result = await asyncio.wait_for(asyncio.shield(self._future), timeout)  # type: ignore[arg-type]
+            self.result = await asyncio.wait_for(asyncio.shield(self._future), timeout)
         except asyncio.TimeoutError:
             return False
         return True

@@ -105,7 +105,8 @@ class Outbound:
             return
         self.detach()
         self.missing, self.public = self.missing + missing, True
-        # An instance attribute, so the fast drain() costs not even a check per batch.
+        # An instance attribute, so the fast drain() costs not even a check per batch (mypy
+        # flags any assignment over a method; this one is the point).
         self.drain = self._drain_public  # type: ignore[method-assign]
         warn_missing(missing, "this connection sends through nats-py's public API instead "
                               "(slower, nothing lost)")
@@ -169,8 +170,8 @@ class Outbound:
             items = [queue.popleft() for _ in range(len(queue))]
             self._queued_bytes = 0
             nc = self._nc
-            if nc.is_connected and not nc._pending:
-                transport = nc._transport
+            transport = nc._transport  # set whenever nc.is_connected
+            if nc.is_connected and transport is not None and not nc._pending:
                 transport.writelines(items)
                 if _write_buffer_size(transport) > HIGH_WATER:
                     self._transport_full = True
@@ -270,9 +271,10 @@ async def flush_in_order(nc: NatsClient, outbound: Outbound, timeout: float) -> 
             raise nats.errors.TimeoutError from None
     else:
         outbound.drain()
-        if nc.is_connected and nc._pending:
+        transport = nc._transport  # set whenever nc.is_connected
+        if nc.is_connected and transport is not None and nc._pending:
             with outbound._write_lock:
-                nc._transport.writelines(nc._pending)
+                transport.writelines(nc._pending)
                 nc._pending = []
                 nc._pending_data_size = 0
     await nc.flush(timeout=max(1, round(timeout)))
@@ -309,7 +311,9 @@ async def drain_subscription(nc: NatsClient, outbound: Outbound, sub: Any,
 
 def _write_buffer_size(transport: Any) -> int:
     writer = getattr(transport, "_io_writer", None)
+    if writer is None:
+        return 0
     try:
-        return writer.transport.get_write_buffer_size()  # type: ignore[union-attr]
+        return writer.transport.get_write_buffer_size()
     except AttributeError:
         return 0
