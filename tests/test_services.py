@@ -287,3 +287,23 @@ def test_agentlab_status_lists_the_running_services(org_lab, org):
     for instance in instances(org):
         line = next(ln for ln in out.splitlines() if f" {instance} " in ln)
         assert org.org in line and "agentlab-agent-" in line
+
+
+def test_the_observers_topology_lists_every_running_agent_instance(org_lab, unique):
+    """Idle agents too: the topology names what answers $SRV.PING, not only who sent."""
+    from agentlab.observe import Observer
+    from agentlab.org import Organisation
+
+    org = Organisation(org_lab, f"org{unique}", heartbeat_interval=0.2).start()
+    observer = Observer(org_lab, poll_interval=0.2).start()
+    try:
+        observer.poll()
+        mine = [s for s in observer.topology().services if s[0] == org.org]
+        assert sorted((name, instance) for _, name, instance in mine) == sorted(
+            (f"agentlab-agent-{role}", agent.instance)
+            for role, agents in org.agents.items() for agent in agents)
+        html = observer.topology()._repr_html_()
+        assert "agentlab-agent-cto" in html and "$SRV.PING" in html
+    finally:
+        observer.stop()
+        org.stop()

@@ -130,4 +130,17 @@ def flow_html(flow: FlowSnapshot, paused: bool = False, tail_rows: int = 12) -> 
 def topology_html(topology: TopologySnapshot) -> str:
     return _view("Topology", "Who publishes on which subjects, which streams store them, "
                  "and who receives them; numbers count the messages seen on each edge.",
-                 f"<div style='overflow-x:auto'>{topology_svg(topology)}</div>")
+                 f"<div style='overflow-x:auto'>{topology_svg(topology)}</div>"
+                 + _services_html(topology.services))
+
+
+def _services_html(services: tuple[tuple[str, str, str], ...]) -> str:
+    if not services:
+        return ""
+    items = "".join(
+        f"<li><code>{escape(name)}</code> {escape(instance)}"
+        + (f" <span style='color:#6b7280'>({escape(org)})</span>" if org else "") + "</li>"
+        for org, name, instance in services)
+    return ("<div style='margin-top:6px'><b>Services</b> <span style='color:#6b7280'>"
+            "(answering $SRV.PING, as <code>nats micro ls</code> lists them)</span>"
+            f"<ul style='margin:2px 0 0 0'>{items}</ul></div>")

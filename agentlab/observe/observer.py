@@ -21,7 +21,8 @@ from typing import Any
 from ..core.client import Client
 from ..core.lifecycle import Service
 from ..core.subjects import DEFAULT_ROOT
-from ..errors import ClientClosed, StreamNotFound
+from ..errors import ClientClosed, PermissionDenied, StreamNotFound
+from ..protocol.services import acollect_service_answers
 from ..reports.columns import CONSUMER_COLUMNS, STREAM_COLUMNS
 from .columns import row_key
 from .recorder import FlowRecorder, matcher
@@ -54,6 +55,7 @@ class Observer(Service):
         self._stream_subjects: list[tuple[str, Any]] = []
         self._stream_cache: dict[str, str] = {}
         self.poll_errors = 0
+        self._services: tuple[tuple[str, str, str], ...] = ()
 
     # -- lifecycle ----------------------------------------------------------------------
     async def _astart_service(self) -> None:
@@ -132,7 +134,8 @@ class Observer(Service):
                                   trace=trace)
 
     def topology(self, *, hide_noise: bool = True) -> TopologySnapshot:
-        return self.recorder.topology(hide_noise=hide_noise)
+        return dataclasses.replace(self.recorder.topology(hide_noise=hide_noise),
+                                   services=self._services)
 
     def state(self) -> StateSnapshot:
         """The latest polled stream/consumer state, with the current ack rates."""
@@ -199,6 +202,7 @@ class Observer(Service):
                     consumers.append(await aconsumer_report(client, row.name))
                 except StreamNotFound:
                     continue
+        self._services = await _running_services(client)
         previous = self._state
         changed, deltas = _changes(previous, streams, consumers)
         self._state = StateSnapshot(streams=streams, consumers=tuple(consumers),
@@ -210,6 +214,22 @@ class Observer(Service):
         rec = self.recorder
         return (f"<Observer {state} events={rec.recorded} seen={rec.received} "
                 f"dropped={rec.dropped} polls={self._state.polls}>")
+
+
+async def _running_services(client: Client) -> tuple[tuple[str, str, str], ...]:
+    """(org, service, instance) of every micro service answering $SRV.PING now."""
+    found = []
+    try:
+        answers = await acollect_service_answers(client, "PING", timeout=0.2)
+    except PermissionDenied:  # a tenant whose permissions leave $SRV out: nothing to list
+        return ()
+    for answer in answers:
+        meta = answer.get("metadata") or {}
+        instance = meta.get("agentlab.instance") or meta.get("agentlab.pool") or \
+            str(answer.get("id", ""))[:8]
+        found.append((str(meta.get("agentlab.org", "")), str(answer.get("name", "?")),
+                      str(instance)))
+    return tuple(sorted(found))
 
 
 def _changes(previous: StateSnapshot, streams: Any, consumers: list[Any]

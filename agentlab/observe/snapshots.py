@@ -90,6 +90,9 @@ class TopologySnapshot:
 
     nodes: tuple[tuple[int, str], ...]                  # (column, name); see COLUMNS
     edges: tuple[tuple[tuple[int, str], tuple[int, str], int], ...]
+    # The NATS micro services answering $SRV.PING at the last poll: (org, service, instance),
+    # so the picture names every running agent, busy or idle, as `nats micro ls` would.
+    services: tuple[tuple[str, str, str], ...] = ()
 
     @classmethod
     def build(cls, edges: list[tuple[str, str, int]], streams: frozenset[str]

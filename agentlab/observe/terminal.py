@@ -51,4 +51,8 @@ def topology_tree(topology: TopologySnapshot) -> Tree:
         branch = tree.add(f"[cyan]{name}[/] [dim]({COLUMNS[column][:-1]})[/]")
         for (_, target), n in targets:
             branch.add(f"{target}  [bold]{n:,}[/]")
+    if topology.services:
+        services = tree.add("[bold]Services[/] [dim](answering $SRV.PING)[/]")
+        for org, name, instance in topology.services:
+            services.add(f"{name} {instance}" + (f" [dim]({org})[/]" if org else ""))
     return tree
