@@ -22,6 +22,7 @@ from .errors import (
     AgentlabError,
     AuthenticationFailed,
     BadSubject,
+    BridgeStopped,
     ClientClosed,
     ConsumerNotFound,
     JetStreamError,
@@ -59,7 +60,8 @@ __all__ = [
     "StreamSpec", "ConsumerSpec", "PubAck", "PullConsumer", "KeyValueBucket", "ObjectBucket",
     "MINUTE", "HOUR", "DAY", "KiB", "MiB",
     # errors (each also a built-in type: see the README's table)
-    "AgentlabError", "AuthenticationFailed", "BadSubject", "ClientClosed", "ConsumerNotFound",
+    "AgentlabError", "AuthenticationFailed", "BadSubject", "BridgeStopped", "ClientClosed",
+    "ConsumerNotFound",
     "JetStreamError", "JetStreamNotEnabled", "JetStreamTimeout", "JetStreamUnavailable",
     "LeaderElection", "MessageDecodeError", "MessageNotFound", "NoMessage", "NoResponders",
     "NotAStream",

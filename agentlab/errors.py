@@ -139,6 +139,16 @@ class WrongThread(AgentlabError, RuntimeError):
         )
 
 
+class BridgeStopped(AgentlabError, RuntimeError):
+    """agentlab's event loop has stopped (the process is exiting): nothing more can run on it."""
+
+    def __init__(self, operation: str):
+        self.operation = operation
+        super().__init__(
+            f"{operation}() cannot run: agentlab's event loop has stopped, because the Python "
+            "process is exiting. Nothing is left to wait for; a new process starts a new loop.")
+
+
 class ClientClosed(AgentlabError, RuntimeError):
     """An operation on a client (or lab) that has been closed."""
 

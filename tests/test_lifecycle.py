@@ -158,3 +158,25 @@ def test_components_share_it(client, unique):
     with DeadLetterOffice(client, streams=()) as office:
         assert office.start(sweep=False) is office and office.is_running
     assert not office.is_running
+
+
+def test_once_the_loop_is_gone_stop_and_close_return_at_once(lab, unique, monkeypatch):
+    """At interpreter exit the loop's daemon thread is frozen: a widget's __del__ closing its
+    observer must not wait for it (make bench's dashboard run hung there)."""
+    from agentlab import BridgeStopped
+
+    client = lab.connect(f"exit-{unique}")
+    echo = Echo(client, f"{unique}.echo").start()
+    bridge = client._bridge
+    finished = threading.Thread(target=lambda: None)
+    finished.start()
+    finished.join()
+    monkeypatch.setattr(bridge, "thread", finished)  # as the loop's thread looks at exit
+    assert bridge.stopped
+    echo.stop()                       # returns at once, marked stopped
+    assert not echo.is_running
+    client.close()                    # so does closing the connection
+    with pytest.raises(BridgeStopped, match="process is exiting"):
+        bridge.run(asyncio.sleep(0), operation="anything")
+    monkeypatch.undo()                # the session's loop goes on for the other tests
+    bridge.run(client.nc.close(), operation="close")  # the socket the "exit" left open

@@ -15,11 +15,12 @@ import concurrent.futures
 import inspect
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..errors import WrongThread
+from ..errors import BridgeStopped, WrongThread
 
 T = TypeVar("T")
 log = logging.getLogger("agentlab")
@@ -47,6 +48,13 @@ class Bridge:
     def in_loop_thread(self) -> bool:
         return threading.get_ident() == self.thread.ident
 
+    @property
+    def stopped(self) -> bool:
+        """True once the loop can run nothing more: its thread ended, or the interpreter is
+        finalizing (daemon threads are frozen then, so a wait for the loop would never end:
+        a widget's ``__del__`` at exit closing its observer, say)."""
+        return sys.is_finalizing() or not self.thread.is_alive()
+
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Schedule a plain callable on the loop from any thread; does not wait."""
         if self.in_loop_thread():
@@ -67,6 +75,9 @@ class Bridge:
         if self.in_loop_thread():
             coro.close()
             raise WrongThread(operation)
+        if self.stopped:
+            coro.close()
+            raise BridgeStopped(operation)
         future = self.submit(coro)
         try:
             return future.result(timeout)

@@ -431,6 +431,9 @@ class Client:
             if not self._closed:
                 self._bridge.submit(self._aclose(drain=False))
             return
+        if self._bridge.stopped:  # the process is exiting; the socket closes with it
+            self._closed = True
+            return
         self._bridge.run(self._aclose(drain=False), operation="close")
 
     async def aclose(self) -> None:

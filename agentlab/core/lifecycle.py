@@ -62,6 +62,9 @@ class Service:
 
     def stop(self) -> None:
         """Stop (a no-op if stopped). It can be started again."""
+        if self._bridge.stopped:  # the process is exiting: what ran on the loop is gone
+            self._service_state = STOPPED
+            return
         self._bridge.run(self._stop_service(), operation="stop")
 
     async def astop(self) -> None:
