@@ -34,9 +34,14 @@ install: $(STAMP)
 # tests/test_asyncapi.py validates docs/asyncapi.json with the official AsyncAPI parser, the
 # npm package @asyncapi/parser at the version tests/js/package-lock.json pins (node and npm).
 PARSER := tests/js/node_modules/.installed
+# Without npm (a learner's machine) that one test skips; CI installs node and npm first.
 $(PARSER): tests/js/package.json tests/js/package-lock.json
-	npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund
-	touch $(PARSER)
+	@if command -v npm >/dev/null 2>&1; then \
+	    npm ci --prefix tests/js --ignore-scripts --no-audit --no-fund && touch $(PARSER); \
+	else \
+	    echo "npm not found: tests/test_asyncapi.py skips the AsyncAPI parser check" \
+	         "(apt-get install nodejs npm)"; \
+	fi
 
 asyncapi-parser: $(PARSER)
 

@@ -9,6 +9,7 @@ does too if tests/js/node_modules is missing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -72,7 +73,10 @@ def test_cli_writes_json_and_yaml(tmp_path):
 def _parser_installed() -> Path:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are needed for the AsyncAPI parser (apt-get install nodejs npm)")
+        why = "node and npm are needed for the AsyncAPI parser (apt-get install nodejs npm)"
+        if os.environ.get("CI"):  # .ci/run installs them: there, a skip would hide a failure
+            pytest.fail(why)
+        pytest.skip(why)
     if not (JS / "node_modules" / "@asyncapi" / "parser").is_dir():
         subprocess.run([npm, "ci", "--prefix", str(JS), "--ignore-scripts", "--no-audit",
                         "--no-fund"], check=True, capture_output=True, timeout=600)
