@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import threading
 from collections.abc import Sequence
@@ -75,8 +76,16 @@ class Lab(Client):
 
     def close(self) -> None:
         """Close every connection opened from this lab, then stop the embedded server."""
-        global _current
         super().close()  # closes every connection opened from it first
+        self._stop_server()
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        # Stopping the process waits for it: off the loop, which other labs' clients share.
+        await asyncio.get_running_loop().run_in_executor(None, self._stop_server)
+
+    def _stop_server(self) -> None:
+        global _current
         if self.server is not None:
             self.server.stop()
         with _current_lock:

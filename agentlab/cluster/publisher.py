@@ -106,7 +106,7 @@ class AckedPublisher(Service):
     # of Service.stop loses nothing, and the base keeps None so a notebook cell stays quiet.)
     def stop(self, timeout: float = 5) -> AckedPublisher:  # type: ignore[override]
         """Stop publishing (an attempt in flight is not waited out). Returns self."""
-        self._bridge.run(self._stop_service(timeout), operation="stop")
+        self._stop_blocking(timeout)
         return self
 
     async def astop(self, timeout: float = 5) -> AckedPublisher:  # type: ignore[override]

@@ -226,6 +226,9 @@ class Client:
                      "connect_timeout": self._login.get("connect_timeout", 2.0)} | login
         kind = self._sibling_kind or type(self)
         sibling = await kind.aopen(self.url, name=name, **(login or self._login))
+        if self._closed:  # closed while the sibling connected: it would outlive its parent
+            await sibling.aclose()
+            raise ClientClosed(self.name)
         self._adopt(sibling)
         self._clients = [c for c in self._clients if not c.is_closed] + [sibling]
         return sibling
@@ -320,13 +323,14 @@ class Client:
         """
         if self._bridge.in_loop_thread():
             raise WrongThread("gather")
-        sent = [self._send_request(subject, data, None, None) for subject, data in requests]
-        deadline = time.monotonic() + timeout
+        sent: list[tuple[str, PendingReply]] = []
         try:
+            for subject, data in requests:  # a bad subject raises after others went out
+                sent.append(self._send_request(subject, data, None, None))
+            deadline = time.monotonic() + timeout
             arrived = [p.wait(max(0.0, deadline - time.monotonic())) for _, p in sent]
-        except BaseException:
-            for token, _ in sent:
-                self._requests.forget(token)
+        except BaseException:  # KeyboardInterrupt too: no waiter is left behind
+            self._forget_all(sent)
             raise
         return [self._settle(t, p, ok, timeout)
                 for (t, p), ok in zip(sent, arrived, strict=True)]
@@ -334,9 +338,19 @@ class Client:
     async def agather(self, requests: Sequence[RequestSpec], *, timeout: float = 2.0
                       ) -> list[Message | Exception]:
         loop = asyncio.get_running_loop()
-        sent = [self._send_request(subject, data, None, loop) for subject, data in requests]
-        done = await asyncio.gather(*(p.await_result(timeout) for _, p in sent))
+        sent: list[tuple[str, PendingReply]] = []
+        try:
+            for subject, data in requests:
+                sent.append(self._send_request(subject, data, None, loop))
+            done = await asyncio.gather(*(p.await_result(timeout) for _, p in sent))
+        except BaseException:  # cancelled too, as gather() on an interrupt
+            self._forget_all(sent)
+            raise
         return [self._settle(t, p, ok, timeout) for (t, p), ok in zip(sent, done, strict=True)]
+
+    def _forget_all(self, sent: list[tuple[str, PendingReply]]) -> None:
+        for token, _ in sent:
+            self._requests.forget(token)
 
     def _send_request(self, subject: str, data: Any, headers: dict[str, str] | None,
                       loop: asyncio.AbstractEventLoop | None) -> tuple[str, PendingReply]:

@@ -62,10 +62,14 @@ class Service:
 
     def stop(self) -> None:
         """Stop (a no-op if stopped). It can be started again."""
+        self._stop_blocking()
+
+    def _stop_blocking(self, *options: Any) -> None:
+        """``stop()`` for components whose stop takes options (``Agent.stop(timeout)``)."""
         if self._bridge.stopped:  # the process is exiting: what ran on the loop is gone
             self._service_state = STOPPED
             return
-        self._bridge.run(self._stop_service(), operation="stop")
+        self._bridge.run(self._stop_service(*options), operation="stop")
 
     async def astop(self) -> None:
         await self._bridge.arun(self._stop_service())

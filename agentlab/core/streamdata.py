@@ -25,7 +25,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
-from ..errors import NO_MESSAGE_FOUND, MessageNotFound, jetstream_api_error
+from ..errors import NO_MESSAGE_FOUND, AgentlabError, MessageNotFound, jetstream_api_error
 from ..wire.messages import decode_json
 from .received import Message
 from .subjects import check_name, check_subscribe_subject
@@ -311,11 +311,20 @@ class OrderedSubscription:
         sub, self._sub = self._sub, None
         if sub is None:
             return
-        # nats-py renames the consumer when it recreates it, so ask the current name.
-        name = (await sub.consumer_info()).name
+        # The feed stops first, whatever happens next: a consumer already gone (its inactivity
+        # threshold, a restarted server) must not leave the handler running.
+        try:
+            name = (await sub.consumer_info()).name  # nats-py renames it when it recreates it
+        except Exception:
+            name = None
         await sub.unsubscribe()
+        if name is None:
+            return
         # Now rather than after its inactivity timeout, so stream reports stop listing it.
-        await self._js._delete_consumer(self.stream, name)
+        try:
+            await self._js._delete_consumer(self.stream, name)
+        except AgentlabError:
+            pass  # gone already: what was wanted
 
     def __repr__(self) -> str:
         state = "closed" if self._sub is None else "open"

@@ -6,8 +6,10 @@
     obs.stop()
 
 It only reads (DESIGN.md decision 7): four subscriptions and, every ``poll_interval``
-seconds, one stream report and one consumer report per stream that has consumers. What
-each tap can and cannot see is listed in ``agentlab/observe/events.py``.
+seconds, one stream report and one consumer report per stream that has consumers; every
+``SERVICES_EVERY`` polls it asks ``$SRV.PING`` who is running (never again once the server
+refuses it that subject). What each tap can and cannot see is listed in
+``agentlab/observe/events.py``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Observer(Service):
         self._stream_cache: dict[str, str] = {}
         self.poll_errors = 0
         self._services: tuple[tuple[str, str, str], ...] = ()
+        self._ask_services = True  # until the server refuses this identity $SRV.PING
 
     # -- lifecycle ----------------------------------------------------------------------
     async def _astart_service(self) -> None:
@@ -202,7 +205,11 @@ class Observer(Service):
                     consumers.append(await aconsumer_report(client, row.name))
                 except StreamNotFound:
                     continue
-        self._services = await _running_services(client)
+        if self._ask_services and self._state.polls % SERVICES_EVERY == 0:
+            try:
+                self._services = await _running_services(client)
+            except PermissionDenied:  # a tenant whose permissions leave $SRV out
+                self._ask_services, self._services = False, ()
         previous = self._state
         changed, deltas = _changes(previous, streams, consumers)
         self._state = StateSnapshot(streams=streams, consumers=tuple(consumers),
@@ -216,14 +223,14 @@ class Observer(Service):
                 f"dropped={rec.dropped} polls={self._state.polls}>")
 
 
+# Agents come and go far less often than messages flow: ask who runs every few polls.
+SERVICES_EVERY = 3
+
+
 async def _running_services(client: Client) -> tuple[tuple[str, str, str], ...]:
     """(org, service, instance) of every micro service answering $SRV.PING now."""
     found = []
-    try:
-        answers = await acollect_service_answers(client, "PING", timeout=0.2)
-    except PermissionDenied:  # a tenant whose permissions leave $SRV out: nothing to list
-        return ()
-    for answer in answers:
+    for answer in await acollect_service_answers(client, "PING", timeout=0.1):
         meta = answer.get("metadata") or {}
         instance = meta.get("agentlab.instance") or meta.get("agentlab.pool") or \
             str(answer.get("id", ""))[:8]

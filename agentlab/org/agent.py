@@ -135,7 +135,7 @@ class Agent(Service):
         on its way); after ``timeout`` seconds those are abandoned as by kill() (redelivered
         after ack wait).
         """
-        self._bridge.run(self._stop_service(timeout), operation="stop")
+        self._stop_blocking(timeout)
 
     async def astop(self, timeout: float = 5.0) -> None:
         await self._bridge.arun(self._stop_service(timeout))

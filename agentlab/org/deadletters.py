@@ -63,7 +63,7 @@ def _original_bytes(letter: DeadLetter) -> bytes:
 _failure_buckets: weakref.WeakKeyDictionary[Client, KeyValueBucket] = weakref.WeakKeyDictionary()
 
 
-async def remember_failure(client: Client, msg: Message, error: str) -> None:
+async def aremember_failure(client: Client, msg: Message, error: str) -> None:
     """Keep the latest error per stream message, for the dead letter if it comes to that."""
     bucket = _failure_buckets.get(client)
     if bucket is None:
@@ -74,7 +74,7 @@ async def remember_failure(client: Client, msg: Message, error: str) -> None:
                       FailureRecord(error=error, deliveries=info.num_delivered))
 
 
-async def dead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str) -> None:
+async def adead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str) -> None:
     """Poison input: no retry can fix it, so it goes to the DLQ at once (then term it)."""
     info = msg.info
     letter = DeadLetter(reason="poison", error=reason, original_subject=msg.subject,
@@ -313,5 +313,5 @@ def letter_summary(seq: int, letter: DeadLetter) -> dict[str, Any]:
             "dead_at": letter.dead_at.isoformat(timespec="seconds")}
 
 
-__all__ = ["DeadLetterOffice", "DeadLetterNotFound", "dead_letter_now", "remember_failure",
+__all__ = ["DeadLetterOffice", "DeadLetterNotFound", "adead_letter_now", "aremember_failure",
            "letter_summary"]

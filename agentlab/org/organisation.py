@@ -96,15 +96,26 @@ class Organisation:
             agent = running.pop()
             agent.stop()
             self._retired.update(agent.stats)
+            self._release(agent.client)  # each instance had a connection of its own
         while len(running) < count:
             self._serial += 1
             instance = f"{role}-{self._serial}"
-            agent = Agent(self._connect(instance), role, self.org, self.roles.get(role),
+            client = self._connect(instance)
+            agent = Agent(client, role, self.org, self.roles.get(role),
                           subjects=self.subjects, ack_wait=self.ack_wait,
                           max_deliver=self.max_deliver,
                           heartbeat_interval=self.heartbeat_interval, instance=instance)
-            running.append(agent.start())
+            try:
+                running.append(agent.start())
+            except BaseException:
+                self._release(client)
+                raise
         return running
+
+    def _release(self, client: Client) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
+        client.close()
 
     def agent(self, role: str) -> Agent:
         """The first running instance of ``role``."""

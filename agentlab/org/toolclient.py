@@ -36,7 +36,7 @@ from .toolpayloads import (
     ToolResult,
     ToolTimeout,
 )
-from .toolworkers import check_tool_name, diagnose_tool_workers
+from .toolworkers import adiagnose_tool_workers, check_tool_name
 
 log = logging.getLogger("agentlab")
 
@@ -255,7 +255,7 @@ class ToolClient(Service):
     async def _why_no_result(self, tool: str) -> tuple[str, bool | None]:
         if tool == "?":
             return "It is not a call made by this ToolClient.", None
-        return await diagnose_tool_workers(self.client, tool, self.subjects)
+        return await adiagnose_tool_workers(self.client, tool, self.subjects)
 
     async def _receive(self, consumer: PullConsumer) -> None:
         while not self._closed:

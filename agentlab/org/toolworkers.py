@@ -26,7 +26,7 @@ from ..core.lifecycle import Service
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, subject_matches, validate_token
-from .deadletters import dead_letter_now, remember_failure
+from .deadletters import adead_letter_now, aremember_failure
 from .services import MicroService, aderegister, aregister_tool_pool
 from .streams import TOOL_REQUEST_STREAM as REQUEST_STREAM
 from .toolpayloads import (
@@ -160,7 +160,7 @@ class ToolWorkerPool(Service):
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the calls in hand, then stop. Later calls wait in TOOL_REQUESTS."""
-        self._bridge.run(self._stop_service(timeout), operation="stop")
+        self._stop_blocking(timeout)
 
     async def astop(self, timeout: float = 5.0) -> None:
         await self._bridge.arun(self._stop_service(timeout))
@@ -176,11 +176,10 @@ class ToolWorkerPool(Service):
             for task in pending:
                 task.cancel()
         self._tasks = []
-        loop = asyncio.get_running_loop()
         for consumer in self._consumers:
-            # PullConsumer has no async close(); its sync one is safe from a pool thread.
+            # On the loop: the handler pool's threads may all be held by hung sync tools.
             try:
-                await loop.run_in_executor(self._bridge.handler_pool, consumer.close)
+                await consumer.aclose()
             except Exception as error:  # the connection closed first: nothing to undo
                 log.info("tool pool %s: pull subscription not closed (%s)", self.name, error)
         self._consumers = []
@@ -211,7 +210,7 @@ class ToolWorkerPool(Service):
         except Exception as error:  # poison: no retry can fix it, and nobody to answer
             reason = f"not a ToolCall: {error}"[:500]
             try:
-                await dead_letter_now(self.client, self.subjects, msg, reason)
+                await adead_letter_now(self.client, self.subjects, msg, reason)
             except Exception as dlq_error:
                 log.warning("tool pool %s: could not dead-letter poison call: %s",
                             self.name, dlq_error)
@@ -229,7 +228,7 @@ class ToolWorkerPool(Service):
             except TypeError as error:
                 failure = ToolFailure(type="UnserializableResult", message=str(error))
         if failure is not None and failure.retryable and attempt < self.max_deliver:
-            await remember_failure(self.client, msg, f"{failure.type}: {failure.message}")
+            await aremember_failure(self.client, msg, f"{failure.type}: {failure.message}")
             msg.nak(delay=self._delay(attempt))
             self._stats.retries += 1
             return
@@ -294,7 +293,7 @@ class ToolWorkerPool(Service):
                 f"{self.service_state} "
                 f"ok={s.ok} errors={s.errors} retries={s.retries}>")
 
-async def diagnose_tool_workers(client: Client, tool: str, subjects: Subjects | None = None
+async def adiagnose_tool_workers(client: Client, tool: str, subjects: Subjects | None = None
                                 ) -> tuple[str, bool | None]:
     """Is any consumer of TOOL_REQUESTS taking ``tool``'s calls? A hint for a ToolTimeout,
     and whether such a consumer exists (None: could not tell)."""
@@ -320,4 +319,4 @@ async def diagnose_tool_workers(client: Client, tool: str, subjects: Subjects | 
 
 
 __all__ = ["ToolWorkerPool", "PoolStats", "default_retry_delay", "check_tool_name",
-           "diagnose_tool_workers", "REQUEST_STREAM"]
+           "adiagnose_tool_workers", "REQUEST_STREAM"]

@@ -19,7 +19,7 @@ from ..core.received import Message, nak_unless_settled
 from ..errors import MessageDecodeError
 from ..wire.messages import decode_model, to_bytes, utc_now
 from .context import TaskContext
-from .deadletters import dead_letter_now, remember_failure
+from .deadletters import adead_letter_now, aremember_failure
 from .ledger import TaskLedger, completion_msg_id, ledger_key_problem
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
@@ -78,6 +78,7 @@ class TaskRunner:
             await self.feed.astart()
         except BaseException:
             self.working = False
+            await self.feed.astop()  # its inbox subscription was made before the refusal
             raise
         self._loop = asyncio.ensure_future(self._consume())
 
@@ -157,7 +158,7 @@ class TaskRunner:
                         _seq(msg), text)
             nak_unless_settled(msg, retry_delay(_deliveries(msg)))
             try:  # for the dead letter, should it come to that
-                await remember_failure(self.client, msg, text)
+                await aremember_failure(self.client, msg, text)
             except Exception:
                 pass
         finally:
@@ -166,7 +167,7 @@ class TaskRunner:
     async def _poison(self, msg: Message, reason: str) -> None:
         # Dead-letter first, term second: if the DLQ is unreachable the error propagates,
         # the message is nak'ed and stays in the work queue instead of being lost.
-        await dead_letter_now(self.client, self.subjects, msg, reason)
+        await adead_letter_now(self.client, self.subjects, msg, reason)
         msg.term(reason[:200])
         self.stats["poison"] += 1
 
@@ -233,7 +234,7 @@ class TaskRunner:
             log.warning("agent %s: task %s (%r) failed on delivery %d: %s", self.instance,
                         task.id, task.title, msg.info.num_delivered,
                         f"{type(error).__name__}: {error}")
-            await remember_failure(self.client, msg, f"{type(error).__name__}: {error}")
+            await aremember_failure(self.client, msg, f"{type(error).__name__}: {error}")
             msg.nak(delay=retry_delay(msg.info.num_delivered)
                     if msg.info.num_delivered < self.max_deliver else None)
             return

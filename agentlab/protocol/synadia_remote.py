@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -74,8 +73,9 @@ class RemoteAgent:
                                      session_name=tokens.session_name if session else None)
         self.inactivity_timeout, self.max_wait = inactivity_timeout, max_wait
         self.discover_wait = discover_wait
-        self._found: weakref.WeakKeyDictionary[NATSClient, tuple[Agents, Agent]] = \
-            weakref.WeakKeyDictionary()
+        # By connection; an entry lives as long as that connection's agent (closed with it).
+        self._found: dict[NATSClient, tuple[Agents, Agent]] = {}
+        self._discovering = asyncio.Lock()
 
     async def __call__(self, task: Task, ctx: TaskContext) -> dict[str, Any]:
         nc = ctx.agent.client.nc
@@ -100,24 +100,34 @@ class RemoteAgent:
                     else:
                         await item.reply(NO_ONE_TO_ASK)
         except Exception:
-            self._found.pop(nc, None)  # it may have gone: discover again next time
+            await self._forget(nc)  # it may have gone: discover again next time
             raise
         finally:
             beat.cancel()
         return _result("".join(texts), remote)
 
     async def _find(self, nc: NATSClient) -> Agent:
-        found = self._found.get(nc)
+        async with self._discovering:  # one discovery at a time, so none is overwritten
+            for gone in [c for c in self._found if c.is_closed]:  # agents scaled away
+                del self._found[gone]
+            found = self._found.get(nc)
+            if found is not None:
+                return found[1]
+            agents = Agents(nc=nc, stream_inactivity_timeout=self.inactivity_timeout,
+                            prompt_max_wait_s=self.max_wait)
+            matches = await agents.discover(filter=self.filter, max_wait=self.discover_wait)
+            if not matches:
+                await agents.close()
+                raise RemoteAgentUnavailable(f"no protocol agent matches {self.filter}")
+            self._found[nc] = (agents, matches[0])
+            return matches[0]
+
+    async def _forget(self, nc: NATSClient) -> None:
+        """Drop what was found on ``nc``, closing the SDK client (its heartbeat tracker)."""
+        found = self._found.pop(nc, None)
         if found is not None:
-            return found[1]
-        agents = Agents(nc=nc, stream_inactivity_timeout=self.inactivity_timeout,
-                        prompt_max_wait_s=self.max_wait)
-        matches = await agents.discover(filter=self.filter, max_wait=self.discover_wait)
-        if not matches:
-            await agents.close()
-            raise RemoteAgentUnavailable(f"no protocol agent matches {self.filter}")
-        self._found[nc] = (agents, matches[0])
-        return matches[0]
+            with contextlib.suppress(Exception):
+                await found[0].close()
 
     def __repr__(self) -> str:
         f = self.filter

@@ -20,9 +20,9 @@ from .report import (
     status_reports,
     stream_report,
 )
-from .unprocessed import find_oldest_unprocessed, oldest_unprocessed
+from .unprocessed import afind_oldest_unprocessed, oldest_unprocessed
 
 __all__ = ["ConsumerReport", "ConsumerRow", "StreamReport", "StreamRow", "aconsumer_report",
-           "astream_report", "consumer_report", "find_oldest_unprocessed", "format_bytes",
+           "astream_report", "consumer_report", "afind_oldest_unprocessed", "format_bytes",
            "format_count", "format_duration", "natural_width", "oldest_unprocessed",
            "status_reports", "stream_report"]

@@ -45,7 +45,7 @@ from .columns import (
     stream_cells,
 )
 from .render import TableView, format_bytes, format_count, format_duration, natural_width
-from .unprocessed import find_oldest_unprocessed, oldest_unprocessed
+from .unprocessed import afind_oldest_unprocessed, oldest_unprocessed
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -330,7 +330,7 @@ async def _consumer_report(client: Client, stream: str, extras: bool) -> Consume
     taken_at = utc_now()
     rows = []
     for info in sorted(infos, key=lambda i: i.name):
-        oldest = await find_oldest_unprocessed(client, stream, info, direct)
+        oldest = await afind_oldest_unprocessed(client, stream, info, direct)
         rows.append(ConsumerRow.from_info(info, stream_info.state.messages, oldest, taken_at))
     return ConsumerReport(stream=stream, stream_messages=stream_info.state.messages,
                           rows=tuple(rows), taken_at=taken_at, extras=extras)

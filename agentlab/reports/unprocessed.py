@@ -24,7 +24,7 @@ from ..errors import MessageNotFound, StreamNotFound
 if TYPE_CHECKING:
     from ..core.client import Client
 
-__all__ = ["oldest_unprocessed", "find_oldest_unprocessed"]
+__all__ = ["oldest_unprocessed", "afind_oldest_unprocessed"]
 
 
 def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
@@ -35,13 +35,13 @@ def oldest_unprocessed(client: Client, stream: str, consumer: str | ConsumerInfo
         info = consumer if isinstance(consumer, ConsumerInfo) else \
             await client.js.aconsumer_info(stream, consumer)
         stream_info = await client.js.astream_info(stream)
-        return await find_oldest_unprocessed(client, stream, info,
+        return await afind_oldest_unprocessed(client, stream, info,
                                              bool(stream_info.config.allow_direct))
 
     return client._bridge.run(run(), operation="oldest_unprocessed")
 
 
-async def find_oldest_unprocessed(client: Client, stream: str, info: ConsumerInfo,
+async def afind_oldest_unprocessed(client: Client, stream: str, info: ConsumerInfo,
                                   direct: bool) -> tuple[int, datetime] | None:
     """The same, on the loop, from a ConsumerInfo already fetched; ``direct``: whether the
     stream allows direct gets."""
