@@ -307,3 +307,35 @@ def test_the_observers_topology_lists_every_running_agent_instance(org_lab, uniq
     finally:
         observer.stop()
         org.stop()
+
+
+def test_a_refused_registration_is_logged_and_the_agent_works_on(caplog, unique):
+    """nats-py reports a refused subscription only to its error callback: the violation log
+    catches it, the agent says so once and keeps taking tasks, undiscoverable."""
+    from agentlab import Client, EmbeddedServer
+    from agentlab.org import Agent, Task, declare_reference_streams
+
+    conf = """authorization { users = [
+      {user: admin, password: admin-pw},
+      {user: nosrv, password: nosrv-pw, permissions: {
+          publish: {allow: [">"]}, subscribe: {allow: [">"], deny: ["$SRV.>"]}}}
+    ]}"""
+    with EmbeddedServer(name="no-srv", extra_config=conf) as server:
+        admin = Client.open(server.url, name="admin", user="admin", password="admin-pw")
+        cto = Client.open(server.url, name="cto", user="nosrv", password="nosrv-pw")
+        try:
+            declare_reference_streams(admin)
+            with caplog.at_level("WARNING", logger="agentlab"):
+                agent = Agent(cto, "cto", f"org{unique}").start()
+            assert agent._micro is None
+            assert any("not registered as NATS micro service" in r.getMessage()
+                       and "$SRV.PING" in r.getMessage() for r in caplog.records)
+            done = admin.subscribe(f"genbrain.org.org{unique}.tasks.completed")
+            task = Task(org=f"org{unique}", role="cto", title="Still working",
+                        requested_by="test")
+            admin.js.publish("genbrain.agents.cto.tasks", task, msg_id=task.id)
+            assert done.next(timeout=10).json()["title"] == "Still working"
+            agent.stop()
+        finally:
+            cto.close()
+            admin.close()

@@ -248,6 +248,7 @@ async def _aregister(client: Client, owner: str, endpoints: Sequence[Endpoint], 
                      description: str, stats_handler: Callable[[EndpointStats], Any]
                      ) -> MicroService | None:
     service: MicroService | None = None
+    mark = client._violations.mark()
     try:
         # On the bridge loop, on the component's own connection: $SRV.PING/INFO/STATS
         # (all, by name, by id) and one subscription per endpoint.
@@ -258,6 +259,9 @@ async def _aregister(client: Client, owner: str, endpoints: Sequence[Endpoint], 
             await service.add_endpoint(name=endpoint, handler=handler, subject=subject,
                                        metadata={"agentlab.description": what})
         await client.aflush()  # answering before start() returns
+        # nats-py reports a refused subscription only to the error callback: ask the log.
+        for subject in ("$SRV.PING", *(subject for _, _, subject, _ in endpoints)):
+            client._violations.raise_if_denied("subscribe to", subject, since=mark)
     except Exception as error:  # noqa: BLE001  (whatever it was, the agent works on)
         log.warning("%s: not registered as NATS micro service %s (%s); it works on, "
                     "undiscoverable", owner, name, error)
