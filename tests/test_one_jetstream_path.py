@@ -203,3 +203,19 @@ def test_message_verbs_async_twins_from_a_foreign_event_loop(client, stream, uni
 
     first, after, listed, read = asyncio.run(main())
     assert (first, after) == (1, 3) and stream in listed and read == [2, 3]
+
+
+def test_a_listing_that_times_out_is_asked_once_more_then_raises(client, unique):
+    """A list is a read: after a node loss the meta leader may answer only the second ask."""
+    import time as _time
+
+    from agentlab import JetStreamTimeout
+
+    prefix = f"$JS.{unique}.API"
+    silent = client.subscribe(f"{prefix}.>")  # hears the requests, never answers
+    started = _time.monotonic()
+    with pytest.raises(JetStreamTimeout, match="list the streams"):
+        client.js.with_prefix(prefix).streams(timeout=0.3)
+    asked = [m.subject for m in silent.messages(timeout=0.3)]
+    assert asked == [f"{prefix}.STREAM.LIST", f"{prefix}.STREAM.LIST"]
+    assert _time.monotonic() - started < 3

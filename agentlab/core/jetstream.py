@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from .client import Client
 
 T = TypeVar("T")
+log = logging.getLogger("agentlab")
 
 # JetStream API error codes (nats-server's errors.json) handled here; errors.py explains
 # the rest (jetstream_api_error).
@@ -169,8 +171,9 @@ class JetStream(StreamData):
         return await self._bridge.arun(self._streams(timeout))
 
     async def _streams(self, timeout: float) -> list[StreamInfo]:
-        return await self._api(_all_pages(self._ctx_for(timeout).streams_info),
-                               "list the streams", "(all)", timeout=timeout)
+        ctx = self._ctx_for(timeout)
+        return await self._list(lambda: _all_pages(ctx.streams_info), "list the streams",
+                                "(all)", timeout)
 
     def delete_stream(self, name: str) -> None:
         self._run(self._delete_stream(name), "delete_stream")
@@ -221,9 +224,20 @@ class JetStream(StreamData):
     async def _consumers(self, stream: str, timeout: float) -> list[ConsumerInfo]:
         check_name(stream, "stream")
         ctx = self._ctx_for(timeout)
-        return await self._api(_all_pages(lambda offset: ctx.consumers_info(stream, offset)),
-                               f"list the consumers of stream '{stream}'", stream,
-                               timeout=timeout)
+        return await self._list(
+            lambda: _all_pages(lambda offset: ctx.consumers_info(stream, offset)),
+            f"list the consumers of stream '{stream}'", stream, timeout)
+
+    async def _list(self, pages: Callable[[], Awaitable[list[T]]], action: str, stream: str,
+                    timeout: float) -> list[T]:
+        """A listing, asked once more if it times out. It is a read, so asking again is safe,
+        and just after a cluster loses a node the meta leader can wait out the streams whose
+        leader went with it, then answer the next request at once."""
+        try:
+            return await self._api(pages(), action, stream, timeout=timeout)
+        except JetStreamTimeout:
+            log.info("JetStream did not %s within %g s; asking once more", action, timeout)
+            return await self._api(pages(), action, stream, timeout=timeout)
 
     def delete_consumer(self, stream: str, consumer: str) -> None:
         self._run(self._delete_consumer(stream, consumer), "delete_consumer")
