@@ -23,6 +23,7 @@ options reach the hook, whose defaults are what a failed start's cleanup uses.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
@@ -37,7 +38,7 @@ log = logging.getLogger("agentlab")
 STOPPED, STARTING, RUNNING, STOPPING = "stopped", "starting", "running", "stopping"
 
 
-class Service:
+class Service(abc.ABC):
     """The start/stop lifecycle, written once; a component provides the two hooks."""
 
     _bridge: Bridge
@@ -46,11 +47,13 @@ class Service:
     _service_lock: asyncio.Lock | None = None
 
     # -- the hooks a component provides ------------------------------------------------
+    @abc.abstractmethod
     async def _astart_service(self, *options: Any) -> None:
-        raise NotImplementedError
+        """Start on the bridge loop: subscribe, declare, spawn the component's tasks."""
 
+    @abc.abstractmethod
     async def _astop_service(self, *options: Any) -> None:
-        raise NotImplementedError
+        """Stop on the bridge loop: release all that the start made (also after it failed)."""
 
     # -- the public lifecycle --------------------------------------------------------------
     def start(self) -> Self:

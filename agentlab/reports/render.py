@@ -14,6 +14,7 @@ Formatting follows natscli's columns.F and HumanizeDuration (github.com/nats-io/
 
 from __future__ import annotations
 
+import abc
 import html
 import io
 import math
@@ -162,7 +163,7 @@ def _html_cell(column: Column[Any], row: Any, dim: Collection[str], mark: Mark |
     return f"<td{_html_attrs(column, dim, classes, colour)}>{body}</td>"
 
 
-class TableView:
+class TableView(abc.ABC):
     """Renders a snapshot as a rich Table for terminals and an HTML table for Jupyter, both
     from the one column spec (:mod:`agentlab.reports.columns`).
 
@@ -173,15 +174,17 @@ class TableView:
     dim_columns: ClassVar[frozenset[str]] = frozenset()
 
     @property
+    @abc.abstractmethod
     def title(self) -> str:
         """The table's caption: a subclass sets it as a class attribute or a property."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def table_columns(self) -> tuple[Column[Any], ...]:
-        raise NotImplementedError
+        """The columns shown, in order, from the report's one spec."""
 
+    @abc.abstractmethod
     def table_rows(self) -> Sequence[Any]:
-        raise NotImplementedError
+        """The rows, in order."""
 
     @property
     def columns(self) -> tuple[str, ...]:
