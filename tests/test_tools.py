@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from agentlab import ObjectBucket, Subjects
+from agentlab.org import TaskLedger
 from agentlab.org.tools import (
     RetryableToolError,
     ToolClient,
@@ -21,6 +22,7 @@ from agentlab.org.tools import (
     ToolWorkerPool,
 )
 from agentlab.wire import json_schemas
+from helpers import wait_for
 
 S = Subjects()
 
@@ -318,3 +320,30 @@ def test_sync_caller_from_many_threads(org_lab, connect, pools, unique):
         t.join(10)
     assert out == {i: i + 1 for i in range(8)}
     tools.close()
+
+
+def test_a_task_handler_calls_tools_through_its_context(org_lab, connect, agents, pools,
+                                                        unique):
+    """ctx.call_tool (sync handler) and ctx.acall_tool (async) go through one ToolClient of
+    the agent's, whose results consumer goes when the agent stops."""
+    tool, org = f"add_{unique}", f"org{unique}"
+    pools(connect("tool-host"), tool, add, workers=1).start()
+
+    def sync_handler(task, ctx):
+        return {"sum": ctx.call_tool(tool, timeout=5, a=2, b=3)}
+
+    async def async_handler(task, ctx):
+        return {"sum": await ctx.acall_tool(tool, timeout=5, a=40, b=2)}
+
+    ledger = TaskLedger.declare(org_lab)
+    for role, handler, expected in ((f"s{unique}", sync_handler, 5),
+                                    (f"a{unique}", async_handler, 42)):
+        agent = agents(role, org, handler).start()
+        sent = agent.delegate(role, "Add")
+        record = wait_for(lambda sent=sent: ledger.get(org, sent.id), 10, "the completion")
+        assert record["result"] == {"sum": expected}
+        consumer = agent._tools.consumer_name
+        assert consumer in {c.name for c in org_lab.js.consumers("TOOL_RESULTS")}
+        agent.stop()
+        assert agent._tools is None
+        assert consumer not in {c.name for c in org_lab.js.consumers("TOOL_RESULTS")}

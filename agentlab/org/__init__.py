@@ -9,11 +9,12 @@ importing this package also registers every organisation wire model for ``agentl
 The layers it sits on are drawn in docs/architecture.md.
 """
 
-from .agent import Agent
+from .agent import Agent, task_consumer_spec
 from .audit import AuditRecord, replay
 from .context import TaskContext
 from .deadletters import DeadLetterNotFound, DeadLetterOffice, letter_summary
 from .delegation import apublish_task, publish_task
+from .desk import HeldTask, NotHeld, TaskDesk
 from .health import AgentHealth, HealthMonitor, QueueMetrics, ScalingSignal, SystemMetrics
 from .intents import IntentQueue, publish_intent
 from .ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
@@ -36,7 +37,14 @@ from .models import (
     TaskCompleted,
 )
 from .organisation import Organisation
-from .roles import REFERENCE_ROLES, TransientFailure, ceo_handler, cfo_handler, cto_handler
+from .roles import (
+    REFERENCE_ROLES,
+    TransientFailure,
+    ceo_handler,
+    cfo_handler,
+    cto_handler,
+    default_roles,
+)
 from .saga import Saga, SagaRequest, SagaResult, SagaStep, StepFailure
 from .services import DelegateAccepted, DelegateRequest
 from .sharedtools import SharedToolError, SharedToolPool, acall_shared_tool, call_shared_tool
@@ -69,8 +77,9 @@ from .workloop import retry_delay
 
 __all__ = [
     # the organisation and its agents
-    "Organisation", "Agent", "TaskContext", "REFERENCE_ROLES", "ceo_handler", "cto_handler",
-    "cfo_handler", "TransientFailure", "retry_delay", "publish_task", "apublish_task",
+    "Organisation", "Agent", "TaskContext", "REFERENCE_ROLES", "default_roles", "ceo_handler",
+    "cto_handler", "cfo_handler", "TransientFailure", "retry_delay", "publish_task",
+    "apublish_task", "task_consumer_spec", "TaskDesk", "HeldTask", "NotHeld",
     # wire models
     "Task", "TaskCompleted", "AgentAction", "Heartbeat", "DeadLetter", "Event",
     "MeetingInvitation", "MeetingEntry", "SagaRequest", "ToolCall", "ToolResult",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-
 from .models import AgentStatus, Heartbeat, Task
 from .services import MicroService, aderegister, aregister_agent
 from .streams import TASK_STREAM
+from .toolclient import ToolClient
 from .workloop import (  # noqa: F401  (re-exported: the names users import from here)
     CLOCK_SKEW_ALLOWANCE,
     TaskRunner,
@@ -41,6 +43,15 @@ log = logging.getLogger("agentlab")
 
 TaskHandler = Callable[[Task, TaskContext], Any]
 _instances = itertools.count(1)
+
+
+def task_consumer_spec(role: str, subjects: Subjects, *, ack_wait: float = 300.0,
+                       max_deliver: int = 3, max_ack_pending: int = 5) -> ConsumerSpec:
+    """The durable consumer that every worker of ``role`` shares: its instances, and anyone
+    working its queue by hand (:class:`agentlab.org.desk.TaskDesk`)."""
+    return ConsumerSpec(role, filter_subject=subjects.tasks(role), ack_wait=ack_wait,
+                        max_deliver=max_deliver, max_ack_pending=max_ack_pending,
+                        deliver="all", description=f"Tasks for the {role} role")
 
 
 class Agent(Service):
@@ -86,6 +97,8 @@ class Agent(Service):
         self._heart: asyncio.Future | None = None
         self._inbox: Any = None
         self._micro: MicroService | None = None
+        self._tools: ToolClient | None = None
+        self._tools_lock = threading.Lock()  # sync handlers ask for it from their threads
 
     @property
     def handler(self) -> TaskHandler | None:
@@ -101,10 +114,9 @@ class Agent(Service):
     # -- lifecycle -------------------------------------------------------------------
     @property
     def consumer_spec(self) -> ConsumerSpec:
-        return ConsumerSpec(self.role, filter_subject=self.subjects.tasks(self.role),
-                            ack_wait=self.ack_wait, max_deliver=self.max_deliver,
-                            max_ack_pending=self.max_ack_pending, deliver="all",
-                            description=f"Tasks for the {self.role} role")
+        return task_consumer_spec(self.role, self.subjects, ack_wait=self.ack_wait,
+                                  max_deliver=self.max_deliver,
+                                  max_ack_pending=self.max_ack_pending)
 
     async def _astart_service(self) -> None:
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
@@ -154,6 +166,9 @@ class Agent(Service):
             self._epoch += 1  # out of time: abandon the tasks in hand, as kill() does
             runner.abandon()
         self._runner = None
+        tools, self._tools = self._tools, None
+        if tools is not None:  # after the tasks in hand: they may still be waiting on a tool
+            await tools.aclose()
         inbox, self._inbox = self._inbox, None
         if inbox is not None:
             await inbox.aunsubscribe()
@@ -175,6 +190,7 @@ class Agent(Service):
         self._epoch += 1
         self._mark_stopped()
         runner, heart, inbox, micro = self._runner, self._heart, self._inbox, self._micro
+        tools, self._tools = self._tools, None
         self._runner = self._heart = self._inbox = self._micro = None
 
         def crash() -> None:
@@ -186,6 +202,8 @@ class Agent(Service):
                 asyncio.ensure_future(inbox.aunsubscribe())
             if micro is not None:  # a crashed process's connection would take it along
                 asyncio.ensure_future(aderegister(micro, f"agent {self.instance}"))
+            if tools is not None:
+                asyncio.ensure_future(tools.aclose())
 
         self._bridge.call_soon(crash)
 
@@ -221,6 +239,18 @@ class Agent(Service):
             extra["causation_id"] = caused_by.id
         return Task(org=self.org, role=validate_token(role, "role"), title=title,
                     details=details or {}, requested_by=self.role, **extra)
+
+    def tool_client(self) -> ToolClient:
+        """The ToolClient behind ``ctx.acall_tool``, made on first use and closed by stop().
+
+        Its conversation is ``<org>-<instance>``: two organisations' "cto-1" on one server
+        must not see each other's tool results.
+        """
+        with self._tools_lock:
+            if self._tools is None:
+                self._tools = ToolClient(self.client, f"{self.org}-{self.instance}",
+                                         subjects=self.subjects)
+            return self._tools
 
     # -- inbox and heartbeat -------------------------------------------------------------
     async def _on_inbox(self, msg: Message) -> Any:

@@ -1,15 +1,18 @@
-"""What a task handler gets besides the task: ways to report, extend, delegate and audit.
+"""What a task handler gets besides the task: ways to report, extend, delegate, call tools
+and audit.
 
     def cto(task, ctx):
         ctx.progress("reviewing the design")
         ctx.in_progress()                     # long work: keep the task from being redelivered
         with ctx.keep_alive():                # ... or keep it alive through one long call
             answer = call_the_model(task.title)
+        found = ctx.call_tool("search", timeout=10, query=task.title)   # an async tool
         return {"decision": "ship it"}
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
@@ -110,3 +113,32 @@ class TaskContext:
     async def adelegate(self, role: str, title: str,
                         details: dict[str, Any] | None = None) -> Task:
         return await self.agent.adelegate(role, title, details, caused_by=self.task)
+
+    def call_tool(self, tool: str, /, *, timeout: float = 30.0, **arguments: Any) -> Any:
+        """Call an async tool (``tools.execute.<tool>``, served by a ToolWorkerPool) and wait:
+        its value, ToolError if it failed, ToolTimeout. The task is kept alive meanwhile."""
+        return self.agent._bridge.run(self._acall_tool(tool, timeout, arguments),
+                                      operation="call_tool")
+
+    async def acall_tool(self, tool: str, /, *, timeout: float = 30.0, **arguments: Any) -> Any:
+        return await self.agent._bridge.arun(self._acall_tool(tool, timeout, arguments))
+
+    async def _acall_tool(self, tool: str, timeout: float, arguments: dict[str, Any]) -> Any:
+        if self.cancelled:
+            raise RuntimeError(f"task {self.task.id}: the agent was killed, so its tools "
+                               "are not called any more")
+
+        async def beat(every: float) -> None:
+            # A tool may take longer than ack_wait: the task must not go to another agent.
+            while True:
+                await asyncio.sleep(every)
+                try:
+                    self.in_progress()
+                except Exception:  # a closed connection: the redelivery will say so
+                    return
+
+        beater = asyncio.ensure_future(beat(self.agent.ack_wait / 3))
+        try:
+            return await self.agent.tool_client().acall(tool, timeout=timeout, **arguments)
+        finally:
+            beater.cancel()

@@ -74,10 +74,12 @@ async def aremember_failure(client: Client, msg: Message, error: str) -> None:
                       FailureRecord(error=error, deliveries=info.num_delivered))
 
 
-async def adead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str) -> None:
-    """Poison input: no retry can fix it, so it goes to the DLQ at once (then term it)."""
+async def adead_letter_now(client: Client, subjects: Subjects, msg: Message, reason: str, *,
+                           kind: Literal["poison", "given_up"] = "poison") -> None:
+    """No retry can fix it (poison input, or its worker gave up), so it goes to the DLQ at
+    once (then term it)."""
     info = msg.info
-    letter = DeadLetter(reason="poison", error=reason, original_subject=msg.subject,
+    letter = DeadLetter(reason=kind, error=reason, original_subject=msg.subject,
                         headers=dict(msg.headers), stream=info.stream,
                         stream_seq=info.stream_seq, consumer=info.consumer,
                         deliveries=info.num_delivered, **_payload_fields(msg.data))

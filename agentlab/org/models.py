@@ -170,7 +170,9 @@ class Heartbeat(WireModel):
 class DeadLetter(WireModel):
     """A message that will not be processed, with everything needed to understand or redrive it."""
 
-    reason: Literal["max_deliveries", "poison"]
+    # max_deliveries: every attempt failed; poison: no attempt could (not a valid task);
+    # given_up: its worker said no retry would help (TaskDesk.fail(retry=False)).
+    reason: Literal["max_deliveries", "poison", "given_up"]
     error: str
     original_subject: str
     payload: str = Field(description="The original payload, UTF-8 text or base64 (see encoding).")

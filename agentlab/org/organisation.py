@@ -8,7 +8,8 @@
 Each agent instance gets a connection of its own, named after it, as separate processes
 would, opened with ``lab.connect()``: the same login, so a tenant's organisation
 (``Organisation(lab.tenant("acme"))``) runs every agent as that tenant. Pass your own handlers
-to replace the deterministic reference roles.
+to replace the deterministic reference roles; without them it runs ``default_roles()``
+(the reference roles, or a model's with ``AGENTLAB_LLM_BASE_URL`` set: agentlab.llm).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .deadletters import DeadLetterOffice
 from .delegation import publish_task
 from .health import HealthMonitor
 from .models import Task
-from .roles import REFERENCE_ROLES
+from .roles import default_roles
 from .streams import declare_reference_streams
 
 
@@ -50,7 +51,7 @@ class Organisation:
                     f"this lab uses model={tenants.model!r}. Start it with "
                     "agentlab.start(tenants=[...]).")
             subjects = subjects or tenants.subjects(tenant)
-        self.roles = dict(REFERENCE_ROLES if roles is None else roles)
+        self.roles = dict(default_roles() if roles is None else roles)
         self.instances = {role: 1 for role in self.roles} | (instances or {})
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver

@@ -7,16 +7,24 @@ model: the agent around it (queue, retries, ledger, dead letters) stays the same
 A task's ``details`` can ask for the behaviours the demos need:
 ``{"seconds": 2}`` works that long (calling ``ctx.in_progress()``), ``{"fail_times": 1}``
 fails the first attempt(s), ``{"always_fail": true}`` never succeeds.
+
+``default_roles()`` is what ``Organisation(lab)`` runs: these, unless the environment names a
+model (``AGENTLAB_LLM_BASE_URL``, ``AGENTLAB_LLM_MODEL``; see :mod:`agentlab.llm`), which
+then answers for the roles in ``AGENTLAB_LLM_ROLES`` (all three if unset).
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..llm import LlmConfig, reference_model_roles
 from .context import TaskContext
 from .models import Task
+
+if TYPE_CHECKING:
+    from .agent import TaskHandler
 
 
 class TransientFailure(RuntimeError):
@@ -71,3 +79,14 @@ async def ceo_handler(task: Task, ctx: TaskContext) -> dict[str, Any]:
 
 
 REFERENCE_ROLES = {"ceo": ceo_handler, "cto": cto_handler, "cfo": cfo_handler}
+
+
+def default_roles() -> dict[str, TaskHandler | None]:
+    """The reference roles, with those named by ``AGENTLAB_LLM_ROLES`` (all, if unset) asking
+    the model when ``AGENTLAB_LLM_BASE_URL`` is set; read from the environment at each call.
+    A configuration that cannot work raises LlmConfigError, naming the variable to fix."""
+    roles: dict[str, TaskHandler | None] = dict(REFERENCE_ROLES)
+    config = LlmConfig.from_env()
+    if config is not None:
+        roles.update(reference_model_roles(config))
+    return roles

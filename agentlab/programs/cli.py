@@ -4,6 +4,7 @@
     agentlab demo [--basics] [--quiet]
     agentlab status | dlq list|show|redrive | audit | schemas [DIR]
     agentlab asyncapi [--out FILE] [--doc docs/protocol.md]
+    agentlab mcp [--http PORT] [--llm-plays ROLE ...]
     agentlab --version
 
 Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its own),
@@ -287,6 +288,40 @@ def run_asyncapi(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agentlab mcp ------------------------------------------------------------------------
+def configure_mcp(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--http", type=int, metavar="PORT", default=None,
+                        help="serve streamable HTTP on 127.0.0.1:PORT (default: stdio)")
+    parser.add_argument("--url", metavar="URL", default=None,
+                        help="join the organisation on this NATS server (default: "
+                             "$AGENTLAB_NATS_URL, else an embedded server and organisation)")
+    parser.add_argument("--org", default="acme", help="the organisation (default: %(default)s)")
+    parser.add_argument("--llm-plays", nargs="+", default=[], metavar="ROLE",
+                        help="start the organisation without these roles: the LLM works their "
+                             "queues with next_task / complete_task")
+    started = parser.add_mutually_exclusive_group()
+    started.add_argument("--start-organisation", dest="start_organisation",
+                         action="store_true", default=None,
+                         help="run the reference organisation (the default on an embedded "
+                              "server)")
+    started.add_argument("--no-organisation", dest="start_organisation",
+                         action="store_false", help="start no agents: only the hub")
+    parser.add_argument("--ack-wait", type=float, default=30.0, metavar="S",
+                        help="a task not acked within S seconds is delivered again "
+                             "(default: %(default)s)")
+    parser.add_argument("--hold", type=float, default=600.0, metavar="S",
+                        help="how long the hub keeps a task the LLM took (default: "
+                             "%(default)s)")
+
+
+def run_mcp(args: argparse.Namespace) -> int:
+    from .mcp_hub import run_hub
+
+    return run_hub(url=args.url, org=args.org, http_port=args.http, llm_plays=args.llm_plays,
+                   start_organisation=args.start_organisation, ack_wait=args.ack_wait,
+                   hold=args.hold)
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -308,6 +343,9 @@ COMMANDS: dict[str, Command] = {
                        "language", configure_schemas, run_schemas),
     "asyncapi": Command("write the AsyncAPI 3.0 document of every subject and message "
                         "(docs/asyncapi.json)", configure_asyncapi, run_asyncapi),
+    "mcp": Command("the MCP agent hub: an LLM client (Claude Desktop, an IDE) delegates, "
+                   "works a role's queue, reads meetings and dead letters", configure_mcp,
+                   run_mcp),
     "audit": Command("try every cross-tenant action against live servers: seed 000's config "
                      "verbatim, agentlab's accounts and users models", configure_audit,
                      run_audit),

@@ -113,11 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the agent ``args`` describe until ``stop`` is set (or SIGTERM/SIGINT)."""
     from ..core.stores import KeyValueBucket
-    from ..org.roles import REFERENCE_ROLES
+    from ..org.roles import default_roles
 
     stop = stop or threading.Event()
     instance = args.instance or f"{args.role}-{os.getpid()}"
-    handler = load_handler(args.handler) if args.handler else REFERENCE_ROLES.get(args.role)
+    handler = load_handler(args.handler) if args.handler else default_roles().get(args.role)
     if not args.url:
         from ..errors import ServerUnreachable
 

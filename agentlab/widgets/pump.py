@@ -31,7 +31,11 @@ class UIPump:
         self.ticks = 0
         self.errors = 0
         self._views: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._lock = threading.Lock()
+        # Reentrant: copying the view set can trigger a garbage collection in which a view's
+        # Widget.__del__ closes it, and so calls unregister() on this thread, lock held.
+        self._lock = threading.RLock()
+        self._copying = False
+        self._closed_while_copying: list[Any] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -46,7 +50,10 @@ class UIPump:
 
     def unregister(self, view: Pumped) -> None:
         with self._lock:
-            self._views.discard(view)
+            if self._copying:  # in the pump's own copy (see __init__): the set is in use
+                self._closed_while_copying.append(view)
+            else:
+                self._views.discard(view)
 
     @property
     def views(self) -> list[Any]:
@@ -63,7 +70,15 @@ class UIPump:
         while not self._stop.is_set():
             started = time.monotonic()
             with self._lock:
-                views = list(self._views)
+                self._copying = True
+                try:
+                    views = list(self._views)
+                finally:
+                    self._copying = False
+                closed, self._closed_while_copying = self._closed_while_copying, []
+                for view in closed:
+                    self._views.discard(view)
+                views = [view for view in views if view not in closed]
                 if not views:
                     self._thread = None
                     return
