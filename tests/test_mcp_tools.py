@@ -191,3 +191,39 @@ def test_without_the_sdk_the_import_error_says_what_to_install():
                          timeout=60)
     assert run.returncode != 0
     assert "pip install 'agentlab-nats[mcp]'" in run.stderr
+
+
+def test_a_model_backed_role_calls_an_mcp_servers_tool(org_lab, connect, mcp_servers, unique):
+    """The MCP ecosystem's tools, offered to a model by their own schemas, called through
+    tools.execute.* by a model-backed agent."""
+    from agentlab.core.subjects import Subjects
+    from agentlab.llm import model_role
+    from agentlab.llm.scripted import ScriptedModel, answer, tool_call
+    from agentlab.org import Agent, Task, TaskLedger, publish_task
+    from helpers import wait_for
+
+    server = mcp_servers(connect("mcp-host"), [sys.executable, ARITH], tools=["add"],
+                         prefix=f"{unique}-").start()
+    specs = server.tool_specs()
+    assert [(s.name, s.parameters["required"]) for s in specs] == [(f"{unique}-add", ["a", "b"])]
+    with ScriptedModel() as model:
+        model.script = [tool_call(f"{unique}-add", {"a": 20, "b": 22}), answer("It is 42.")]
+        role = f"cto{unique}"
+        agent = Agent(connect(role), role, "acme", model_role("You add.", tools=specs,
+                                                               config=model.config()),
+                      ack_wait=5).start()
+        try:
+            task = Task(org="acme", role=role, title="What is 20 + 22?", requested_by="ceo")
+            publish_task(org_lab, Subjects(), task)
+            ledger = TaskLedger.declare(org_lab)
+            record = wait_for(lambda: ledger.get("acme", task.id), 20, "the completion")
+        finally:
+            agent.stop()
+        result = record["result"]
+        assert result["answer"] == "It is 42."
+        assert result["tool_calls"] == [{"name": f"{unique}-add",
+                                         "arguments": {"a": 20, "b": 22}, "ok": True}]
+        # the model was told the tool's answer, as the MCP server gave it
+        tool_message = model.requests[1]["body"]["messages"][-1]
+        assert tool_message["role"] == "tool" and "42" in tool_message["content"]
+    assert server.pools[f"{unique}-add"].stats.ok == 1

@@ -42,6 +42,7 @@ from ..core.client import Client
 from ..core.lifecycle import Service
 from ..core.subjects import Subjects
 from ..errors import AgentlabError
+from ..llm.role import ToolSpec
 from ..org.toolpayloads import RetryableToolError
 from ..org.toolworkers import ToolWorkerPool, check_tool_name
 
@@ -236,6 +237,12 @@ class McpToolServer(Service):
                          name)
             served[name] = tool
         return served
+
+    def tool_specs(self) -> list[ToolSpec]:
+        """The served tools as a model-backed role offers them to its model (name, description,
+        JSON Schema): ``model_role("...", tools=server.tool_specs())``."""
+        return [ToolSpec(name, tool.description or "", dict(tool.input_schema or {}),
+                         timeout=self.timeout) for name, tool in self.tools.items()]
 
     def __repr__(self) -> str:
         return (f"<McpToolServer {self.describe} {self.service_state} "
