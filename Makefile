@@ -82,6 +82,7 @@ constraints:
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.foundation
 	$(BIN)/python -m benchmarks.delegation
+	$(BIN)/python -m benchmarks.tracing
 	$(BIN)/python -m benchmarks.dashboard
 
 # The fault suite: 10,000 tasks to agent processes while agents and nats-server are

@@ -305,6 +305,12 @@ JETSTREAM_HINTS = {
     10100: "On a work-queue stream each consumer must filter a different, non-overlapping "
            "subject. Give this consumer its own filter_subject.",
     10166: "Declare the stream with allow_msg_ttl=True to publish with ttl=.",
+    10167: "The stream's ingest queue is full: nats-server holds at most max_buffered_msgs "
+           "messages and max_buffered_size bytes per stream received but not yet stored "
+           "(its jetstream {} block; defaults 100,000 and 128 MB) and refused this one, so it "
+           "is not stored. Publish it again after a pause (with the same msg_id, if it has "
+           "one), keep fewer publishes waiting for their receipts, or raise the limits "
+           "(agentlab.start(max_buffered_msgs=..., max_buffered_size=...)).",
     10071: "Nats-Msg-Id must not be empty.",
     10077: "This stream keeps one message per subject and refuses any later one (discard: new "
            "per subject): that subject has its message. In TASK_LEDGER it means the task is "

@@ -23,6 +23,7 @@ from .errors import ServerUnreachable
 
 if TYPE_CHECKING:
     from .cluster import LocalCluster
+    from .reports.msgtrace import MessageTraceView
     from .tenants.client import TenantClient
     from .tenants.config import Tenants
 
@@ -65,6 +66,32 @@ class Lab(Client):
             raise ValueError("This lab declared no tenants: agentlab.start(tenants=['acme', "
                              "'globex'], fresh=True) starts one that does.")
         return self.tenants
+
+    def trace_message(self, subject: str, data: Any = b"", *,
+                      headers: dict[str, str] | None = None, trace_only: bool = False,
+                      timeout: float = 2.0) -> MessageTraceView:
+        """Publish one message with NATS message tracing on (nats-server 2.11+,
+        ``Nats-Trace-Dest``) and show the servers' hops: how it entered, the stream that
+        stored it, each subscriber and route it left by, and the stream's consumers.
+
+            lab.trace_message("genbrain.agents.cto.tasks", {"title": "ship it"})
+
+        It displays itself (a diagram and a table in Jupyter, text in a terminal);
+        ``.trace`` holds the data. ``trace_only=True`` traces without delivering or storing
+        the message (``Nats-Trace-Only``).
+        """
+        from .reports.msgtrace import trace_message
+
+        return trace_message(self, subject, data, headers=headers, trace_only=trace_only,
+                             timeout=timeout)
+
+    async def atrace_message(self, subject: str, data: Any = b"", *,
+                             headers: dict[str, str] | None = None, trace_only: bool = False,
+                             timeout: float = 2.0) -> MessageTraceView:
+        from .reports.msgtrace import atrace_message
+
+        return await atrace_message(self, subject, data, headers=headers,
+                                    trace_only=trace_only, timeout=timeout)
 
     @property
     def monitor_url(self) -> str | None:
@@ -118,7 +145,8 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
           store_dir: str | None = None, max_memory: str = "256MB", max_file: str = "1GB",
           max_payload: str | None = None, server_config: str = "",
           user: str | None = None, password: str | None = None,
-          tenants: Tenants | Sequence[str] | None = None, cluster: int | None = None) -> Lab:
+          tenants: Tenants | Sequence[str] | None = None, cluster: int | None = None,
+          max_buffered_msgs: int | None = None, max_buffered_size: str | None = None) -> Lab:
     """Start (or reuse) the lab.
 
     Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
@@ -134,6 +162,9 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
     docker-compose.yml mounts (``lab.cluster``: agentlab.cluster.LocalCluster), waits for a
     meta leader and declares the reference streams with 3 replicas. With a URL it connects
     there and declares them too (with 1 replica if that server is not clustered).
+
+    ``max_buffered_msgs`` / ``max_buffered_size`` set the embedded server's JetStream ingest
+    limits (see :class:`agentlab.EmbeddedServer`): a publish storm past them is refused.
     """
     global _current
     if tenants is not None:
@@ -160,9 +191,10 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
         url = url or default_url()
         server: EmbeddedServer | LocalCluster | None = None
         if url is None and cluster is not None:
-            if tenants is not None or server_config:
+            if tenants is not None or server_config or max_buffered_msgs or max_buffered_size:
                 raise ValueError("cluster= runs the node configs of deploy/nats as they are; "
-                                 "tenants= and server_config= apply to a single server.")
+                                 "tenants=, server_config= and the ingest limits apply to a "
+                                 "single server (the node configs set their own).")
             from .cluster import LocalCluster
 
             server = LocalCluster(cluster, store_dir=store_dir).start()
@@ -170,7 +202,9 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
         elif url is None:
             server = EmbeddedServer(store_dir=store_dir, max_memory=max_memory,
                                     max_file=max_file, max_payload=max_payload,
-                                    extra_config=server_config).start()
+                                    extra_config=server_config,
+                                    max_buffered_msgs=max_buffered_msgs,
+                                    max_buffered_size=max_buffered_size).start()
             url = server.url
         try:
             lab = Lab.open(url, name=name, user=user, password=password)

@@ -92,10 +92,11 @@ def _verdict(r: dict, al: float, ratio: float | None) -> tuple[str, bool | None]
 
 
 def report(results: dict, info: dict, title: str, caption: str,
-           al_label: str = "agentlab sync") -> list[str]:
-    """Fill in medians, ratios and verdicts; print the table; return the failed rows."""
+           al_label: str = "agentlab sync", raw_label: str = "raw nats-py") -> list[str]:
+    """Fill in medians, ratios and verdicts; print the table; return the failed rows.
+    ``raw_label`` names the baseline column (benchmarks/tracing.py's is agentlab itself)."""
     table = Table(title=title, caption=caption)
-    for col in ("benchmark", "raw nats-py", al_label, "ratio (al÷raw)", "target",
+    for col in ("benchmark", raw_label, al_label, "ratio (al÷raw)", "target",
                 "result", "spread raw/al"):
         table.add_column(col, justify="left" if col == "benchmark" else "right", no_wrap=True)
     failed = []
@@ -126,7 +127,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
 
 
 def main(doc: str, run, title: str, caption: str, al_label: str = "agentlab sync",
-         interrupted: str = "interrupted: server stopped") -> int:
+         interrupted: str = "interrupted: server stopped",
+         raw_label: str = "raw nats-py") -> int:
     """Parse the options, ``run(args, results)``, print the table and the summary."""
     args = parser(doc).parse_args()
     os.environ.pop("AGENTLAB_NATS_URL", None)  # start() must embed its own server
@@ -142,7 +144,7 @@ def main(doc: str, run, title: str, caption: str, al_label: str = "agentlab sync
         console.print(f"[yellow]{interrupted}")
         return 130
     info["load after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    failed = report(results, info, title, caption, al_label)
+    failed = report(results, info, title, caption, al_label, raw_label)
     total = sum(1 for r in results.values() if r["passed"] is not None)
     if failed:
         console.print(f"[bold red]SUMMARY: {total - len(failed)}/{total} targets met; "

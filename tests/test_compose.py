@@ -5,6 +5,11 @@ mounts must exist and be the file agentlab.start(cluster=3) runs for that node, 
 names, routes, ports, volumes, the image's server version and the jupyter service's
 AGENTLAB_NATS_URL must agree with the configs. The failover itself runs in test_cluster.py,
 from the very same files.
+
+The "observability" profile is read the same way, with the configs it mounts (deploy/otel,
+deploy/prometheus): one prometheus-nats-exporter per node reading that node's monitoring
+port, Prometheus scraping exactly the exporters, `agentlab metrics` and the collector on the
+ports they listen on, the collector sending spans to the Jaeger service.
 """
 
 from __future__ import annotations
@@ -54,9 +59,10 @@ def _strip_comment(line: str) -> str:
 
 
 def load_compose_subset(text: str):
-    """The YAML this compose file is written in: block mappings and sequences, one-line flow
-    sequences, plain and quoted scalars, comments. (Checked against PyYAML when present; the
-    test extras do not install it.)"""
+    """The YAML this compose file (and the profile's configs) are written in: block mappings
+    and sequences (of scalars, or of mappings: ``- key: value``), one-line flow sequences,
+    plain and quoted scalars, comments. (Checked against PyYAML when present; the test extras
+    do not install it.)"""
     stripped = (_strip_comment(line) for line in text.splitlines())
     lines = [(len(s) - len(s.lstrip(" ")), s.strip()) for s in stripped if s.strip()]
 
@@ -64,8 +70,14 @@ def load_compose_subset(text: str):
         if lines[i][1].startswith("- "):
             out = []
             while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                out.append(_scalar(lines[i][1][2:]))
-                i += 1
+                item = lines[i][1][2:]
+                if re.match(r"[A-Za-z_][\w.-]*:(\s|$)", item):  # "- key: value": a mapping
+                    lines[i] = (indent + 2, item)
+                    value, i = block(i, indent + 2)
+                    out.append(value)
+                else:
+                    out.append(_scalar(item))
+                    i += 1
             return out, i
         mapping = {}
         while i < len(lines) and lines[i][0] == indent:
@@ -87,16 +99,20 @@ def load_compose_subset(text: str):
     return data
 
 
-@pytest.fixture(scope="module")
-def compose() -> dict:
-    data = load_compose_subset(COMPOSE.read_text(encoding="utf-8"))
+def load_yaml(path: Path) -> dict:
+    data = load_compose_subset(path.read_text(encoding="utf-8"))
     try:
         import yaml
     except ImportError:
         return data
-    assert data == yaml.safe_load(COMPOSE.read_text(encoding="utf-8")), \
-        "the compose file uses YAML this test's reader gets wrong"
+    assert data == yaml.safe_load(path.read_text(encoding="utf-8")), \
+        f"{path.name} uses YAML this test's reader gets wrong"
     return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_yaml(COMPOSE)
 
 
 def _mounts(service: dict) -> dict[str, str]:
@@ -127,7 +143,8 @@ def _flag(command: list[str], name: str) -> str:
 
 
 def test_services_are_the_three_nodes_and_jupyter(compose):
-    assert set(compose["services"]) == {*NODES, "jupyter"}
+    default = {name for name, s in compose["services"].items() if not s.get("profiles")}
+    assert default == {*NODES, "jupyter"}
 
 
 @pytest.mark.parametrize("number", [1, 2, 3])
@@ -205,3 +222,120 @@ def test_jupyter_has_the_repository_and_the_cluster_url(compose):
 def _config(compose: dict, name: str) -> NodeConfig:
     service = compose["services"][name]
     return NodeConfig.read(ROOT / _mounts(service)[_flag(service["command"], "--config")])
+
+
+# ---------------------------------------------------------------------------------------------
+# the "observability" profile
+
+PROFILE = "observability"
+EXPORTERS = [f"nats-exporter-{n}" for n in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def observability(compose) -> dict[str, dict]:
+    return {name: s for name, s in compose["services"].items()
+            if PROFILE in (s.get("profiles") or [])}
+
+
+def _mounted(service: dict, target: str) -> Path:
+    source = _mounts(service)[target]
+    path = (ROOT / source).resolve()
+    assert path.is_file(), f"{source} (mounted at {target}) does not exist"
+    assert any(v.startswith(source) and v.endswith(":ro") for v in service["volumes"])
+    return path
+
+
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.removeprefix("http://"), int(port)
+
+
+def test_the_profile_has_the_collector_the_ui_the_exporters_prometheus_and_agentlab(
+        observability):
+    assert set(observability) == {*EXPORTERS, "agentlab-metrics", "otel-collector", "jaeger",
+                                  "prometheus"}
+
+
+def test_every_published_port_is_on_loopback_and_used_once(compose):
+    host_ports = []
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        host_ports += _published(service).values()
+    assert len(set(host_ports)) == len(host_ports), sorted(host_ports)
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_each_node_has_the_official_exporter_reading_its_monitoring_port(
+        compose, observability, number):
+    node, service = f"nats-{number}", observability[f"nats-exporter-{number}"]
+    assert service["image"].startswith("natsio/prometheus-nats-exporter:")
+    command = service["command"]
+    assert command[-1] == f"http://{node}:{_config(compose, node).http_port}"
+    assert int(_flag(command, "-port")) == 7777 and 7777 in _published(service)
+    for endpoint in ("-varz", "-connz", "-routez", "-healthz", "-jsz=all"):
+        assert endpoint in command
+    assert node in service["depends_on"]
+
+
+def test_prometheus_scrapes_the_exporters_agentlab_and_the_collector(observability):
+    prometheus = observability["prometheus"]
+    path = _mounted(prometheus, "/etc/prometheus/prometheus.yml")
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    jobs = {job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+            for job in load_yaml(path)["scrape_configs"]}
+    assert set(jobs) == {"nats", "agentlab", "otel-collector"}
+    assert sorted(jobs["nats"]) == [f"{e}:7777" for e in EXPORTERS]
+    metrics = observability["agentlab-metrics"]
+    port = _flag(metrics["command"][-1].split(), "--port")
+    assert jobs["agentlab"] == [f"agentlab-metrics:{port}"]
+    collector = load_yaml(_mounted(observability["otel-collector"],
+                                   "/etc/otelcol-contrib/config.yaml"))
+    port = _host_port(collector["exporters"]["prometheus"]["endpoint"])[1]
+    assert jobs["otel-collector"] == [f"otel-collector:{port}"]
+    # Every target is a service of the profile, so it resolves on the compose network.
+    for targets in jobs.values():
+        assert {t.rsplit(":", 1)[0] for t in targets} <= set(observability)
+    assert set(prometheus["depends_on"]) == {*EXPORTERS, "agentlab-metrics", "otel-collector"}
+
+
+def test_agentlab_metrics_runs_from_the_repository_against_the_cluster(compose, observability):
+    metrics = observability["agentlab-metrics"]
+    assert _mounts(metrics)[metrics["working_dir"]] == "."
+    assert metrics["environment"]["PYTHONPATH"] == metrics["working_dir"]
+    script = metrics["command"][-1]
+    assert "binder/requirements.txt" in script and (ROOT / "binder/requirements.txt").is_file()
+    # prometheus_client is the metrics extra: pinned as constraints.txt pins it.
+    pin = re.search(r"prometheus_client==(\S+)", script).group(1)
+    assert f"prometheus_client=={pin}" in (ROOT / "constraints.txt").read_text()
+    argv = script.split("&& exec ", 1)[1].split()
+    assert argv[:4] == ["python", "-m", "agentlab", "metrics"]
+    assert _flag(argv, "--host") == "0.0.0.0"  # reachable from the prometheus container
+    port = int(_flag(argv, "--port"))
+    assert _published(metrics) == {port: port}
+    urls = _flag(argv, "--url").split(",")
+    assert urls == [f"nats://{n}:{_config(compose, n).client_port}" for n in NODES]
+    assert set(metrics["depends_on"]) == set(NODES)
+
+
+def test_the_collector_takes_otlp_and_sends_spans_to_the_jaeger_service(compose,
+                                                                          observability):
+    service = observability["otel-collector"]
+    assert service["image"].startswith("otel/opentelemetry-collector-contrib:")
+    config = load_yaml(_mounted(service, _flag(service["command"], "--config")))
+    protocols = config["receivers"]["otlp"]["protocols"]
+    received = {_host_port(p["endpoint"])[1] for p in protocols.values()}
+    assert received == {4317, 4318} and set(_published(service)) == received
+    pipelines = config["service"]["pipelines"]
+    for pipeline in pipelines.values():  # every component a pipeline names is configured
+        for section in ("receivers", "processors", "exporters"):
+            assert set(pipeline[section]) <= set(config[section] or {}), (section, pipeline)
+    (exporter,) = pipelines["traces"]["exporters"]
+    host, port = _host_port(config["exporters"][exporter]["endpoint"])
+    assert exporter.split("/")[0] == "otlp_grpc" and (host, port) == ("jaeger", 4317)
+    jaeger = observability["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:2.")  # v2 takes OTLP natively
+    assert 16686 in _published(jaeger) and "jaeger" in service["depends_on"]
+    # The jupyter service's spans go to the collector, once a notebook turns exporting on.
+    endpoint = compose["services"]["jupyter"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert _host_port(endpoint) == ("otel-collector", 4317)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
+import functools
 import inspect
 import logging
 import os
@@ -21,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import BridgeStopped, WrongThread
+from ..telemetry import tracing
 
 T = TypeVar("T")
 log = logging.getLogger("agentlab")
@@ -109,6 +112,10 @@ class Bridge:
             getattr(handler, "__call__", None)  # noqa: B004 (an async __call__, not callable())
         ):
             return await handler(*args)
+        if tracing.tracer() is not None:
+            # The pool's threads do not inherit the caller's context, so the span the
+            # handler runs in (and all it publishes) would be lost: carry it over.
+            handler = functools.partial(contextvars.copy_context().run, handler)
         return await maybe_await(await self.loop.run_in_executor(self.handler_pool, handler,
                                                                  *args))
 

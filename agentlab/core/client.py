@@ -23,6 +23,7 @@ from typing import Any
 
 import nats
 import nats.errors
+from opentelemetry.trace import SpanKind
 
 from ..errors import (
     ClientClosed,
@@ -32,6 +33,8 @@ from ..errors import (
     ServerUnreachable,
     WrongThread,
 )
+from ..telemetry import tracing
+from ..telemetry.configure import configure_from_env_once
 from ..wire.messages import to_bytes
 from ._natspy import (
     Outbound,
@@ -122,6 +125,9 @@ class Client:
     @classmethod
     async def _open(cls, bridge: Bridge, url: str, name: str, user: str | None,
                     options: dict[str, Any]) -> Client:
+        # The first connection of a process sets tracing up from OTEL_* variables, if any:
+        # every agentlab program and a notebook's start() connect before they publish.
+        configure_from_env_once()
         violations = ViolationLog(name)
         nc, events = await connect_nats(url, name, user, options, violations)
         client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
@@ -147,6 +153,16 @@ class Client:
 
         Messages from one thread reach the server in the order they were published.
         """
+        tracer = tracing.tracer()
+        if tracer is None:
+            self._publish(subject, data, headers, reply)
+            return
+        span, headers = tracing.start_send(tracer, "publish", subject, headers)
+        with tracing.ending(span):
+            self._publish(subject, data, headers, reply)
+
+    def _publish(self, subject: str, data: Any, headers: dict[str, str] | None,
+                 reply: str) -> None:
         command = self._command(subject, data, headers, reply)
         mark = self._publish_check.mark_if_unchecked(subject)
         self._outbound.send(command)
@@ -248,6 +264,16 @@ class Client:
 
     async def apublish(self, subject: str, data: Any = b"", *,
                        headers: dict[str, str] | None = None, reply: str = "") -> None:
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self._apublish(subject, data, headers, reply)
+            return
+        span, headers = tracing.start_send(tracer, "publish", subject, headers)
+        with tracing.ending(span):
+            await self._apublish(subject, data, headers, reply)
+
+    async def _apublish(self, subject: str, data: Any, headers: dict[str, str] | None,
+                        reply: str) -> None:
         command = self._command(subject, data, headers, reply)
         mark = self._publish_check.mark_if_unchecked(subject)
         self._outbound.send(command)
@@ -295,6 +321,17 @@ class Client:
     def request(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
                 headers: dict[str, str] | None = None) -> Message:
         """Send a request and wait for the first reply."""
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._request(subject, data, timeout, headers)
+        span, headers = tracing.start_send(tracer, "request", subject, headers,
+                                           kind=SpanKind.CLIENT)
+        with tracing.ending(span):
+            return self._request(subject, data, timeout, headers)
+
+    def _request(self, subject: str, data: Any, timeout: float,
+                 headers: dict[str, str] | None) -> Message:
+        """request() without a span of its own: for a caller that made one (client.js)."""
         if self._bridge.in_loop_thread():
             raise WrongThread("request")
         token, pending = self._send_request(subject, data, headers, None)
@@ -307,6 +344,16 @@ class Client:
 
     async def arequest(self, subject: str, data: Any = b"", *, timeout: float = 2.0,
                        headers: dict[str, str] | None = None) -> Message:
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._arequest(subject, data, timeout, headers)
+        span, headers = tracing.start_send(tracer, "request", subject, headers,
+                                           kind=SpanKind.CLIENT)
+        with tracing.ending(span):
+            return await self._arequest(subject, data, timeout, headers)
+
+    async def _arequest(self, subject: str, data: Any, timeout: float,
+                        headers: dict[str, str] | None) -> Message:
         token, pending = self._send_request(subject, data, headers, asyncio.get_running_loop())
         try:
             arrived = await pending.await_result(timeout)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors
 from nats.js.api import DEFAULT_PREFIX, ConsumerInfo, StreamConfig, StreamInfo
+from opentelemetry.trace import Span
 
 from ..errors import (
     JETSTREAM_HINTS,
@@ -35,6 +36,7 @@ from ..errors import (
     jetstream_api_error,
     jetstream_unavailable,
 )
+from ..telemetry import tracing
 from ..wire.messages import to_bytes
 from .received import Message
 from .specs import ConsumerSpec, StreamSpec
@@ -260,8 +262,18 @@ class JetStream(StreamData):
         says ``duplicate=True``). ``ttl`` (whole seconds) expires this one message.
         """
         payload, headers = to_bytes(data), _js_headers(headers, msg_id, ttl)
+        tracer = tracing.tracer()
+        if tracer is None:
+            return self._publish(subject, payload, headers, timeout)
+        span, headers = tracing.start_send(tracer, "publish", subject, headers)
+        with tracing.ending(span, current=True):
+            return _stored(span, self._publish(subject, payload, headers, timeout))
+
+    def _publish(self, subject: str, payload: bytes, headers: dict[str, str] | None,
+                 timeout: float) -> PubAck:
+        """publish() with the headers made and no span of its own (the caller's is current)."""
         try:
-            reply = self._client.request(subject, payload, headers=headers, timeout=timeout)
+            reply = self._client._request(subject, payload, timeout, headers)
         except NoResponders:
             raise self._run(self._nothing_stored(subject), "publish") from None
         except RequestTimeout:
@@ -275,9 +287,17 @@ class JetStream(StreamData):
                        ttl: int | None = None, headers: dict[str, str] | None = None,
                        timeout: float = 2.0) -> PubAck:
         payload, headers = to_bytes(data), _js_headers(headers, msg_id, ttl)
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._apublish(subject, payload, headers, timeout)
+        span, headers = tracing.start_send(tracer, "publish", subject, headers)
+        with tracing.ending(span, current=True):
+            return _stored(span, await self._apublish(subject, payload, headers, timeout))
+
+    async def _apublish(self, subject: str, payload: bytes, headers: dict[str, str] | None,
+                        timeout: float) -> PubAck:
         try:
-            reply = await self._client.arequest(subject, payload, headers=headers,
-                                                timeout=timeout)
+            reply = await self._client._arequest(subject, payload, timeout, headers)
         except NoResponders:
             raise await self._bridge.arun(self._nothing_stored(subject)) from None
         except RequestTimeout:
@@ -319,6 +339,15 @@ class JetStream(StreamData):
         info = await self._api(self._ctx.stream_info(name), action, name)
         return PayloadTooLarge(subject, size, info.config.max_msg_size or -1,
                                limit_name=f"max_msg_size of stream '{name}'")
+
+
+def _stored(span: Span, receipt: PubAck) -> PubAck:
+    """Say on the publish's span where the stream stored the message."""
+    span.set_attribute("messaging.nats.stream", receipt.stream)
+    span.set_attribute("messaging.nats.stream_sequence", receipt.seq)
+    if receipt.duplicate:
+        span.set_attribute("messaging.nats.duplicate", True)
+    return receipt
 
 
 def _receipt(subject: str, reply: Message) -> PubAck | None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..telemetry import untraced
 from ._natspy import drain_subscription, pub_command
 from .subjects import check_name
 
@@ -90,7 +91,8 @@ class ContinuousPull:
         # clear PermissionDenied here, not silence later.
         want = self._room()
         self._heard = time.monotonic()
-        await self.client.apublish(self._api, self._asked_for(want), reply=self._inbox)
+        with untraced():  # a pull request is plumbing, not a step of anyone's goal
+            await self.client.apublish(self._api, self._asked_for(want), reply=self._inbox)
         self._watchdog = asyncio.ensure_future(self._watch())
         return self
 

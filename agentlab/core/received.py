@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from ..telemetry import tracing
 from ..wire.messages import AgentMessage, decode_json, decode_model, to_bytes
 
 if TYPE_CHECKING:
@@ -127,11 +128,29 @@ class Message:
                 "each message takes one ack, nak or term."
             )
         self._acked = final
-        self._client._ack_reply(self.reply, verb)
+        tracer = tracing.tracer() if final else None
+        if tracer is None:
+            self._client._ack_reply(self.reply, verb)
+            return
+        try:
+            info: DeliveryInfo | None = self.info
+        except ValueError:  # an ack subject of a shape we do not know: settle it all the same
+            info = None
+        # The stream and the message id are on the span of its processing, the parent.
+        span = tracing.settle(tracer, _SETTLE_NAMES.get(verb[:4], "settle"), self.subject,
+                              consumer=info.consumer if info else None,
+                              deliveries=info.num_delivered if info else None)
+        with tracing.ending(span):
+            self._client._ack_reply(self.reply, verb)
 
     def __repr__(self) -> str:
         preview = self.data[:60]
         return f"<Message {self.subject} {len(self.data)}B {preview!r}>"
+
+
+# The settle spans' operation names: JetStream's own verbs (the conventions' examples are
+# "ack" and "nack"; a redelivery request is called a nak in NATS).
+_SETTLE_NAMES = {b"+ACK": "ack", b"-NAK": "nak", b"+TER": "term"}
 
 
 def nak_unless_settled(msg: Message, delay: float) -> None:

@@ -163,16 +163,31 @@ def _tail(path: Path, start: int = 0, lines: int = 15) -> list[str]:
 
 
 class EmbeddedServer:
-    """One nats-server process with JetStream, on 127.0.0.1 and random free ports."""
+    """One nats-server process with JetStream, on 127.0.0.1 and random free ports.
+
+    ``max_buffered_msgs`` and ``max_buffered_size`` are JetStream's ingest limits (NATS 2.11,
+    ``jetstream { max_buffered_msgs, max_buffered_size }``): how many messages, and how many
+    bytes, each stream may hold received but not yet stored. A publish past them is refused
+    at once (429, err_code 10167, which agentlab raises as a JetStreamError that says so)
+    instead of queueing without bound; the server's defaults are 100,000 and 128 MB.
+    """
 
     def __init__(self, *, store_dir: str | Path | None = None, name: str = "agentlab",
                  max_memory: str = "256MB", max_file: str = "1GB",
                  max_payload: str | None = None, sync_always: bool = False,
-                 extra_config: str = "", port: int | None = None):
+                 extra_config: str = "", port: int | None = None,
+                 max_buffered_msgs: int | None = None, max_buffered_size: str | None = None):
         self.name, self.sync_always, self.extra_config = name, sync_always, extra_config
         self.max_memory = _size(max_memory, "max_memory")
         self.max_file = _size(max_file, "max_file")
         self.max_payload = _size(max_payload, "max_payload")
+        if max_buffered_msgs is not None and (isinstance(max_buffered_msgs, bool) or
+                                              int(max_buffered_msgs) != max_buffered_msgs or
+                                              max_buffered_msgs < 1):
+            raise ValueError(f"max_buffered_msgs={max_buffered_msgs!r}: a whole number of "
+                             "messages, at least 1 (None: the server's default, 100,000).")
+        self.max_buffered_msgs = max_buffered_msgs
+        self.max_buffered_size = _size(max_buffered_size, "max_buffered_size")
         self.port: int | None = port  # pinned by the first start, so restart() keeps the URL
         self.store_dir = Path(store_dir).expanduser().resolve() if store_dir else None
         self._temp_store = store_dir is None
@@ -294,6 +309,9 @@ class EmbeddedServer:
             f"  max_memory_store: {self.max_memory}\n  max_file_store: {self.max_file}",
             # fsync every write, so a SIGKILL loses nothing that was acknowledged.
             "  sync_interval: always" if self.sync_always else "",
+            # Ingest limits: past them a publish is refused (429) rather than queued.
+            f"  max_buffered_msgs: {self.max_buffered_msgs}" if self.max_buffered_msgs else "",
+            f"  max_buffered_size: {self.max_buffered_size}" if self.max_buffered_size else "",
             "}",
             f"max_payload: {self.max_payload}" if self.max_payload else "",
         ]

@@ -33,6 +33,14 @@ class StreamSpec:
     ``retention``: "limits" keeps messages until a limit, "workqueue" removes each one once a
     consumer acks it, "interest" keeps them while some consumer still has to read them.
     Durations are in seconds; 0 or -1 means unlimited.
+
+    ``allow_msg_ttl`` lets a publish expire its own message (``js.publish(..., ttl=60)``, the
+    ``Nats-TTL`` header). ``subject_delete_marker_ttl`` (NATS 2.11, ADR-43): when max age or
+    a message's TTL removes the last message on a subject, the stream stores a marker there
+    instead (no payload; headers ``Nats-Marker-Reason: MaxAge``, ``Nats-TTL``), which
+    consumers receive and which itself expires after that many seconds (at least 1). It
+    turns on message TTLs and roll-ups, as the server does, and the server raises any
+    shorter message TTL to it, so that no marker is ever missed.
     """
 
     name: str
@@ -47,10 +55,16 @@ class StreamSpec:
     discard: Literal["old", "new"] = "old"
     replicas: int = 1
     allow_msg_ttl: bool = False
+    subject_delete_marker_ttl: float = 0
     allow_direct: bool = True
     description: str = ""
 
     def to_config(self) -> StreamConfig:
+        if 0 < self.subject_delete_marker_ttl < 1:
+            raise ValueError(f"Stream '{self.name}': subject_delete_marker_ttl="
+                             f"{self.subject_delete_marker_ttl!r}; the server needs at least "
+                             "1 second (or 0: no markers).")
+        markers = self.subject_delete_marker_ttl > 0
         return StreamConfig(
             name=self.name,
             description=self.description or None,
@@ -66,7 +80,9 @@ class StreamSpec:
             else self.duplicate_window,
             discard=DiscardPolicy(self.discard),
             num_replicas=self.replicas,
-            allow_msg_ttl=self.allow_msg_ttl or None,
+            allow_msg_ttl=self.allow_msg_ttl or markers or None,
+            allow_rollup_hdrs=markers,  # a marker rolls its subject up
+            subject_delete_marker_ttl=self.subject_delete_marker_ttl if markers else None,
             allow_direct=self.allow_direct,
         )
 

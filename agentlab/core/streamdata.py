@@ -26,6 +26,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from ..errors import NO_MESSAGE_FOUND, AgentlabError, MessageNotFound, jetstream_api_error
+from ..telemetry import tracing
 from ..wire.messages import decode_json
 from .received import Message
 from .subjects import check_name, check_subscribe_subject
@@ -225,7 +226,13 @@ class StreamData:
 
         async def on_raw(raw: Any) -> None:
             # nats-py awaits this once per message: the next waits, so order is kept.
-            await self._bridge.arun_handler(callback, Message.from_nats(raw, self._client))
+            msg = Message.from_nats(raw, self._client)
+            tracer = tracing.tracer()
+            if tracer is None:
+                await self._bridge.arun_handler(callback, msg)
+                return
+            with tracing.processing(tracer, msg.subject, msg.headers, stream=stream):
+                await self._bridge.arun_handler(callback, msg)
 
         sub = await self._api(self._ctx.subscribe(
             filter_subject, stream=stream, cb=on_raw, ordered_consumer=True,

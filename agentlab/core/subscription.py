@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import NoMessage, SubscriptionClosed
+from ..telemetry import tracing
 from ._natspy import drain_subscription
 from .received import Message
 from .subjects import check_subscribe_subject, validate_token
@@ -154,6 +155,17 @@ class Subscription:
         if self._mailbox is not None:
             self._mailbox.put(msg)
             return
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self._handle(msg)
+            return
+        # A child of the publish that sent it (its traceparent), in whichever process.
+        with tracing.processing(tracer, msg.subject, msg.headers, consumer=self.queue or None,
+                                attributes={"messaging.destination.subscription.name":
+                                            self.subject}):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Message) -> None:
         handler = self.handler
         assert handler is not None  # no mailbox: the subscription was made with a handler
         try:
@@ -164,6 +176,7 @@ class Subscription:
         except Exception as error:
             self.errors += 1
             self.last_error = error
+            tracing.record_error(error)
             name = getattr(self.handler, "__qualname__", repr(self.handler))
             if self._reply_with_result and msg.reply:
                 # The requester gets the error as the reply; one line here is enough.

@@ -114,7 +114,13 @@ def flow_meta(flow: FlowSnapshot, paused: bool = False) -> str:
     state = "<b class='al-warn'>paused</b> · " if paused else ""
     kinds = ", ".join(f"{k.replace('_', ' ')} {n:,}" for k, n in sorted(flow.kinds.items()))
     dropped = f" · <span class='al-warn'>dropped {flow.dropped:,}</span>" if flow.dropped else ""
-    return (f"{state}filter <code>{escape(flow.pattern)}</code> · {flow.rate:,.0f} events/s · "
+    trace = ""
+    if flow.trace:  # coloured as its events are (the filter may be the id's first characters)
+        whole = flow.events[0].trace_id if flow.events else flow.trace
+        trace = (f"trace <code style='color:{trace_colour(whole)}'>{escape(flow.trace)}</code> "
+                 "only · ")
+    return (f"{state}filter <code>{escape(flow.pattern)}</code> · {trace}"
+            f"{flow.rate:,.0f} events/s · "
             f"recorded {flow.recorded:,} (buffer keeps the last {flow.capacity:,}) · "
             f"{kinds}{dropped}")
 

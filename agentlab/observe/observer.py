@@ -26,6 +26,7 @@ from ..core.subjects import DEFAULT_ROOT
 from ..errors import ClientClosed, PermissionDenied, StreamNotFound
 from ..protocol.services import acollect_service_answers
 from ..reports.columns import CONSUMER_COLUMNS, STREAM_COLUMNS
+from ..telemetry import untraced
 from .columns import row_key
 from .recorder import FlowRecorder, matcher
 from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
@@ -131,7 +132,8 @@ class Observer(Service):
              trace: str = "") -> FlowSnapshot:
         """The last ``limit`` events on subjects matching ``pattern``.
 
-        ``hide_noise`` leaves out heartbeats and health metrics; ``trace`` keeps one trace.
+        ``hide_noise`` leaves out heartbeats and health metrics; ``trace`` keeps one trace:
+        its id (a ``traceparent``'s, else a goal's correlation id) or its first characters.
         """
         return self.recorder.flow(pattern=pattern, limit=limit, hide_noise=hide_noise,
                                   trace=trace)
@@ -185,6 +187,12 @@ class Observer(Service):
                     polls=self._state.polls + 1)
 
     async def _poll_once(self) -> None:
+        # An observer only reads: its polls ($JS.API, $SRV.PING) are no step of anyone's goal,
+        # and traced they would bury the goals' traces under one trace per poll.
+        with untraced():
+            await self._apoll()
+
+    async def _apoll(self) -> None:
         from ..reports.report import aconsumer_report, astream_report
 
         client = self.client

@@ -232,14 +232,15 @@ class FlowRecorder:
 
     def flow(self, *, pattern: str = ">", limit: int = 40, hide_noise: bool = True,
              trace: str = "") -> FlowSnapshot:
-        """The last ``limit`` events whose subject matches ``pattern`` (a NATS wildcard)."""
+        """The last ``limit`` events whose subject matches ``pattern`` (a NATS wildcard), of
+        one trace if ``trace`` (an id, or its first characters) is given."""
         self.ingest()
         match = matcher(pattern)
         picked: list[FlowEvent] = []
         for event in reversed(list(self.events)):
             if hide_noise and event.type in _NOISE:
                 continue
-            if trace and event.trace_id != trace:
+            if trace and not event.trace_id.startswith(trace):
                 continue
             if match(event.subject):
                 picked.append(event)
@@ -250,7 +251,8 @@ class FlowRecorder:
         return FlowSnapshot(events=tuple(reversed(picked)), taken_at=now, pattern=pattern,
                             received=self.received, recorded=self.recorded,
                             dropped=self.dropped, ignored=self.ignored + self._skipped,
-                            kinds=dict(self.kinds), rate=recent, capacity=self.capacity)
+                            kinds=dict(self.kinds), rate=recent, capacity=self.capacity,
+                            trace=trace)
 
     def topology(self, *, hide_noise: bool = True, limit: int = 40) -> TopologySnapshot:
         self.ingest()

@@ -36,6 +36,7 @@ class FlowSnapshot:
     kinds: Mapping[str, int] = field(default_factory=dict)
     rate: float = 0.0              # events per second, last 5 s
     capacity: int = 0
+    trace: str = ""                # only this trace's events (its id or first characters)
 
     def lifelines(self) -> list[str]:
         """Participants, left to right: those who only publish (the board), the streams

@@ -26,6 +26,7 @@ from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, validate_token
+from ..telemetry import untraced
 from .context import TaskContext
 from .delegation import apublish_task, publish_task
 from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
@@ -175,8 +176,9 @@ class Agent(Service):
         if heart is None or runner is None:
             return  # a start that failed: it never beat, so it does not say "leaving"
         try:  # the last beat says "leaving": the health monitor marks it down at once
-            self.client.publish(self.subjects.heartbeat(self.role),
-                                self._heartbeat(runner.in_flight, leaving=True))
+            with untraced():
+                self.client.publish(self.subjects.heartbeat(self.role),
+                                    self._heartbeat(runner.in_flight, leaving=True))
         except Exception as error:  # closed connection: the silence says it instead
             log.info("agent %s: last heartbeat not sent (%s)", self.instance, error)
 
@@ -273,13 +275,14 @@ class Agent(Service):
                          in_flight=in_flight)
 
     async def _beat(self, runner: TaskRunner) -> None:
-        while runner.working:
-            try:
-                self.client.publish(self.subjects.heartbeat(self.role),
-                                    self._heartbeat(runner.in_flight))
-            except Exception as error:  # closed connection: no beat, which is the signal
-                log.info("agent %s: heartbeat not sent (%s)", self.instance, error)
-            await asyncio.sleep(self.heartbeat_interval)
+        with untraced():  # a trace per beat would bury the goals' traces
+            while runner.working:
+                try:
+                    self.client.publish(self.subjects.heartbeat(self.role),
+                                        self._heartbeat(runner.in_flight))
+                except Exception as error:  # closed connection: no beat, which is the signal
+                    log.info("agent %s: heartbeat not sent (%s)", self.instance, error)
+                await asyncio.sleep(self.heartbeat_interval)
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -30,6 +30,7 @@ from ..core.received import Message
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects
 from ..errors import AgentlabError, MessageNotFound, StreamNotFound
+from ..telemetry import tracing
 from ..wire.messages import new_id
 from .models import DeadLetter, FailureRecord
 from .streams import DLQ_STREAM, FAILURES_BUCKET, WORK_STREAMS
@@ -244,8 +245,16 @@ class DeadLetterOffice(Service):
                             deliveries=deliveries, **_payload_fields(original.data))
         # Publish first, delete second: a crash in between leaves a copy, never a loss
         # (and the msg id makes a second copy within the duplicate window a no-op).
-        await self.client.js.apublish(self.subjects.dlq(stream, consumer), letter,
-                                      msg_id=f"{stream}.{seq}")
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self.client.js.apublish(self.subjects.dlq(stream, consumer), letter,
+                                          msg_id=f"{stream}.{seq}")
+        else:  # in the trace of the task given up on (its traceparent), not the advisory's
+            with tracing.processing(tracer, original.subject, original.headers,
+                                    operation="dead_letter", consumer=consumer, stream=stream,
+                                    deliveries=deliveries):
+                await self.client.js.apublish(self.subjects.dlq(stream, consumer), letter,
+                                              msg_id=f"{stream}.{seq}")
         try:
             await self.client.js.adelete_message(stream, seq)
         except (MessageNotFound, StreamNotFound):

@@ -47,6 +47,7 @@ from ..core.lifecycle import Service
 from ..core.subjects import Subjects
 from ..errors import MessageDecodeError, StreamNotFound
 from ..reports.report import ConsumerRow, aconsumer_report
+from ..telemetry import untraced
 from ..wire.messages import UtcDatetime, WireModel, register_wire_model, utc_now
 from .models import Heartbeat, OrgToken, SubjectToken
 
@@ -211,10 +212,13 @@ class HealthMonitor(Service):
 
     # -- lifecycle ---------------------------------------------------------------------
     async def _astart_service(self) -> None:
-        self._heartbeats = await self.client.asubscribe(self.subjects.heartbeat("*"),
-                                                        self._on_heartbeat)
-        self._running = True
-        self._task = asyncio.ensure_future(self._run())
+        # The monitor's chatter (a heartbeat handled, a snapshot published every tick) is
+        # not traced: the subscription's and the loop's tasks inherit untraced() from here.
+        with untraced():
+            self._heartbeats = await self.client.asubscribe(self.subjects.heartbeat("*"),
+                                                            self._on_heartbeat)
+            self._running = True
+            self._task = asyncio.ensure_future(self._run())
 
     async def _astop_service(self) -> None:
         self._running = False

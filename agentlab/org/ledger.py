@@ -24,13 +24,17 @@ every agent in it must use the same subject root.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from nats.js.api import DiscardPolicy, RePublish
 
+from ..core.jetstream import PubAck
 from ..core.stores import KeyValueBucket
 from ..core.subjects import Subjects, validate_token
 from ..errors import AgentlabError, BadSubject, JetStreamError
+from ..telemetry import tracing
+from ..wire.messages import to_bytes
 from .models import TaskCompleted, task_id_problem
 from .streams import LEDGER_BUCKET
 
@@ -125,10 +129,28 @@ class TaskLedger:
         True if this call recorded it; False if the task had a record already (a replica,
         or an earlier run, got there first: that record stands, and was announced then).
         """
+        subject, msg_id = self.subject(event.org, event.task_id), \
+            completion_msg_id(event.org, event.task_id)
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._store(self._client.js.apublish(
+                subject, event if data is None else data, msg_id=msg_id))
+        # The record's publish is the ledger's span (one, not a record span around a publish
+        # span), named by the subject's shape: there is a subject per task.
+        span, headers = tracing.start_send(
+            tracer, "publish", subject, {"Nats-Msg-Id": msg_id},
+            template=f"$KV.{self.name}.{{org}}.{{task_id}}",
+            attributes={"agentlab.ledger.bucket": self.name})  # the rest is on its parent
+        with tracing.ending(span):
+            recorded = await self._store(self._client.js._apublish(
+                subject, to_bytes(event) if data is None else data, headers, 2.0))
+            span.set_attribute("agentlab.ledger.recorded", recorded)
+            return recorded
+
+    @staticmethod
+    async def _store(publish: Awaitable[PubAck]) -> bool:
         try:
-            receipt = await self._client.js.apublish(
-                self.subject(event.org, event.task_id), event if data is None else data,
-                msg_id=completion_msg_id(event.org, event.task_id))
+            receipt = await publish
         except JetStreamError as error:
             if getattr(error, "err_code", None) == _ALREADY_RECORDED:
                 return False

@@ -25,7 +25,15 @@ from ..core.streamdata import OrderedSubscription
 from ..core.subjects import Subjects, validate_token
 from ..core.subscription import Subscription
 from ..errors import BadSubject, MessageDecodeError
-from ..wire.messages import UtcDatetime, WireModel, new_id, register_wire_model, utc_now
+from ..telemetry import tracing
+from ..wire.messages import (
+    UtcDatetime,
+    WireModel,
+    new_id,
+    register_wire_model,
+    to_bytes,
+    utc_now,
+)
 from .models import SubjectToken
 from .streams import MEETINGS_STREAM
 
@@ -139,7 +147,19 @@ class Meeting:
                       text: str, data: dict[str, Any]) -> MeetingEntry:
         entry = MeetingEntry(meeting_id=self.id, kind=kind, text=text, data=data,
                              sender=validate_token(sender, "sender"))
-        await self.client.js.apublish(subject, entry, msg_id=entry.id)
+        tracer = tracing.tracer()
+        if tracer is None:
+            await self.client.js.apublish(subject, entry, msg_id=entry.id)
+            return entry
+        # The entry's publish is the meeting message's span, named by the subject's shape
+        # (a subject per meeting) and saying who spoke.
+        span, headers = tracing.start_send(
+            tracer, "publish", subject, {"Nats-Msg-Id": entry.id},
+            template=subject.replace(f".{self.id}.", ".{meeting_id}.", 1),
+            attributes={"agentlab.meeting.id": self.id, "agentlab.meeting.entry": kind,
+                        "agentlab.sender": entry.sender})
+        with tracing.ending(span):
+            await self.client.js._apublish(subject, to_bytes(entry), headers, 2.0)
         return entry
 
     def say(self, sender: str, text: str, **data: Any) -> MeetingEntry:

@@ -39,6 +39,7 @@ from ..core.client import Client
 from ..core.received import Message
 from ..core.subjects import Subjects, check_publish_subject
 from ..errors import MessageDecodeError, NoResponders, RequestTimeout
+from ..telemetry import tracing
 from ..wire.messages import WireModel, decode_json, new_id, register_wire_model
 from .triggers import aemit_event
 
@@ -175,6 +176,22 @@ class Saga:
 
     async def _run(self, context: dict[str, Any], saga_id: str | None) -> SagaResult:
         result = SagaResult(saga_id or f"{self.name}-{new_id()[:8]}", self.name)
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._run_steps(result, context)
+        # One span for the run: its steps, their requests and the agents' handling of them
+        # (in whichever process) are its descendants, one trace per run.
+        with tracing.internal(tracer, f"saga {self.name}", {
+                "agentlab.saga": self.name, "agentlab.saga.id": result.saga_id,
+                "messaging.message.conversation_id": result.saga_id}) as span:
+            await self._run_steps(result, context)
+            span.set_attribute("agentlab.saga.status", result.status)
+            if not result.ok:
+                tracing.record_failure(result.status, f"saga {self.name} failed at step "
+                                                      f"{result.failed_step!r}")
+            return result
+
+    async def _run_steps(self, result: SagaResult, context: dict[str, Any]) -> SagaResult:
         started = time.perf_counter()
         await self._progress(result, "started")
         done: list[SagaStep] = []
@@ -220,6 +237,20 @@ class Saga:
 
     async def _call(self, result: SagaResult, step: SagaStep, phase: Phase,
                     context: dict[str, Any]) -> Any:
+        tracer = tracing.tracer()
+        if tracer is None:
+            return await self._call_step(result, step, phase, context)
+        with tracing.internal(tracer, f"saga step {self.name}.{step.name}", {
+                "agentlab.saga": self.name, "agentlab.saga.id": result.saga_id,
+                "agentlab.saga.step": step.name, "agentlab.saga.phase": phase}) as span:
+            try:
+                return await self._call_step(result, step, phase, context)
+            except _StepFailed as failed:
+                span.set_attribute("agentlab.saga.failure", failed.kind)
+                raise
+
+    async def _call_step(self, result: SagaResult, step: SagaStep, phase: Phase,
+                         context: dict[str, Any]) -> Any:
         spec = step.action if phase == "action" else step.compensate
         assert spec is not None  # only a step that has a compensation is compensated
         request = SagaRequest(saga_id=result.saga_id, saga=self.name, step=step.name,

@@ -36,6 +36,10 @@ WORK_STREAMS = (TASK_STREAM, TOOL_REQUEST_STREAM)
 
 # Within this window a resent task id is dropped by the stream itself (Nats-Msg-Id).
 TASK_DUPLICATE_WINDOW = 60.0
+# How long the marker an expired intent leaves in CALL_INTENT stays (NATS 2.11 subject delete
+# markers). The server raises every shorter message TTL to it, so it is the shortest there
+# is: an intent published with ttl=1 still lives one second.
+INTENT_MARKER_TTL = 1.0
 
 
 def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]:
@@ -64,8 +68,10 @@ def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]
                    max_age=7 * DAY, duplicate_window=60, replicas=replicas,
                    description="Messages that failed for good, with the reason (DLQ)."),
         StreamSpec(INTENT_STREAM, [s.call_intent("*")], retention="workqueue",
-                   storage="file", max_age=DAY, allow_msg_ttl=True, replicas=replicas,
-                   description="Short-lived intents with per-message TTL (seed 004)."),
+                   storage="file", max_age=DAY, allow_msg_ttl=True,
+                   subject_delete_marker_ttl=INTENT_MARKER_TTL, replicas=replicas,
+                   description="Short-lived intents with per-message TTL; the last one of "
+                               "a kind to expire leaves a delete marker (seed 004)."),
     ]
 
 

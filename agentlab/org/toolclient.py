@@ -24,6 +24,7 @@ from ..core.lifecycle import Service
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, validate_token
+from ..telemetry import tracing
 from ..wire.messages import new_id
 from .streams import TOOL_RESULT_STREAM as RESULT_STREAM
 from .toolpayloads import (
@@ -165,8 +166,15 @@ class ToolClient(Service):
         call = ToolCall(id=call_id, tool=tool, conversation_id=self.conversation_id,
                         arguments=sent, requested_by=self.client.name)
         self._calls[call_id] = tool
+        tracer = tracing.tracer()
         try:
-            await self.client.js.apublish(subject, call, msg_id=call_id)
+            if tracer is None:
+                await self.client.js.apublish(subject, call, msg_id=call_id)
+            else:  # the call's span: the worker's execution and the result are its children
+                with tracing.internal(tracer, f"tool call {tool}", {
+                        "agentlab.tool": tool, "agentlab.tool.call_id": call_id,
+                        "messaging.message.conversation_id": self.conversation_id}):
+                    await self.client.js.apublish(subject, call, msg_id=call_id)
         except BaseException:
             self._calls.pop(call_id, None)
             raise
@@ -272,7 +280,14 @@ class ToolClient(Service):
                 continue
             for msg in batch:
                 try:
-                    await self._deliver(msg)
+                    tracer = tracing.tracer()
+                    if tracer is None:
+                        await self._deliver(msg)
+                        continue
+                    with tracing.processing(tracer, msg.subject, msg.headers,
+                                            consumer=self.consumer_name, stream=RESULT_STREAM,
+                                            deliveries=_deliveries(msg)):
+                        await self._deliver(msg)
                 except Exception:
                     log.exception("tool client %s: result on '%s' not handled",
                                   self.consumer_name, msg.subject)
@@ -322,6 +337,13 @@ class ToolClient(Service):
     def __repr__(self) -> str:
         return (f"<ToolClient {self.conversation_id} in_flight={len(self._calls)} "
                 f"received={self.received} unclaimed={len(self._arrived)}>")
+
+
+def _deliveries(msg: Message) -> int | None:
+    try:
+        return msg.info.num_delivered
+    except ValueError:
+        return None
 
 
 __all__ = ["ToolClient", "RESULT_STREAM"]

@@ -26,6 +26,7 @@ from ..core.lifecycle import Service
 from ..core.received import Message, nak_unless_settled
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, subject_matches, validate_token
+from ..telemetry import tracing
 from .deadletters import adead_letter_now, aremember_failure
 from .services import MicroService, aderegister, aregister_tool_pool
 from .streams import TOOL_REQUEST_STREAM as REQUEST_STREAM
@@ -197,7 +198,17 @@ class ToolWorkerPool(Service):
                 continue
             for msg in batch:  # fetched, so ours to finish even if stop() was asked meanwhile
                 try:
-                    await self._process(worker, msg)
+                    tracer = tracing.tracer()
+                    if tracer is None:
+                        await self._process(worker, msg)
+                        continue
+                    # A child of the caller's "tool call" span (the call's traceparent).
+                    with tracing.processing(tracer, msg.subject, msg.headers,
+                                            consumer=self.consumer_name, stream=REQUEST_STREAM,
+                                            deliveries=msg.info.num_delivered,
+                                            attributes={"agentlab.tool": self.tool,
+                                                        "agentlab.tool.worker": worker}):
+                        await self._process(worker, msg)
                 except Exception:
                     log.exception("tool worker %s: call on '%s' failed", worker, msg.subject)
                     nak_unless_settled(msg, self._delay(msg.info.num_delivered))
@@ -221,6 +232,8 @@ class ToolWorkerPool(Service):
         self._stats.per_worker[worker] = self._stats.per_worker.get(worker, 0) + 1
         started = time.perf_counter()
         value, failure = await self._execute(call)
+        if failure is not None:
+            tracing.record_failure(failure.type, failure.message)
         if failure is None:
             try:
                 value = await self.payloads.aoffload(value, f"{call.id}/result",

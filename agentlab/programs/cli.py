@@ -2,9 +2,10 @@
 
     agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB]
     agentlab demo [--basics] [--quiet]
-    agentlab status | dlq list|show|redrive | audit | schemas [DIR]
-    agentlab asyncapi [--out FILE] [--doc docs/protocol.md]
+    agentlab status [--url URL] [--monitor-url URL] | dlq list|show|redrive | audit
+    agentlab schemas [DIR] | asyncapi [--out FILE] [--doc docs/protocol.md]
     agentlab mcp [--http PORT] [--llm-plays ROLE ...]
+    agentlab metrics [--port 9477] [--host 127.0.0.1] [--url URL]
     agentlab --version
 
 Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its own),
@@ -12,7 +13,9 @@ Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its
 130 interrupted.
 
 Adding a subcommand: write ``configure_x(parser)`` and ``run_x(args) -> int`` and list them
-in ``COMMANDS``.
+in ``COMMANDS``. (Why past ~400 lines: every command's arguments and help are here, side by
+side, so ``agentlab --help`` and this file read the same; what a command does lives in its
+own module.)
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def run_demo(args: argparse.Namespace) -> int:
 def configure_status(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", metavar="URL", default=None,
                         help="the NATS server to report on (default: $AGENTLAB_NATS_URL)")
+    parser.add_argument("--monitor-url", metavar="URL", default=None,
+                        help="the server's HTTP monitoring endpoint, to link it (default: "
+                             "$AGENTLAB_MONITOR_URL, else port 8222 on the server's host "
+                             "if the server there answers)")
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -87,6 +94,7 @@ def run_status(args: argparse.Namespace) -> int:
             "AGENTLAB_NATS_URL=<the NATS URL it prints>, or pass --url nats://HOST:PORT.")
         return EXIT_ERROR
     from ..core.client import Client
+    from ..metrics.monitoring import monitoring_line
     from ..protocol.services import service_report
     from ..reports.report import natural_width, status_reports
 
@@ -94,12 +102,14 @@ def run_status(args: argparse.Namespace) -> int:
         tables = [report.to_table() for report in status_reports(client)]
         # After the reports: gathering the services' answers takes their half second.
         tables.append(service_report(client).to_table())
+        monitoring = monitoring_line(client, args.monitor_url)
     console = Console()
     if not _on_a_terminal():  # piped: whole names and numbers, as the nats CLI prints them
         console = Console(width=max(natural_width(table) for table in tables))
     for table in tables:
         console.print(table)
         console.print()
+    console.print(monitoring, markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -322,6 +332,55 @@ def run_mcp(args: argparse.Namespace) -> int:
                    hold=args.hold)
 
 
+# -- agentlab metrics --------------------------------------------------------------------
+def configure_metrics(parser: argparse.ArgumentParser) -> None:
+    # metrics.exporter.DEFAULT_PORT, written out: the parser must build without the extra.
+    parser.add_argument("--port", type=int, default=9477, metavar="PORT",
+                        help="serve /metrics on this port (default: %(default)s; 0: any free "
+                             "one, printed)")
+    parser.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                        help="the address to listen on (default: %(default)s; 0.0.0.0 lets "
+                             "a Prometheus in a container scrape it)")
+    parser.add_argument("--url", metavar="URL", default=None,
+                        help="the NATS server to read (default: $AGENTLAB_NATS_URL)")
+
+
+def run_metrics(args: argparse.Namespace) -> int:
+    import os
+    import re
+    import signal
+    import threading
+
+    url = args.url or os.environ.get("AGENTLAB_NATS_URL")
+    if not url:
+        Console(stderr=True).print(
+            "[bold red]agentlab metrics: no NATS server to read.[/] Start one with "
+            "[bold]agentlab server[/] (in another terminal) and export "
+            "AGENTLAB_NATS_URL=<the NATS URL it prints>, or pass --url nats://HOST:PORT.")
+        return EXIT_ERROR
+    from ..core.client import Client
+    from ..metrics.exporter import MetricsExporter
+
+    stop = threading.Event()
+    on_main = threading.current_thread() is threading.main_thread()  # signals need main
+    if on_main:
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    try:
+        with Client.open(url, name="agentlab-metrics") as client, \
+                MetricsExporter(client, args.port, host=args.host) as exporter:
+            shown = re.sub(r"//[^/@]*@", "//", url)  # a password in the URL stays unprinted
+            Console().print(f"Serving Prometheus metrics of {escape(shown)} at "
+                            f"[bold]{exporter.url}[/]\nPress Ctrl-C to stop.", highlight=False)
+            while not stop.wait(0.5):  # a timed wait: Ctrl-C interrupts it at once
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if on_main:  # None means a handler installed from C: fall back to the default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+    return EXIT_OK
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -346,6 +405,9 @@ COMMANDS: dict[str, Command] = {
     "mcp": Command("the MCP agent hub: an LLM client (Claude Desktop, an IDE) delegates, "
                    "works a role's queue, reads meetings and dead letters", configure_mcp,
                    run_mcp),
+    "metrics": Command("serve Prometheus /metrics: stream and consumer depths, dead letters, "
+                       "agents up, tasks processed and failed, handler durations",
+                       configure_metrics, run_metrics),
     "audit": Command("try every cross-tenant action against live servers: seed 000's config "
                      "verbatim, agentlab's accounts and users models", configure_audit,
                      run_audit),

@@ -22,6 +22,10 @@ From Python, :class:`WorkerProcess` starts one and kills or stops it::
     worker = WorkerProcess(url, "cto", instance="cto-1").start()   # waits for "ready"
     worker.kill()                                                   # SIGKILL
 
+With the ``otel`` extra installed, ``OTEL_TRACES_EXPORTER`` / ``OTEL_EXPORTER_OTLP_*`` /
+``OTEL_SERVICE_NAME`` (or ``AGENTLAB_TRACE_FILE=path``, one JSON span per line) export the
+agent's spans, which join the traces of the tasks it works on (agentlab.telemetry).
+
 Exit codes: 0 after a requested stop, 2 an agentlab error (server unreachable, no
 AGENT_TASKS stream, a handler that cannot be imported), printed without a traceback.
 """
@@ -114,7 +118,12 @@ def run(args: argparse.Namespace, stop: threading.Event | None = None) -> int:
     """Run the agent ``args`` describe until ``stop`` is set (or SIGTERM/SIGINT)."""
     from ..core.stores import KeyValueBucket
     from ..org.roles import default_roles
+    from ..telemetry.configure import configure_from_env_once
 
+    # OTEL_TRACES_EXPORTER (or AGENTLAB_TRACE_FILE): this agent's spans join the traces of
+    # the goals its tasks belong to, exported from this process (the first connection would
+    # do it too; here it happens before anything else).
+    configure_from_env_once()
     stop = stop or threading.Event()
     instance = args.instance or f"{args.role}-{os.getpid()}"
     handler = load_handler(args.handler) if args.handler else default_roles().get(args.role)

@@ -2,6 +2,7 @@
 
     from agentlab.widgets import Dashboard
     Dashboard(lab, org)            # flow, consumers, streams, topology and controls
+    Dashboard(lab, org, spans=recorder)   # ... and a trace waterfall (agentlab.observe)
 
 The views are built only from standard ipywidgets 8 controls (VBox, HBox, HTML, Button,
 ToggleButton, Dropdown, Text, Textarea, Checkbox) filled with HTML and SVG rendered in
@@ -13,7 +14,7 @@ standard controls.
 
 from .dashboard import Dashboard
 from .pump import UIPump, get_pump
-from .views import ConsumersView, FlowView, StreamsView, TopologyView
+from .views import ConsumersView, FlowView, StreamsView, TopologyView, TraceView
 
 __all__ = ["Dashboard", "FlowView", "ConsumersView", "StreamsView", "TopologyView",
-           "UIPump", "get_pump"]
+           "TraceView", "UIPump", "get_pump"]

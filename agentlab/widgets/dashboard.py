@@ -2,6 +2,7 @@
 
     org = Organisation(lab, "acme").start()
     Dashboard(lab, org)          # publish a task, stop/start an agent, inject poison...
+    Dashboard(lab, org, spans=record_spans())   # ... and each goal's trace as a waterfall
 
 The controls call agentlab's public API (``org.assign``, ``org.scale``, a JetStream publish)
 exactly as a cell would; the views only watch, through the observer, so what a button
@@ -21,7 +22,8 @@ import ipywidgets as widgets
 from ..core.client import Client
 from ..core.subjects import Subjects
 from ..observe.observer import Observer
-from .views import ConsumersView, FlowView, StreamsView, TopologyView
+from ..observe.spans import SpanRecorder
+from .views import ConsumersView, FlowView, StreamsView, TopologyView, TraceView
 
 INTRO = """<div style='font-family:system-ui,sans-serif;font-size:13px;margin:2px 0 6px 0'>
 <b style='font-size:16px'>agentlab dashboard</b> &nbsp;<span style='color:#475569'>live view of
@@ -33,17 +35,19 @@ _titles = itertools.count(1)
 
 
 class Dashboard(widgets.VBox):
-    """Controls + FlowView + ConsumersView + StreamsView + TopologyView.
+    """Controls + FlowView (+ TraceView) + ConsumersView + StreamsView + TopologyView.
 
     ``org``: an Organisation (its roles fill the role menu; stop/start scale a role).
     ``nodes``: cluster mode, servers to stop and start (objects with ``name``, ``stop()``,
     ``start()``, such as EmbeddedServer); a lab started with ``cluster=3`` offers its own.
     ``observer``: reuse one; else one is started and stopped with the dashboard.
+    ``spans``: a SpanRecorder (``agentlab.observe.record_spans()``): a TraceView of the latest
+    trace under the flow, whose *filter the flow* button narrows the flow to that trace.
     """
 
     def __init__(self, lab: Client, org: Any = None, *, observer: Observer | None = None,
                  nodes: list[Any] | None = None, subjects: Subjects | None = None,
-                 flow_limit: int = 24, **kwargs: Any):
+                 flow_limit: int = 24, spans: SpanRecorder | None = None, **kwargs: Any):
         self.lab = lab
         self.org = org
         self.subjects = subjects or getattr(org, "subjects", None) or Subjects()
@@ -92,6 +96,10 @@ class Dashboard(widgets.VBox):
             row2 += [self.node, self.stop_node_button, self.start_node_button]
         row2.append(self.status)
         self.flow = FlowView(self.observer, limit=flow_limit)
+        shown: list[widgets.Widget] = [self.flow]
+        if spans is not None:
+            self.traces = TraceView(spans, flow=self.flow)
+            shown.append(self.traces)
         self.consumers = ConsumersView(self.observer)
         self.streams = StreamsView(self.observer)
         self.topology = TopologyView(self.observer)
@@ -99,7 +107,7 @@ class Dashboard(widgets.VBox):
             widgets.HBox([self.role, self.title, self.publish_button, self.poison_button,
                           self.stop_button, self.start_button]),
             widgets.HBox(row2)])
-        super().__init__([widgets.HTML(INTRO), controls, self.flow, self.consumers,
+        super().__init__([widgets.HTML(INTRO), controls, *shown, self.consumers,
                           self.streams, self.topology], **kwargs)
         self.add_class("agentlab-dashboard")
 
@@ -112,8 +120,8 @@ class Dashboard(widgets.VBox):
 
     @property
     def views(self) -> list[Any]:
-        return [getattr(self, name) for name in ("flow", "consumers", "streams", "topology")
-                if hasattr(self, name)]
+        return [getattr(self, name) for name in ("flow", "traces", "consumers", "streams",
+                                                 "topology") if hasattr(self, name)]
 
     # -- actions (each one a line of public API) ----------------------------------------
     def _say(self, text: str, ok: bool = True) -> None:

@@ -4,10 +4,13 @@
     StreamsView(obs)        # one row per stream; changes flash as they happen
     ConsumersView(obs)      # pending, ack pending, redelivered, oldest age, acks/s sparkline
     FlowView(obs)           # sequence diagram + filterable tail, pause, Mermaid export
+    FlowView(obs, trace=trace_id)   # ... of one trace's messages only
     TopologyView(obs)       # publishers → subjects → streams → receivers, with counts
+    TraceView(recorder)     # the latest trace's spans as a waterfall (agentlab.observe.spans)
 
 Each view is a VBox holding an ``HTML`` widget whose value is rendered in Python from the
 observer's snapshots (agentlab.observe.html), plus a few controls. The UI pump updates it.
+The TraceView reads a SpanRecorder instead of an observer.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import ipywidgets as widgets
 
 from ..observe.html import consumers_html, flow_html, streams_html, topology_html
 from ..observe.observer import Observer
+from ..observe.spans import SpanRecorder, TraceSnapshot
+from ..observe.waterfall import trace_html
 from .pump import get_pump
 
 
-class _View(widgets.VBox):
+class _LiveView(widgets.VBox):
     """A live HTML view. ``min_interval``: seconds between two updates (0.1 = 10/s)."""
 
     min_interval = 0.1
@@ -30,16 +35,15 @@ class _View(widgets.VBox):
     # no class attribute, so the trait stays as it is).
     children: tuple[widgets.Widget, ...]
 
-    def __init__(self, observer: Observer, controls: list[widgets.Widget] | None = None,
-                 **kwargs: Any):
-        self.observer = observer
+    def __init__(self, controls: list[widgets.Widget] | None = None, **kwargs: Any):
         self.html = widgets.HTML(layout=widgets.Layout(width="100%"))
         self.html.add_class("agentlab-view")
         self.updates = 0
         self._last_key: Any = None
         self._last_sent = 0.0
         self._closed = False
-        rows = [widgets.HBox(controls)] if controls else []
+        rows = [widgets.HBox(controls, layout=widgets.Layout(flex_flow="row wrap"))] \
+            if controls else []
         super().__init__(rows + [self.html], **kwargs)
         self.add_class(f"agentlab-{type(self).__name__.lower()}")
         self.refresh()
@@ -48,6 +52,9 @@ class _View(widgets.VBox):
     # -- what subclasses provide ----------------------------------------------------------
     def _key(self) -> Any:
         raise NotImplementedError
+
+    def _ingest(self) -> None:
+        """Before the key is asked, each pump tick (off agentlab's loop)."""
 
     def render(self) -> str:
         """The HTML this view shows now (also usable without a frontend)."""
@@ -69,7 +76,7 @@ class _View(widgets.VBox):
     def _pump_tick(self, now: float) -> None:
         if self._closed or now - self._last_sent < self.min_interval:
             return
-        self.observer.recorder.ingest()  # classify what the taps collected (off the loop)
+        self._ingest()
         key = self._key()
         if key == self._last_key:
             return
@@ -80,6 +87,18 @@ class _View(widgets.VBox):
         self._closed = True
         get_pump().unregister(self)
         super().close()
+
+
+class _View(_LiveView):
+    """A live view of an observer's snapshots."""
+
+    def __init__(self, observer: Observer, controls: list[widgets.Widget] | None = None,
+                 **kwargs: Any):
+        self.observer = observer
+        super().__init__(controls, **kwargs)
+
+    def _ingest(self) -> None:
+        self.observer.recorder.ingest()  # classify what the taps collected (off the loop)
 
 
 class StreamsView(_View):
@@ -125,15 +144,21 @@ class TopologyView(_View):
 class FlowView(_View):
     """The live message flow: a sequence diagram (one lifeline per agent and stream,
     arrows for publishes, deliveries, acks, naks, terms and dead letters, coloured by
-    trace), a tail filtered by a subject wildcard, pause/resume, and Mermaid export."""
+    trace), a tail filtered by a subject wildcard and by trace, pause/resume, and Mermaid
+    export. ``trace``: one trace's messages only (its id, or the first characters of it
+    that the tail shows); the *trace* box changes it, empty for all."""
 
     def __init__(self, observer: Observer, *, pattern: str = ">", limit: int = 30,
-                 **kwargs: Any):
+                 trace: str = "", **kwargs: Any):
         self.limit = limit
         self.pattern = widgets.Text(value=pattern, description="subjects",
                                     placeholder="wildcard, e.g. genbrain.agents.cto.>",
                                     continuous_update=False,
                                     layout=widgets.Layout(width="360px"))
+        self.trace = widgets.Text(value=trace, description="trace",
+                                  placeholder="all; or a trace id (8 characters do)",
+                                  continuous_update=False,
+                                  layout=widgets.Layout(width="300px"))
         self.noise = widgets.Checkbox(value=True, description="hide heartbeats & metrics",
                                       indent=False, layout=widgets.Layout(width="210px"))
         self.pause = widgets.ToggleButton(value=False, description="pause", icon="pause",
@@ -142,10 +167,11 @@ class FlowView(_View):
                                      tooltip="Show what is on screen as a Mermaid diagram")
         self.mermaid = widgets.Textarea(layout=widgets.Layout(width="100%", height="160px",
                                                               display="none"))
-        super().__init__(observer, [self.pattern, self.noise, self.pause, self.export],
-                         **kwargs)
+        super().__init__(observer, [self.pattern, self.trace, self.noise, self.pause,
+                                    self.export], **kwargs)
         self.children = (*self.children, self.mermaid)
         self.pattern.observe(lambda _: self.refresh(), "value")
+        self.trace.observe(lambda _: self.refresh(), "value")
         self.noise.observe(lambda _: self.refresh(), "value")
         self.pause.observe(self._on_pause, "value")
         self.export.on_click(lambda _: self._show_mermaid())
@@ -161,12 +187,12 @@ class FlowView(_View):
 
     def snapshot(self) -> Any:
         return self.observer.flow(self.pattern.value or ">", limit=self.limit,
-                                  hide_noise=self.noise.value)
+                                  hide_noise=self.noise.value, trace=self.trace.value.strip())
 
     def _key(self) -> Any:
         if self.paused:
             return self._last_key
-        return self.observer.version[0], self.pattern.value, self.noise.value
+        return self.observer.version[0], self.pattern.value, self.trace.value, self.noise.value
 
     def render(self) -> str:
         try:
@@ -181,3 +207,107 @@ class FlowView(_View):
     def _show_mermaid(self) -> None:
         self.mermaid.value = self.to_mermaid()
         self.mermaid.layout.display = "block"
+
+
+class TraceView(_LiveView):
+    """A waterfall of one trace's spans, from a SpanRecorder (``agentlab.observe.record_spans``):
+    one row per span, under the span it is part of, a bar from its start to its end on the
+    trace's time axis, who ran it and for how long; failed spans are red.
+
+    ``trace_id``: the trace to show (its id or first characters); by default the latest,
+    following each new one. The *trace* menu picks another of the recorded traces. ``flow``:
+    a FlowView to narrow to the shown trace with the *filter the flow* button (the Dashboard
+    passes its own). Displayed where no kernel runs, it shows the waterfall as static HTML.
+    """
+
+    min_interval = 0.25
+    LATEST = ""  # the menu's value for "the latest trace"
+
+    def __init__(self, recorder: SpanRecorder, trace_id: str | None = None, *,
+                 flow: FlowView | None = None, traces: int = 15, **kwargs: Any):
+        self.recorder = recorder
+        self.flow = flow
+        self.menu_size = traces
+        self._menu_version = -1
+        self._filling = False
+        self.choice = widgets.Dropdown(options=[("latest trace", self.LATEST)],
+                                       value=self.LATEST, description="trace",
+                                       layout=widgets.Layout(width="560px"))
+        self._fill_menu(keep=trace_id or self.LATEST)
+        controls: list[widgets.Widget] = [self.choice]
+        self.filter_flow: widgets.ToggleButton | None = None
+        if flow is not None:
+            self.filter_flow = widgets.ToggleButton(
+                value=False, description="filter the flow", icon="filter",
+                tooltip="Show only this trace's messages in the Message flow")
+            controls.append(self.filter_flow)
+            self.filter_flow.observe(lambda _: self._sync_flow(), "value")
+        super().__init__(controls, **kwargs)
+        self.choice.observe(self._on_choice, "value")
+
+    @property
+    def trace_id(self) -> str:
+        """The id of the trace shown now ("" when there is none yet)."""
+        return self.snapshot().trace_id
+
+    def snapshot(self) -> TraceSnapshot:
+        return self.recorder.trace(self.choice.value or None)
+
+    def _key(self) -> Any:
+        return self.recorder.version, self.choice.value, self.recorder.recording
+
+    def render(self) -> str:
+        snapshot = self.snapshot()
+        if self.flow is not None and self.filter_flow is not None and self.filter_flow.value:
+            self._sync_flow(snapshot.trace_id)
+        return trace_html(snapshot)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget, and the waterfall as HTML for wherever no widget can render (a saved
+        notebook opened without its kernel, nbconvert, a notebook viewer)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/html"] = self.render()
+        return bundle
+
+    def _repr_html_(self) -> str:
+        return self.render()
+
+    # -- the menu of traces ----------------------------------------------------------------
+    def _ingest(self) -> None:
+        if self.recorder.version != self._menu_version:
+            self._fill_menu(keep=self.choice.value)
+
+    def _fill_menu(self, keep: str) -> None:
+        self._menu_version = self.recorder.version
+        summaries = self.recorder.traces()[: self.menu_size]
+        options = [("latest trace" + (f" ({summaries[0].label()})" if summaries else ""),
+                    self.LATEST)]
+        options += [(summary.label(), summary.trace_id) for summary in summaries]
+        if keep and keep not in {value for _, value in options}:
+            match = next((v for _, v in options if v and v.startswith(keep)), None)
+            if match is None:  # a trace not recorded (yet): keep asking for it
+                options.append((f"trace {keep}", keep))
+            else:
+                keep = match
+        if tuple(options) == tuple(self.choice.options) and self.choice.value == keep:
+            return
+        self._filling = True
+        try:
+            with self.choice.hold_trait_notifications():
+                self.choice.options = options
+                self.choice.value = keep
+        finally:
+            self._filling = False
+
+    def _on_choice(self, change: Any) -> None:
+        if not self._filling:
+            self.refresh()
+
+    def _sync_flow(self, trace_id: str | None = None) -> None:
+        if self.flow is None or self.filter_flow is None:
+            return
+        wanted = (trace_id if trace_id is not None else self.trace_id) \
+            if self.filter_flow.value else ""
+        if self.flow.trace.value != wanted:
+            self.flow.trace.value = wanted
