@@ -87,13 +87,15 @@ def _instrument(nb: nbformat.NotebookNode) -> None:
 
 
 # Notebooks that need an optional extra: on Python 3.10 the Synadia SDKs do not install.
-NEEDS = {"11-other-agents-other-languages.ipynb": "synadia_ai"}
+NEEDS = {"11-other-agents-other-languages.ipynb": "synadia_ai",
+         "12-an-llm-joins-the-organisation.ipynb": "mcp"}
 
 
 def _run(path: Path, kernel: str, nats_url: str | None) -> tuple[nbformat.NotebookNode, float]:
     needed = NEEDS.get(path.name)
     if needed and importlib.util.find_spec(needed) is None:
-        pytest.skip(f"{path.name} needs {needed} (the synadia extra, Python 3.11+)")
+        pytest.skip(f"{path.name} needs the {needed!r} module: an optional extra of agentlab "
+                    "(make install has them all; the Synadia SDKs need Python 3.11+)")
     nb = nbformat.read(path, as_version=4)
     _instrument(nb)
     client = NotebookClient(nb, timeout=TIME_LIMIT, kernel_name=kernel,
@@ -148,7 +150,8 @@ def test_the_course_is_all_there():
               "02-queue-groups-and-request-reply", "03-durable-tasks-ceo-to-cto", "04-meetings",
               "05-async-tool-execution", "06-retries-and-dead-letters", "07-tenant-isolation",
               "08-cluster-and-failover", "09-observability-and-performance",
-              "10-bring-your-own-agent", "11-other-agents-other-languages")
+              "10-bring-your-own-agent", "11-other-agents-other-languages",
+              "12-an-llm-joins-the-organisation")
     missing = [name for name in course if f"{name}.ipynb" not in names]
     assert not missing, f"the course lacks {missing}"
     index = nbformat.read(COURSE / "index.ipynb", as_version=4)
