@@ -32,7 +32,7 @@ KIND_COLOURS = {  # span kind -> (bar colour, what the legend calls it)
     "server": ("#0891b2", "serve (answer a request)"),
 }
 
-NAME_W, WHO_W, BAR_W, DUR_W = 330, 96, 520, 76
+NAME_W, WHO_W, BAR_W, DUR_W = 310, 74, 470, 70  # 930 px: a JupyterLab output's width
 ROW, HEAD, INDENT, MAX_INDENT = 20, 34, 12, 10
 CHAR = 6.1  # px per character at 11px sans-serif, roughly
 MAX_ROWS = 80
@@ -86,8 +86,10 @@ def waterfall_svg(snapshot: TraceSnapshot, *, max_rows: int = MAX_ROWS) -> str:
     bar_x = NAME_W + WHO_W
     width = bar_x + BAR_W + DUR_W + 8
     height = HEAD + ROW * max(1, len(rows)) + 8
+    # max-width: narrower than that, it scales down rather than spill over the output area
     parts = [f"<svg class='al-waterfall' xmlns='http://www.w3.org/2000/svg' width='{width}' "
              f"height='{height}' viewBox='0 0 {width} {height}' font-size='11' "
+             "style='max-width:100%;height:auto' "
              "font-family='system-ui, -apple-system, Segoe UI, sans-serif'>",
              "<defs><pattern id='al-running' width='6' height='6' patternUnits='userSpaceOnUse' "
              "patternTransform='rotate(45)'><rect width='3' height='6' fill='#94a3b8'/>"
@@ -106,7 +108,7 @@ def waterfall_svg(snapshot: TraceSnapshot, *, max_rows: int = MAX_ROWS) -> str:
     ticks = [i * step for i in range(int(total / step + 1e-9) + 1)]
     for tick in ticks:
         tx = bar_x + tick * scale
-        anchor = "start" if tick == 0 else "middle"
+        anchor = "start" if tick == 0 else "end" if tx > bar_x + BAR_W - 28 else "middle"
         parts.append(f"<text x='{tx:.1f}' y='14' fill='#64748b' text-anchor='{anchor}'>"
                      f"{'0' if tick == 0 else format_span_time(tick)}</text>"
                      f"<line x1='{tx:.1f}' y1='{HEAD - 12}' x2='{tx:.1f}' y2='{height - 4}' "
@@ -163,7 +165,7 @@ def _legend() -> str:
 
 def _meta(snapshot: TraceSnapshot) -> str:
     others = len(snapshot.traces) - (1 if snapshot.trace_id else 0)
-    state = "" if snapshot.recording else "<b class='al-warn'>not recording</b> · "
+    state = "" if snapshot.recording else "<b>recording stopped</b> · "
     buffer = (f"{snapshot.recorded:,} spans recorded (the buffer keeps the last "
               f"{snapshot.capacity:,}), {others:,} other trace{'s' if others != 1 else ''}")
     if not snapshot.rows:

@@ -15,6 +15,7 @@ The TraceView reads a SpanRecorder instead of an observer.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -229,11 +230,12 @@ class TraceView(_LiveView):
         self.flow = flow
         self.menu_size = traces
         self._menu_version = -1
-        self._filling = False
+        self._filling: int | None = None  # the thread refilling the menu, while it does
+        self._wanted = trace_id or self.LATEST  # what to show: the menu's value, or given
         self.choice = widgets.Dropdown(options=[("latest trace", self.LATEST)],
                                        value=self.LATEST, description="trace",
-                                       layout=widgets.Layout(width="560px"))
-        self._fill_menu(keep=trace_id or self.LATEST)
+                                       layout=widgets.Layout(width="640px"))
+        self._fill_menu()
         controls: list[widgets.Widget] = [self.choice]
         self.filter_flow: widgets.ToggleButton | None = None
         if flow is not None:
@@ -251,10 +253,10 @@ class TraceView(_LiveView):
         return self.snapshot().trace_id
 
     def snapshot(self) -> TraceSnapshot:
-        return self.recorder.trace(self.choice.value or None)
+        return self.recorder.trace(self._wanted or None)
 
     def _key(self) -> Any:
-        return self.recorder.version, self.choice.value, self.recorder.recording
+        return self.recorder.version, self._wanted, self.recorder.recording
 
     def render(self) -> str:
         snapshot = self.snapshot()
@@ -276,33 +278,39 @@ class TraceView(_LiveView):
     # -- the menu of traces ----------------------------------------------------------------
     def _ingest(self) -> None:
         if self.recorder.version != self._menu_version:
-            self._fill_menu(keep=self.choice.value)
+            self._fill_menu()
 
-    def _fill_menu(self, keep: str) -> None:
+    def _fill_menu(self) -> None:
+        """The menu: "latest trace", then the recorded traces, newest first (and the trace
+        asked for, should it not be among them yet)."""
         self._menu_version = self.recorder.version
         summaries = self.recorder.traces()[: self.menu_size]
         options = [("latest trace" + (f" ({summaries[0].label()})" if summaries else ""),
                     self.LATEST)]
         options += [(summary.label(), summary.trace_id) for summary in summaries]
+        keep = self._wanted
         if keep and keep not in {value for _, value in options}:
             match = next((v for _, v in options if v and v.startswith(keep)), None)
             if match is None:  # a trace not recorded (yet): keep asking for it
                 options.append((f"trace {keep}", keep))
             else:
-                keep = match
+                keep = self._wanted = match  # the whole id, from its first characters
         if tuple(options) == tuple(self.choice.options) and self.choice.value == keep:
             return
-        self._filling = True
+        # New options select the first; the wanted one is set again right after. A choice
+        # made meanwhile (the front end's, on the kernel's thread) is taken, not ignored.
+        self._filling = threading.get_ident()
         try:
-            with self.choice.hold_trait_notifications():
-                self.choice.options = options
-                self.choice.value = keep
+            self.choice.options = options
+            self.choice.value = self._wanted
         finally:
-            self._filling = False
+            self._filling = None
 
     def _on_choice(self, change: Any) -> None:
-        if not self._filling:
-            self.refresh()
+        if self._filling == threading.get_ident():
+            return
+        self._wanted = change["new"] or self.LATEST
+        self.refresh()
 
     def _sync_flow(self, trace_id: str | None = None) -> None:
         if self.flow is None or self.filter_flow is None:

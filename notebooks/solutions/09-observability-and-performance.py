@@ -21,5 +21,5 @@ display(table("Created → completed, from the audit log", ["Role", "Tasks", "Me
 
 seconds, title = max(entry for times in took.values() for entry in times)
 print(f"Longest of all: {title!r}, {seconds:.2f} s. It waited in AGENT_TASKS while no CTO "
-      "was running (the backlog of section 3).")
+      "was running (the backlog of section 4).")
 assert title.startswith("Review pull request"), title
