@@ -64,10 +64,13 @@ class AuthenticationFailed(AgentlabError, PermissionError):
     def __init__(self, url: str, identity: str | None):
         self.url, self.identity = url, identity
         who = f"user '{identity}'" if identity else "an anonymous connection"
-        super().__init__(
-            f"The NATS server at {url} refused {who}: authorization violation. "
-            "Check the user name and password (or nkey/creds) for this tenant."
-        )
+        fix = ("Check the user name and password (or nkey/creds) for this tenant." if identity
+               else "agentlab's servers admit only their own login: open connections from "
+               "the lab (lab.connect(...)), give an outside client **lab.login(), or give "
+               "another process lab.client_env() (AGENTLAB_NATS_URL and "
+               "AGENTLAB_NATS_CREDENTIALS, the file `agentlab server` prints).")
+        super().__init__(f"The NATS server at {url} refused {who}: authorization violation. "
+                         + fix)
 
 
 class PermissionDenied(AgentlabError, PermissionError):

@@ -4,6 +4,11 @@
     lab.publish("genbrain.agents.cto.inbox", "hello")
     cto = lab.connect("cto")          # more named connections to the same server
     lab.close()                       # closes them all and stops the embedded server
+
+The embedded server admits only the lab's login (generated per lab, never printed): every
+connection the lab opens uses it, ``lab.client_env()`` hands it to another process (as a
+path, ``AGENTLAB_NATS_CREDENTIALS``), ``lab.login()`` to an outside client:
+``await nats.connect(lab.url, **lab.login())``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from .core._natspy import server_info
 from .core.bridge import get_bridge
 from .core.client import Client
 from .core.connecting import default_url
+from .core.credentials import CREDENTIALS_ENV, credentials_file_for
 from .core.server import EmbeddedServer
 from .errors import ServerUnreachable
 
@@ -95,7 +101,34 @@ class Lab(Client):
 
     @property
     def monitor_url(self) -> str | None:
+        """The server's HTTP monitoring endpoint; None unless ``start(monitor=True)`` (a
+        local cluster always has one: it reads its nodes' /jsz)."""
         return self.server.monitor_url if self.server else None
+
+    @property
+    def credentials_path(self) -> str | None:
+        """The file (mode 0600, a nats CLI context) holding the embedded server's login."""
+        if self.server is not None:
+            path = self.server.credentials_path
+            return str(path) if path else None
+        return credentials_file_for(self.url)  # an outside server: the file this process has
+
+    def login(self) -> dict[str, str]:
+        """``user=`` and ``password=`` for an outside client of this lab's server:
+        ``await nats.connect(lab.url, **lab.login())``. Secrets: never print or log them,
+        never leave them in a notebook's output."""
+        return {key: self._login[key] for key in ("user", "password")
+                if self._login.get(key) is not None}
+
+    def client_env(self) -> dict[str, str]:
+        """The environment another process needs to use this lab's server, for
+        ``subprocess.Popen(..., env={**os.environ, **lab.client_env()})``:
+        ``AGENTLAB_NATS_URL`` and ``AGENTLAB_NATS_CREDENTIALS`` (the path of the credentials
+        file, never the password). Every agentlab program reads both."""
+        env = {"AGENTLAB_NATS_URL": self.url}
+        if self.credentials_path:
+            env[CREDENTIALS_ENV] = self.credentials_path
+        return env
 
     @property
     def embedded(self) -> bool:
@@ -132,7 +165,11 @@ class Lab(Client):
             kind = (f"local cluster: {', '.join(self.cluster.names)} "
                     f"(streams: {self.replicas} replicas)")
         rows = [("NATS URL", self.url), ("server", kind),
-                ("monitoring", self.monitor_url or "n/a"),
+                ("login", f"user {self.identity}, in {self.credentials_path}"
+                          if self.identity and self.credentials_path else
+                          f"user {self.identity}" if self.identity else "none"),
+                ("monitoring", self.monitor_url or
+                 ("off (start(monitor=True))" if self.server else "n/a")),
                 ("state", "closed" if self.is_closed else "running")]
         cells = "".join(f"<tr><th style='text-align:left'>{k}</th>"
                         f"<td style='text-align:left'><code>{v}</code></td></tr>"
@@ -146,13 +183,20 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
           max_payload: str | None = None, server_config: str = "",
           user: str | None = None, password: str | None = None,
           tenants: Tenants | Sequence[str] | None = None, cluster: int | None = None,
-          max_buffered_msgs: int | None = None, max_buffered_size: str | None = None) -> Lab:
+          max_buffered_msgs: int | None = None, max_buffered_size: str | None = None,
+          monitor: bool = False) -> Lab:
     """Start (or reuse) the lab.
 
     Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
     JetStream on 127.0.0.1 (stopped by ``lab.close()``, at exit, or when the kernel dies).
     Calling ``start()`` again in the same process returns the running lab; ``fresh=True``
     closes it and starts a new one.
+
+    The embedded server is closed: it admits only the lab's login, a user ``agentlab`` and
+    a random password, or ``user=`` and ``password=`` (both) when given. With a URL they are
+    the login for that server. ``monitor=True`` turns the server's HTTP monitoring endpoint
+    on (``lab.monitor_url``); it is off by default, since it lists every connection and
+    subscription to anyone on the host.
 
     ``tenants=["acme", "globex"]`` (or a :class:`agentlab.tenants.config.Tenants`) renders the
     config isolating them into the server's and connects the lab as the operator; then
@@ -190,6 +234,10 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             _current.close()
         url = url or default_url()
         server: EmbeddedServer | LocalCluster | None = None
+        if url is None and (user is None) != (password is None):
+            raise ValueError("start(user=..., password=...) sets the embedded server's login: "
+                             "give both (or neither, for a generated one, which every "
+                             "connection of the lab uses by itself).")
         if url is None and cluster is not None:
             if tenants is not None or server_config or max_buffered_msgs or max_buffered_size:
                 raise ValueError("cluster= runs the node configs of deploy/nats as they are; "
@@ -197,17 +245,21 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                                  "single server (the node configs set their own).")
             from .cluster import LocalCluster
 
-            server = LocalCluster(cluster, store_dir=store_dir).start()
+            server = LocalCluster(cluster, store_dir=store_dir, user=user,
+                                  password=password).start()
             url = server.url
         elif url is None:
+            # With tenants= the config brings the logins (the operator's is the lab's).
             server = EmbeddedServer(store_dir=store_dir, max_memory=max_memory,
                                     max_file=max_file, max_payload=max_payload,
                                     extra_config=server_config,
                                     max_buffered_msgs=max_buffered_msgs,
-                                    max_buffered_size=max_buffered_size).start()
+                                    max_buffered_size=max_buffered_size, user=user,
+                                    password=password, monitor=monitor).start()
             url = server.url
+        login = server.login() if server is not None else {"user": user, "password": password}
         try:
-            lab = Lab.open(url, name=name, user=user, password=password)
+            lab = Lab.open(url, name=name, **login)
         except BaseException:
             if server is not None:
                 server.stop()

@@ -30,10 +30,19 @@ from agentlab import find_nats_server
 console = Console(width=max(Console().width, 124))  # the tables need ~120 columns
 
 
+def raw_login(url: str) -> dict:
+    """``user=``/``password=`` for a raw nats-py connection to a server agentlab runs (closed:
+    it admits only its own login), from this process or $AGENTLAB_NATS_CREDENTIALS."""
+    from agentlab.core.credentials import login_for
+
+    found = login_for(url)
+    return found.kwargs() if found else {}
+
+
 def run_raw(url: str, fn, *args):
     """One raw round on a fresh asyncio loop and connection (set-up is not timed)."""
     async def session():
-        nc = await nats.connect(url, name="bench-raw")
+        nc = await nats.connect(url, name="bench-raw", **raw_login(url))
         try:
             return await fn(nc, *args)
         finally:

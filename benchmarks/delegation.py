@@ -55,7 +55,7 @@ from agentlab.org import (
     declare_reference_streams,
 )
 
-from .common import console, interleaved, main, pct, run_raw
+from .common import console, interleaved, main, pct, raw_login, run_raw
 
 MAX_ACK = 256
 ALREADY_RECORDED = 10077  # the ledger keeps one message per key: "maximum messages per subject"
@@ -159,8 +159,8 @@ def raw_task(org: str, role: str) -> tuple[str, bytes]:
 async def raw_session(url: str, batch: int, body):
     """A fresh role, a CEO and a worker connection (set-up and tear-down are not timed)."""
     role = f"bench-raw-{next(_roles)}"
-    ceo = await nats.connect(url, name="bench-raw-ceo")
-    wnc = await nats.connect(url, name="bench-raw-worker")
+    ceo = await nats.connect(url, name="bench-raw-ceo", **raw_login(url))
+    wnc = await nats.connect(url, name="bench-raw-worker", **raw_login(url))
     worker = RawWorker(wnc, role, batch)
     try:
         return await body(ceo, role, worker)

@@ -18,6 +18,7 @@ Method, and why:
 from __future__ import annotations
 
 import argparse
+import os
 import select
 import socket
 import subprocess
@@ -136,8 +137,9 @@ def timed_start(start, stop) -> float:
 
 
 # -- orchestration ------------------------------------------------------------------
-def start_responder(url: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.responder", url],
+def start_responder(server: agentlab.EmbeddedServer) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.responder", server.url],
+                            env={**os.environ, **server.client_env()},  # its login's file
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             start_new_session=True)  # Ctrl-C is ours to handle, not its
     try:
@@ -160,7 +162,7 @@ def run(args: argparse.Namespace, results: dict) -> None:
     responder = client = None
     try:
         url = server.url
-        responder = start_responder(url)
+        responder = start_responder(server)
         client = agentlab.Client.open(url, name="bench-agentlab")
 
         async def make_streams(nc):

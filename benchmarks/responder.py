@@ -27,7 +27,10 @@ def _exit_when_parent_goes() -> None:
 
 
 async def main(url: str) -> None:
-    nc = await nats.connect(url, name="bench-responder")
+    from agentlab.core.credentials import login_for  # the server's, from the parent's env
+
+    found = login_for(url)
+    nc = await nats.connect(url, name="bench-responder", **(found.kwargs() if found else {}))
 
     async def echo(msg: nats.aio.msg.Msg) -> None:
         await nc.publish(msg.reply, msg.data)

@@ -25,6 +25,24 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0, what: str = "co
         time.sleep(interval)
 
 
+def raw_login(url: str) -> dict[str, str]:
+    """``user=``/``password=`` for a plain nats-py connection to a server this process runs
+    (agentlab's servers admit only their own login): ``nats.connect(url, **raw_login(url))``."""
+    from agentlab.core.credentials import login_for
+
+    found = login_for(url)
+    return found.kwargs() if found else {}
+
+
+def credentials_env(url: str) -> dict[str, str]:
+    """``AGENTLAB_NATS_CREDENTIALS`` of the server this process runs at ``url`` (the file
+    ``client_env()`` names), for a subprocess given the URL by ``--url`` or the environment;
+    empty for any other URL."""
+    from agentlab.core.credentials import credentials_env_for
+
+    return credentials_env_for(url)
+
+
 def stored(client, stream: str, subject: str) -> int:
     """How many messages ``stream`` holds on exactly ``subject`` (the work queue's depth)."""
     js = client.nc.jetstream()

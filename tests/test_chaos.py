@@ -19,7 +19,7 @@ from agentlab.chaos import ChaosConfig, ChaosReport, run
 from agentlab.chaos.checks import RECORD_RACE, WorkerLogs, judge_runs
 from agentlab.org import Task, TaskCompleted
 from agentlab.programs.worker import WorkerProcess
-from helpers import wait_for
+from helpers import credentials_env, wait_for
 
 S = Subjects()
 
@@ -156,7 +156,7 @@ def test_a_sigkilled_worker_s_task_goes_to_the_next_worker(org_server, org_lab, 
 
 def test_worker_errors_are_one_paragraph_and_exit_2(org_server, tmp_path):
     env = {**{k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"},
-           "COLUMNS": "200"}
+           "COLUMNS": "200", **credentials_env(org_server.url)}
 
     def run_worker(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "agentlab.programs.worker", *args],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -132,15 +133,23 @@ def test_server_serves_the_demo_and_stops_on_ctrl_c(tmp_path):
                             text=True, env=env())
     server_pid = None
     try:
-        url = None
+        url = credentials = None
         for line in proc.stdout:  # serve_forever prints the URL once the server is ready
             if match := re.search(r"NATS URL:\s+(nats://\S+)", line):
                 url = match.group(1)
+            if match := re.search(r"export AGENTLAB_NATS_CREDENTIALS=(\S+)", line):
+                credentials = match.group(1)  # as another terminal would: the file, 0600
                 break
-        assert url, proc.stderr.read()
+        assert url and credentials, proc.stderr.read()
+        assert Path(credentials) == tmp_path / "credentials.json"
+        assert Path(credentials).stat().st_mode & 0o777 == 0o600
         server_pid = int(next(tmp_path.glob("*.ports")).name.rsplit("_", 1)[1].split(".")[0])
 
-        client = agentlab.Client.open(url, name="test-cli")
+        with pytest.raises(agentlab.AuthenticationFailed, match="anonymous"):
+            agentlab.Client.open(url, name="no-login")
+        context = json.loads(Path(credentials).read_text())  # a nats CLI context
+        client = agentlab.Client.open(url, name="test-cli", user=context["user"],
+                                      password=context["password"])
         try:
             sub = client.subscribe("cli.ping")
             client.publish("cli.ping", "hello")
@@ -151,12 +160,14 @@ def test_server_serves_the_demo_and_stops_on_ctrl_c(tmp_path):
         # The demo runs unchanged against an external server, twice (idempotent declares,
         # fresh msg_ids), and leaves that server running.
         for _ in range(2):
-            demo = run("demo", "--basics", AGENTLAB_NATS_URL=url)
+            demo = run("demo", "--basics", AGENTLAB_NATS_URL=url,
+                       AGENTLAB_NATS_CREDENTIALS=credentials)
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert f"{url} (external)" in flat(demo.stdout)
             assert "3 of 3 tasks completed" in demo.stdout
         for _ in range(2):  # the full tour too: it counts only its own dead letters
-            tour = run("demo", AGENTLAB_NATS_URL=url, timeout=90)
+            tour = run("demo", AGENTLAB_NATS_URL=url, AGENTLAB_NATS_CREDENTIALS=credentials,
+                       timeout=90)
             assert tour.returncode == 0, tour.stdout + tour.stderr
             assert "Demo passed." in tour.stdout
         assert proc.poll() is None and alive(server_pid)

@@ -133,7 +133,12 @@ def test_each_node_runs_its_deploy_file_on_loopback_only(cluster):
     for number, config in enumerate(cluster.configs, start=1):
         node = cluster.node(config.server_name)
         argv = Path(f"/proc/{node.pid}/cmdline").read_bytes().decode().split("\0")
-        assert argv[argv.index("-c") + 1] == str(ROOT / "deploy/nats" / f"node-{number}.conf")
+        # The node's own config (0600), which includes the deploy file unchanged and closes it.
+        closing = Path(argv[argv.index("-c") + 1])
+        assert closing == node.config_path and closing.stat().st_mode & 0o077 == 0
+        include = closing.read_text().split("include ", 1)[1].splitlines()[0].strip('"')
+        assert (closing.parent / include).resolve() == ROOT / "deploy/nats" / f"node-{number}.conf"
+        assert not any(cluster.login()["password"] in arg for arg in argv)
         varz = node.varz()
         assert varz["server_name"] == node.name
         assert varz["host"] == "127.0.0.1" and varz["http_host"] == "127.0.0.1"

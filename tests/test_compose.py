@@ -15,6 +15,7 @@ ports they listen on, the collector sending spans to the Jaeger service.
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -339,3 +340,71 @@ def test_the_collector_takes_otlp_and_sends_spans_to_the_jaeger_service(compose,
     # The jupyter service's spans go to the collector, once a notebook turns exporting on.
     endpoint = compose["services"]["jupyter"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
     assert _host_port(endpoint) == ("otel-collector", 4317)
+
+
+# ---------------------------------------------------------------------------------------------
+# the "agents" profile
+
+ROLES = ["ceo", "cto", "cfo"]
+
+
+@pytest.fixture(scope="module")
+def agents_profile(compose) -> dict[str, dict]:
+    return {name: s for name, s in compose["services"].items()
+            if "agents" in (s.get("profiles") or [])}
+
+
+def _worker_argv(service: dict) -> list[str]:
+    """The worker's command line, from ``sh -c "exec python -m agentlab.programs.worker ..."``."""
+    assert service["entrypoint"] == ["sh", "-c"]
+    (script,) = service["command"]
+    argv = shlex.split(script)
+    assert argv[:4] == ["exec", "python", "-m", "agentlab.programs.worker"], script
+    return argv[1:]
+
+
+def test_the_agents_profile_is_the_streams_and_one_service_per_reference_role(agents_profile):
+    from agentlab.org import REFERENCE_ROLES
+
+    assert set(agents_profile) == {"streams", *ROLES}
+    assert set(ROLES) == set(REFERENCE_ROLES)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_role_runs_the_worker_and_scales_with_compose_scale(compose, agents_profile, role):
+    service = agents_profile[role]
+    argv = _worker_argv(service)
+    assert _flag(argv, "--role") == role
+    # `docker compose up --scale cto=3` needs copies that can coexist: no fixed name, no host
+    # port, and an instance name of each container's own (compose's $$ is a literal $).
+    assert "container_name" not in service and "ports" not in service
+    assert _flag(argv, "--instance") == f"{role}-$${{HOSTNAME}}"
+    assert float(_flag(argv, "--wait-for-server")) > 0
+    urls = service["environment"]["AGENTLAB_NATS_URL"].split(",")
+    assert urls == [f"nats://{n}:{_config(compose, n).client_port}" for n in NODES]
+    assert service["depends_on"] == {"streams": {"condition": "service_completed_successfully"}}
+    assert service["restart"] == "unless-stopped"
+    # SIGTERM finishes the tasks in hand: the grace period covers the worker's ack wait.
+    assert int(service["stop_grace_period"].removesuffix("s")) > 30
+
+
+def test_the_agents_run_the_kubernetes_image_and_the_streams_come_first(compose,
+                                                                       agents_profile):
+    import yaml
+
+    import agentlab
+
+    deployment = next(d for d in yaml.safe_load_all(
+        (ROOT / "deploy/k8s/agents.yaml").read_text(encoding="utf-8")) if d["kind"] == "Deployment")
+    (k8s_image,) = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    for name, service in agents_profile.items():
+        assert service["image"] == k8s_image == f"agentlab-worker:{agentlab.__version__}", name
+        assert service["build"] == {"context": ".", "dockerfile": "deploy/k8s/Dockerfile"}
+    assert (ROOT / "deploy/k8s/Dockerfile").is_file()
+    streams = agents_profile["streams"]
+    assert set(streams["depends_on"]) == set(NODES)
+    assert all(c == {"condition": "service_healthy"} for c in streams["depends_on"].values())
+    (script,) = streams["command"]
+    assert "declare_replicated_streams(agentlab.connect(" in script
+    assert script.rstrip(")").endswith(f", {len(NODES)}")  # a copy on every node
+    assert streams["environment"] == agents_profile["cto"]["environment"]

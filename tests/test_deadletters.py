@@ -27,7 +27,7 @@ from agentlab.org import (
     TaskCompleted,
     declare_reference_streams,
 )
-from helpers import stored, wait_for
+from helpers import credentials_env, stored, wait_for
 
 S = Subjects()
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]
@@ -290,6 +290,7 @@ def dlq(*args: str, url: str | None = None, env_url: str | None = None
     env.update(COLUMNS="200", PYTHONUNBUFFERED="1")
     if env_url:
         env["AGENTLAB_NATS_URL"] = env_url
+    env.update(credentials_env(url or env_url or ""))  # this module's server is closed
     argv = [*CLI, "dlq", *args, *(["--url", url] if url else [])]
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env)
 

@@ -6,6 +6,7 @@ agent for its status and reads the completion event.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.timeout(60)
 RAW_CLIENT = r'''
 import asyncio
 import json
+import os
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -34,7 +36,10 @@ import nats.js.errors
 
 
 async def main(url, role, org):
-    nc = await nats.connect(url)
+    # The server admits only its login: the credentials file (a nats CLI context) holds it.
+    with open(os.environ["AGENTLAB_NATS_CREDENTIALS"]) as f:
+        context = json.load(f)
+    nc = await nats.connect(url, user=context["user"], password=context["password"])
     js = nc.jetstream()
     me = "billing-service"
     completed = await nc.subscribe(f"genbrain.org.{org}.tasks.completed")
@@ -109,7 +114,8 @@ def test_a_plain_nats_client_delegates_to_an_agentlab_agent(org_server, org_lab,
     try:
         run = subprocess.run([sys.executable, "-c", RAW_CLIENT, org_server.url, role, org],
                              capture_output=True, text=True, timeout=30,
-                             cwd=Path(__file__).parent)
+                             cwd=Path(__file__).parent,
+                             env={**os.environ, **org_server.client_env()})
     finally:
         agent.stop()
     assert run.returncode == 0, run.stderr

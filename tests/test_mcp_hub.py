@@ -38,8 +38,7 @@ def organisation(org_server, org_lab):
 
 def hub_env(org_server) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTLAB_LLM_")}
-    env["AGENTLAB_NATS_URL"] = org_server.url
-    return env
+    return env | org_server.client_env()  # AGENTLAB_NATS_URL and the login's file
 
 
 def hub_command(*extra: str) -> list[str]:

@@ -33,7 +33,7 @@ from agentlab.metrics import (
     monitoring_line,
 )
 from agentlab.org import Organisation
-from helpers import wait_for
+from helpers import credentials_env, wait_for
 
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 TASKS = ("stream", "AGENT_TASKS")
@@ -76,6 +76,8 @@ def org_of(org_lab, name: str) -> Organisation:
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items()
             if k not in ("AGENTLAB_NATS_URL", "AGENTLAB_MONITOR_URL")}
+    for url in (a for a in args if a.startswith("nats://")):
+        base.update(credentials_env(url))  # the login of the (closed) server named
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=60,
                           env=base | {"PYTHONUNBUFFERED": "1"} | (env or {}))
 
@@ -251,7 +253,8 @@ def test_agentlab_metrics_serves_until_sigterm(org_lab, org_server):
     env = {k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"}
     proc = subprocess.Popen([*CLI, "metrics", "--port", "0", "--url", org_server.url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"})
+                            env=env | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+                            | credentials_env(org_server.url))
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -279,19 +282,20 @@ def test_agentlab_metrics_without_a_url_says_how_to_get_one():
 
 
 # -- agentlab status: the server's monitoring endpoint -------------------------------------
-def needs_monitoring(*servers) -> None:
-    if any(server.monitor_url is None for server in servers):  # started without -m
-        pytest.skip("the embedded server runs without its monitoring endpoint")
+@pytest.fixture(scope="module")
+def monitored():
+    """A server with its monitoring endpoint on (agentlab's are off unless asked for)."""
+    with EmbeddedServer(name="monitored", monitor=True) as server:
+        yield server
 
 
-def test_status_links_the_servers_monitoring_endpoint(org_lab, org_server):
-    needs_monitoring(org_server)
-    given = run_cli("status", "--url", org_server.url, "--monitor-url", org_server.monitor_url)
+def test_status_links_the_servers_monitoring_endpoint(monitored):
+    given = run_cli("status", "--url", monitored.url, "--monitor-url", monitored.monitor_url)
     assert given.returncode == 0, given.stderr
-    assert f"Monitoring: {org_server.monitor_url} (/varz /jsz /connz)" in given.stdout
-    from_env = run_cli("status", "--url", org_server.url,
-                       env={"AGENTLAB_MONITOR_URL": org_server.monitor_url + "/varz"})
-    assert f"Monitoring: {org_server.monitor_url} (/varz /jsz /connz)" in from_env.stdout
+    assert f"Monitoring: {monitored.monitor_url} (/varz /jsz /connz)" in given.stdout
+    from_env = run_cli("status", "--url", monitored.url,
+                       env={"AGENTLAB_MONITOR_URL": monitored.monitor_url + "/varz"})
+    assert f"Monitoring: {monitored.monitor_url} (/varz /jsz /connz)" in from_env.stdout
 
 
 def test_status_says_when_there_is_no_monitoring_endpoint(org_lab, org_server):
@@ -302,17 +306,31 @@ def test_status_says_when_there_is_no_monitoring_endpoint(org_lab, org_server):
     line = " ".join(result.stdout[result.stdout.index("Monitoring:"):].split())
     assert line.startswith("Monitoring: none found (tried http://127.0.0.1:8222")
     assert "-m PORT" in line and "--monitor-url" in line and "AGENTLAB_MONITOR_URL" in line
+    assert "agentlab server --monitor" in line and "start(monitor=True)" in line
 
 
-def test_find_monitoring_checks_which_server_answers(org_lab, org_server, lab):
-    needs_monitoring(org_server, lab.server)
-    found = find_monitoring(org_lab, org_server.monitor_url)
-    assert found is not None and found.ours and found.server_name == "org-test"
-    # The session lab's embedded server knows its own endpoint.
-    assert find_monitoring(lab) is not None and find_monitoring(lab).ours
-    # Another server's endpoint, named explicitly, is shown as another server's.
-    other = monitoring_line(org_lab, lab.monitor_url)
-    assert f"answers for another server ({lab.server.name})" in other
+def test_a_lab_without_monitoring_says_it_is_off(lab):
+    assert lab.monitor_url is None
+    assert monitoring_line(lab) == "Monitoring: off (start(monitor=True))"
+
+
+def test_find_monitoring_checks_which_server_answers(monkeypatch, monitored):
+    import agentlab.lab
+
+    monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)
+    monkeypatch.setattr(agentlab.lab, "_current", None)  # leave the session's lab running
+    lab = agentlab.start(fresh=True, monitor=True, name="monitored-lab")
+    try:
+        with agentlab.Client.open(monitored.url, name="monitoring") as client:
+            found = find_monitoring(client, monitored.monitor_url)
+            assert found is not None and found.ours and found.server_name == "monitored"
+            # Another server's endpoint, named explicitly, is shown as another server's.
+            other = monitoring_line(client, lab.monitor_url)
+            assert f"answers for another server ({lab.server.name})" in other
+        # A lab's embedded server started with monitor=True knows its own endpoint.
+        assert find_monitoring(lab) is not None and find_monitoring(lab).ours
+    finally:
+        lab.close()
 
 
 # -- a cluster: pending comes from the leader ----------------------------------------------

@@ -24,7 +24,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from helpers import this_venv_kernel
+from helpers import credentials_env, this_venv_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE = ROOT / "notebooks"
@@ -59,6 +59,7 @@ def _kernel_env(nats_url: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"}
     if nats_url:
         env["AGENTLAB_NATS_URL"] = nats_url
+        env.update(credentials_env(nats_url))  # the server admits only its login
     return env
 
 

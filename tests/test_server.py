@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -93,12 +94,12 @@ def test_start_connects_and_jetstream_works(server):
     assert elapsed < 2
     assert re.fullmatch(r"nats://127\.0\.0\.1:\d+", server.url)
     assert server.port == int(server.url.rsplit(":", 1)[1])
-    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.monitor_url)
+    assert server.monitor_url is None  # off unless asked for (tests/test_closed_by_default.py)
     assert server.is_running and alive(server.pid)
     assert f"pid={server.pid} running" in repr(server) and server.url in repr(server)
 
     async def use() -> None:
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(server.url, **server.login())
         try:
             assert nc.max_payload == 2 * 1024 * 1024
             js = nc.jetstream()
@@ -113,8 +114,15 @@ def test_start_connects_and_jetstream_works(server):
     asyncio.run(use())
 
 
-def test_monitoring_reports_configured_limits(server):
-    server.start()
+@pytest.fixture
+def monitored():
+    srv = EmbeddedServer(max_memory="64MB", max_file="512MB", max_payload="2MB", monitor=True)
+    yield srv
+    srv.stop()
+
+
+def test_monitoring_reports_configured_limits(monitored):
+    server = monitored.start()
     varz = server.varz()
     assert varz["server_name"] == "agentlab"
     assert varz["max_payload"] == 2 * 1024 * 1024
@@ -165,13 +173,14 @@ def test_bad_extra_config_reports_the_servers_complaint():
 
 
 def test_kill_then_restart_keeps_url_and_jetstream_data():
-    srv = EmbeddedServer(sync_always=True)
+    srv = EmbeddedServer(sync_always=True, monitor=True)
 
     async def scenario() -> None:
         srv.start()
         url, first_pid = srv.url, srv.pid
         assert srv.jsz()["config"]["sync_always"] is True
-        nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.05)
+        nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.05,
+                                **srv.login())
         try:
             js = nc.jetstream()
             await js.add_stream(name="FAULT", subjects=["fault.>"], storage="file")
@@ -349,13 +358,17 @@ def test_serve_forever_stops_cleanly_on_ctrl_c_and_sigterm(sig):
             lines.append(line)
         text = "".join(lines)
         url = re.search(r"NATS URL:\s+(nats://127\.0\.0\.1:\d+)", text).group(1)
-        assert re.search(r"Monitoring:\s+http://127\.0\.0\.1:\d+", text)
+        assert re.search(r"Monitoring:\s+off \(agentlab server --monitor\)", text)
         store = Path(re.search(r"Store:\s+(\S+)", text).group(1))
         pid = int(next(store.glob("*.ports")).name.rsplit("_", 1)[1].split(".")[0])
         assert alive(pid)
+        assert f"export AGENTLAB_NATS_URL={url}\n" in text
+        credentials = re.search(r"export AGENTLAB_NATS_CREDENTIALS=(\S+)", text).group(1)
+        context = json.loads(Path(credentials).read_text())
+        assert context["password"] not in text  # the banner names the file, never the secret
 
         async def ping() -> None:
-            nc = await nats.connect(url)
+            nc = await nats.connect(url, user=context["user"], password=context["password"])
             await nc.flush()
             await nc.close()
 

@@ -22,6 +22,7 @@ import pytest
 
 import agentlab
 from agentlab.org import Organisation, ToolClient, ToolWorkerPool
+from helpers import raw_login
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,7 +32,7 @@ GATHER = 0.5  # seconds: every instance answers a $SRV request, and none says it
 
 # -- the plain client ------------------------------------------------------------------------
 async def _gather(url: str, subject: str) -> list[dict[str, Any]]:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **raw_login(url))
     try:
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
@@ -60,7 +61,7 @@ def ours(answers: list[dict[str, Any]], org: str) -> list[dict[str, Any]]:
 
 
 async def _request(url: str, subject: str, body: bytes) -> tuple[bytes, dict[str, str]]:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **raw_login(url))
     try:
         reply = await nc.request(subject, body, timeout=5)
         return reply.data, dict(reply.headers or {})
@@ -163,7 +164,7 @@ def test_delegate_creates_a_durable_task_the_cto_completes_and_a_resend_is_a_dup
             "requested_by": "billing", "id": task_id}
 
     async def main() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        nc = await nats.connect(org_lab.url)
+        nc = await nats.connect(org_lab.url, **raw_login(org_lab.url))
         try:
             completed = await nc.subscribe(f"genbrain.org.{org.org}.tasks.completed")
             first = await nc.request(subject, json.dumps(body).encode(), timeout=5)
@@ -265,7 +266,7 @@ def test_a_tool_pool_is_a_service_with_its_stats(org_lab, connect, unique):
 
 
 # -- agentlab's own views ------------------------------------------------------------------------
-def test_agentlab_status_lists_the_running_services(org_lab, org):
+def test_agentlab_status_lists_the_running_services(org_server, org_lab, org):
     from agentlab.protocol.services import service_report
 
     org.start()
@@ -277,6 +278,7 @@ def test_agentlab_status_lists_the_running_services(org_lab, org):
     assert rows[org.agent("cfo").instance].processed == 1
     assert rows[org.agent("cfo").instance].in_flight == 0
     env = {k: v for k, v in os.environ.items() if k != "AGENTLAB_NATS_URL"}
+    env.update(org_server.client_env())  # the URL (also given as --url) and the login's file
     result = subprocess.run([sys.executable, "-m", "agentlab.programs.cli", "status", "--url",
                              org_lab.url], capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 0, result.stdout + result.stderr

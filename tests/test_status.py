@@ -9,6 +9,7 @@ import sys
 
 from agentlab import ConsumerSpec, Subjects
 from agentlab.reports.report import CONSUMER_REPORT_COLUMNS, STREAM_REPORT_COLUMNS
+from helpers import credentials_env
 
 CLI = [sys.executable, "-m", "agentlab.programs.cli"]
 
@@ -18,6 +19,9 @@ def run(*args: str, url: str | None = None) -> subprocess.CompletedProcess:
     env["PYTHONUNBUFFERED"] = "1"
     if url is not None:
         env["AGENTLAB_NATS_URL"] = url
+    # The login of the server named (by url= or --url): this module's server is closed.
+    for named in [url, *(a for a in args if a.startswith("nats://"))]:
+        env.update(credentials_env(named) if named else {})
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=30, env=env)
 
 

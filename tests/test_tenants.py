@@ -52,16 +52,18 @@ def test_names_and_models_are_checked():
         Tenants(["acme"]).credentials("globex")
 
 
-def test_tenants_on_a_server_without_logins_are_refused(monkeypatch, org_server):
-    """A URL (here $AGENTLAB_NATS_URL) to a server agentlab did not configure: tenants= would
-    isolate nothing there, so start() says so instead of connecting."""
+def test_tenants_on_a_server_without_logins_are_refused(monkeypatch):
+    """A URL (here $AGENTLAB_NATS_URL) to a server agentlab did not configure (one that
+    admits anyone): tenants= would isolate nothing there, so start() says so instead."""
     import agentlab.lab
+    from agentlab import EmbeddedServer
 
     monkeypatch.setattr(agentlab.lab, "_current", None)
-    monkeypatch.setenv("AGENTLAB_NATS_URL", org_server.url)
-    with pytest.raises(ValueError, match="requires no login") as refused:
-        agentlab.start(tenants=["acme", "globex"], name="tenant-refused")
-    assert org_server.url in str(refused.value) and "Unset AGENTLAB_NATS_URL" in str(refused.value)
+    with EmbeddedServer(name="open", anonymous=True) as bare:
+        monkeypatch.setenv("AGENTLAB_NATS_URL", bare.url)
+        with pytest.raises(ValueError, match="requires no login") as refused:
+            agentlab.start(tenants=["acme", "globex"], name="tenant-refused")
+    assert bare.url in str(refused.value) and "Unset AGENTLAB_NATS_URL" in str(refused.value)
     assert agentlab.current_lab() is None
 
 

@@ -41,7 +41,7 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def server():
-    with EmbeddedServer(name="wire-input") as server:
+    with EmbeddedServer(name="wire-input", monitor=True) as server:  # the witness: /connz
         yield server
 
 

@@ -95,8 +95,10 @@ class ChaosRun:
                    "--reconnect-wait", str(cfg.reconnect_wait), "--wait-for-server", "10",
                    "--stats-bucket", STATS_BUCKET, "--stats-every", "0.25",
                    "--ledger-precheck", cfg.ledger_precheck]
-        env = {**os.environ, LOG_DIR_ENV: str(self.logs), "PYTHONUNBUFFERED": "1"}
-        env.pop("AGENTLAB_NATS_URL", None)
+        # The target's URL (given as --url too) and its credentials file: the server admits
+        # only its own login.
+        env = {**os.environ, LOG_DIR_ENV: str(self.logs), "PYTHONUNBUFFERED": "1",
+               **self.target.client_env()}
         worker = _Agent(self.target.url, role, slot, org=ORG, instance=instance,
                         handler=HANDLER, options=options, env=env,
                         log_path=self.logs / f"{instance}.stderr")

@@ -29,6 +29,9 @@ class SingleServer:
     def url(self) -> str:
         return self.server.url
 
+    def client_env(self) -> dict[str, str]:
+        return self.server.client_env()  # the URL and the credentials file, for the workers
+
     def start(self) -> None:
         self.server.start()
 
@@ -62,6 +65,9 @@ class ClusterServers:
     @property
     def url(self) -> str:
         return self.cluster.url
+
+    def client_env(self) -> dict[str, str]:
+        return self.cluster.client_env()
 
     def start(self) -> None:
         self.cluster.start()

@@ -7,12 +7,16 @@ what agentlab reads from each (server name, ports, cluster name, routes).
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..core.credentials import Login
 
 __all__ = ["CONFIG_DIR_ENV", "NodeConfig", "config_dir", "node_config_paths", "parse_conf"]
 
@@ -191,6 +195,46 @@ class NodeConfig:
                    cluster_name=str(need(cluster, "name", "cluster.")),
                    cluster_port=_host_port(cluster.get("listen", cluster.get("port", 6222)))[1],
                    routes=tuple(str(r) for r in routes), settings=conf)
+
+    def closed_overrides(self, login: Login, route_login: Login,
+                         routes: list[str]) -> dict[str, str]:
+        """What a config that includes this file sets after it (each key replaces the
+        file's) so that only ``login`` gets in: the user the file lets in anonymously
+        (``no_auth_user``) becomes ``login``, in its account, with its permissions; a file
+        without accounts gets an ``authorization`` block. The routes (``routes``: URLs
+        without a login) get ``route_login``, in the config rather than on a command line
+        where every user of the host could read it. Values are JSON, which the format
+        takes."""
+        settings = self.settings
+        out: dict[str, str] = {}
+        accounts, anonymous = settings.get("accounts"), settings.get("no_auth_user")
+        if anonymous:
+            holders = [name for name, account in (accounts or {}).items()
+                       if isinstance(account, dict) and any(
+                           isinstance(u, dict) and u.get("user") == anonymous
+                           for u in account.get("users") or [])]
+            if not holders:
+                raise ValueError(f"{self.path}: no_auth_user {anonymous!r} is no account's "
+                                 "user, so agentlab cannot tell where its login belongs")
+            closed: dict[str, Any] = copy.deepcopy(accounts or {})
+            closed[holders[0]]["users"] = [
+                {**u, "user": login.user, "password": login.password}
+                if isinstance(u, dict) and u.get("user") == anonymous else u
+                for u in closed[holders[0]]["users"]]
+            out["accounts"] = json.dumps(closed)
+            out["no_auth_user"] = '""'  # unset: a client without the login is refused
+        elif accounts or "authorization" in settings:
+            raise ValueError(f"{self.path}: it declares logins of its own and no "
+                             "no_auth_user, so agentlab cannot tell which login is the lab's")
+        else:
+            out["authorization"] = json.dumps(login.kwargs())
+        cluster = dict(settings["cluster"])
+        cluster["routes"] = [urllib.parse.urlsplit(route)._replace(
+            netloc=f"{route_login.user}:{route_login.password}@"
+                   f"{urllib.parse.urlsplit(route).netloc}").geturl() for route in routes]
+        cluster["authorization"] = route_login.kwargs()
+        out["cluster"] = json.dumps(cluster)
+        return out
 
     def route_targets(self) -> list[tuple[str, int]]:
         """``(host, port)`` of each route: in docker compose, a service name and its port."""

@@ -1,5 +1,10 @@
 """LocalCluster: the node configs run as child processes on 127.0.0.1, and what the
-cluster looks like from outside (meta leader, stream leaders, each node's copy of a stream)."""
+cluster looks like from outside (meta leader, stream leaders, each node's copy of a stream).
+
+Closed, as a single embedded server is: the nodes admit only the cluster's login (generated,
+or ``user=``/``password=``), which this process uses by itself (``Client.open(cluster.url)``)
+and ``credentials_path`` (mode 0600) holds for other processes (``client_env()``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..core.credentials import CREDENTIALS_ENV, Login, remember_login, write_credentials
 from ..core.server import ServerStartError
 from ..errors import AgentlabError, ServerUnreachable
 from .config import NodeConfig, node_config_paths
@@ -33,7 +39,14 @@ class LocalCluster:
     """``size`` nodes (``deploy/nats/node-1.conf``, ...) as child processes on 127.0.0.1."""
 
     def __init__(self, size: int = 3, store_dir: str | Path | None = None, *,
-                 config_dir: str | Path | None = None):
+                 config_dir: str | Path | None = None, user: str | None = None,
+                 password: str | None = None):
+        if (user is None) != (password is None):
+            raise ValueError("Give the cluster's login whole: user= and password= together "
+                             "(or neither, for a generated one).")
+        self._login = Login(user, password) if user is not None and password is not None \
+            else Login.generate()
+        self._route_login = Login.generate("route")  # between the nodes only
         paths = node_config_paths(Path(config_dir) if config_dir else None)
         if not 1 <= size <= len(paths):
             raise ValueError(f"size={size}: there are node configs for 1 to {len(paths)} nodes "
@@ -83,6 +96,11 @@ class LocalCluster:
                     self._create_nodes()
                     self._start_nodes(deadline)
                 self.wait_for_meta_leader(timeout=max(1.0, deadline - time.monotonic()))
+                assert self.store_dir is not None  # _create_nodes() chose it
+                path = write_credentials(self.store_dir / "credentials.json", self.url,
+                                         self._login,
+                                         f"agentlab local cluster of {len(self.configs)} nodes")
+                remember_login(self.url, self._login, path)  # every node's URL: this file
             except BaseException:
                 self.stop()
                 raise
@@ -100,7 +118,8 @@ class LocalCluster:
                          strict=True))
         for config in self.configs:
             node = ClusterNode(config, self.store_dir / config.server_name,
-                               ports[config.server_name])
+                               ports[config.server_name], login=self._login,
+                               route_login=self._route_login)
             # The file's routes, pointed at the loopback ports of the nodes they name; a
             # route to a node outside this cluster (size < the number of files) is left out.
             node.routes = [urllib.parse.urlsplit(route)._replace(
@@ -186,6 +205,23 @@ class LocalCluster:
     def monitor_url(self) -> str | None:
         running = self.running()
         return running[0].monitor_url if running else None
+
+    @property
+    def credentials_path(self) -> Path | None:
+        """The login as a nats CLI context file (mode 0600), once started."""
+        path = self.store_dir / "credentials.json" if self.store_dir else None
+        return path if path is not None and path.exists() else None
+
+    def login(self) -> dict[str, str]:
+        """``user=`` and ``password=`` of the cluster's login (secrets: never print them)."""
+        return self._login.kwargs()
+
+    def client_env(self) -> dict[str, str]:
+        """``AGENTLAB_NATS_URL`` (every node) and ``AGENTLAB_NATS_CREDENTIALS`` (the path)."""
+        env = {"AGENTLAB_NATS_URL": self.url}
+        if self.credentials_path is not None:
+            env[CREDENTIALS_ENV] = str(self.credentials_path)
+        return env
 
     def connect(self, name: str = "agentlab", **options: Any) -> Client:
         """A connection to the cluster (all node URLs); closed by stop()."""

@@ -1,10 +1,20 @@
-"""One node of the local cluster: an EmbeddedServer that runs its config file unchanged."""
+"""One node of the local cluster: an EmbeddedServer that runs its config file, closed.
+
+The node's file (``deploy/nats/node-1.conf``) is included unchanged by a small config of the
+node's own (mode 0600, in its store), which then closes what the file leaves open on one
+machine: the anonymous user (``no_auth_user``) becomes the lab's login, and the routes
+between the nodes get a login of their own. nats-server lets a later definition of a key
+replace the included one, so docker compose runs the same file open, as it always did.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 from pathlib import Path
 
+from ..core.credentials import Login
 from ..core.server import EmbeddedServer
 from .config import NodeConfig
 
@@ -12,32 +22,49 @@ __all__ = ["ClusterNode"]
 
 
 class ClusterNode(EmbeddedServer):
-    """One cluster node: its config file run unchanged, with loopback overrides as flags."""
+    """One cluster node: its config file included by a closing one, loopback ports as flags."""
 
-    def __init__(self, config: NodeConfig, store_dir: Path, cluster_port: int):
-        super().__init__(store_dir=store_dir, name=config.server_name)
+    def __init__(self, config: NodeConfig, store_dir: Path, cluster_port: int, *,
+                 login: Login | None = None, route_login: Login | None = None):
+        login = login or Login.generate()
+        # The nodes' /jsz is how LocalCluster sees leaders and copies: monitoring stays on.
+        super().__init__(store_dir=store_dir, name=config.server_name, user=login.user,
+                         password=login.password, monitor=True)
         self.config = config
         self.cluster_port = cluster_port
+        self.route_login = route_login or Login.generate("route")
         self.routes: list[str] = []  # loopback URLs, set by LocalCluster
         self._monitor_port: int | None = None
 
     @property
     def config_path(self) -> Path:
-        return self.config.path
+        return self._config_file
 
-    def _write_config(self) -> None:
-        pass  # the node's file is used as it is
+    def _config(self) -> str:
+        try:  # nats-server resolves an include against the including file's folder
+            include = os.path.relpath(self.config.path, self._store)
+        except ValueError:  # another drive (Windows)
+            include = str(self.config.path)
+        assert self._server_login is not None  # __init__ always gives a node its login
+        overrides = self.config.closed_overrides(self._server_login, self.route_login,
+                                                 self.routes)
+        return "\n".join([f"# {self.name}: {self.config.path}, closed to anyone without "
+                          "the lab's login", f"include {json.dumps(include)}",
+                          *(f"{key}: {value}" for key, value in overrides.items())]) + "\n"
+
+    _writes_credentials = False  # the cluster writes one file, with every node's URL
+
+    def _secrets(self) -> list[str]:
+        return [*super()._secrets(), self.route_login.password]
 
     def _command(self, exe: Path) -> list[str]:
         store = self._store.as_posix()
-        args = [str(exe), "-c", str(self.config.path),
+        args = [str(exe), "-c", str(self.config_path),
                 "-a", "127.0.0.1", "-p", str(self.port or -1),
                 "-m", str(self._monitor_port or -1),
                 "--ports_file_dir", store, "-l", self._log_file.as_posix(), "-sd", store,
                 "--cluster_listen", f"nats://127.0.0.1:{self.cluster_port}"]
-        if self.routes:
-            args += ["--routes", ",".join(self.routes)]
-        return args
+        return args  # the routes are in the config: their URLs carry the route login
 
     def _wait_ready(self, deadline: float) -> None:
         super()._wait_ready(deadline)

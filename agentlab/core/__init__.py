@@ -3,6 +3,8 @@
     bridge        the private event loop thread: every sync call and its awaitable twin
     lifecycle     Service: start/stop, with and async with, written once for every component
     server        the embedded nats-server process: config, ports, readiness, no orphans
+    credentials   its login: generated, kept in this process and a 0600 file (a nats
+                  CLI context) for the processes given AGENTLAB_NATS_CREDENTIALS
     connecting    how a connection is made: nats-py's options, callbacks, errors at connect
     client        a connection: publish, subscribe, request, gather, flush, drain, connect
     subscription  handlers and iterable mailboxes;  received: one message, json(), ack()...

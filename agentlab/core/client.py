@@ -47,6 +47,7 @@ from ._natspy import (
 )
 from .bridge import Bridge, get_bridge
 from .connecting import connect_nats, default_url, nats_options
+from .credentials import known_login, login_for
 from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_requests
 from .received import Message
 from .subjects import check_publish_subject, check_reply_subject
@@ -62,7 +63,7 @@ class Client:
     """One named connection to a NATS server, living on agentlab's bridge loop."""
 
     def __init__(self, nc: nats.NATS, *, name: str, url: str, identity: str | None,
-                 bridge: Bridge, violations: ViolationLog):
+                 bridge: Bridge, violations: ViolationLog, unrestricted: bool = False):
         self.name = name
         self.url = url
         self.identity = identity
@@ -72,7 +73,9 @@ class Client:
         self._outbound = Outbound(bridge, nc)
         self._requests = RequestMux(bridge, nc, self._outbound)
         violations.on_publish_denied = self._requests.fail_subject
-        auth_required = bool(server_info(nc).get("auth_required"))
+        # A login that may be refused something: not the own login of a server this process
+        # runs (``unrestricted``), which may do anything, as an anonymous one once could.
+        auth_required = bool(server_info(nc).get("auth_required")) and not unrestricted
         self._publish_check = FirstPublishCheck(violations, enabled=auth_required)
         if auth_required:
             fail_fast_on_denied_requests(nc, violations)
@@ -95,7 +98,12 @@ class Client:
                 password: str | None = None, token: str | None = None,
                 creds: str | None = None, inbox_prefix: str | None = None,
                 reconnect_wait: float = 0.25, connect_timeout: float = 2.0) -> Client:
-        """Connect to ``url`` (default: ``$AGENTLAB_NATS_URL``)."""
+        """Connect to ``url`` (default: ``$AGENTLAB_NATS_URL``).
+
+        Without a login (user, password, token, creds) it logs in as the server's own user
+        when this process runs that server (an ``EmbeddedServer``, ``start()``'s), else with
+        the credentials file ``$AGENTLAB_NATS_CREDENTIALS`` names if ``url`` is its server.
+        """
         bridge = get_bridge()
         coro = cls.aopen(url, name=name, user=user, password=password, token=token,
                             creds=creds, inbox_prefix=inbox_prefix,
@@ -113,10 +121,17 @@ class Client:
             raise ServerUnreachable("(no URL)",
                                     "AGENTLAB_NATS_URL is not set and no lab is running")
         bridge = get_bridge()
+        own = known_login(url)  # a server this process runs: its login may do anything
+        if user is None and password is None and token is None and creds is None:
+            # No login given: the server's own, or $AGENTLAB_NATS_CREDENTIALS' (for its URL).
+            found = own or login_for(url, default_url())
+            if found is not None:
+                user, password = found.user, found.password
+        unrestricted = own is not None and (user, password) == (own.user, own.password)
         options = nats_options(url, name=name, user=user, password=password, token=token,
                                creds=creds, inbox_prefix=inbox_prefix,
                                reconnect_wait=reconnect_wait, connect_timeout=connect_timeout)
-        client = await bridge.arun(cls._open(bridge, url, name, user, options))
+        client = await bridge.arun(cls._open(bridge, url, name, user, options, unrestricted))
         client._login = dict(user=user, password=password, token=token, creds=creds,
                              inbox_prefix=inbox_prefix, reconnect_wait=reconnect_wait,
                              connect_timeout=connect_timeout)
@@ -124,13 +139,14 @@ class Client:
 
     @classmethod
     async def _open(cls, bridge: Bridge, url: str, name: str, user: str | None,
-                    options: dict[str, Any]) -> Client:
+                    options: dict[str, Any], unrestricted: bool = False) -> Client:
         # The first connection of a process sets tracing up from OTEL_* variables, if any:
         # every agentlab program and a notebook's start() connect before they publish.
         configure_from_env_once()
         violations = ViolationLog(name)
         nc, events = await connect_nats(url, name, user, options, violations)
-        client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations)
+        client = cls(nc, name=name, url=url, identity=user, bridge=bridge, violations=violations,
+                     unrestricted=unrestricted)
         events.client = client
         client._outbound.attach()
         try:

@@ -3,7 +3,12 @@
 Usage::
 
     with EmbeddedServer() as server:      # random free ports, temporary store
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(server.url, **server.login())
+
+Closed by default: the server admits only its own login, a user and a random password
+generated per server, kept in this process (``agentlab.Client.open(server.url)`` uses it) and in
+``server.credentials_path`` (mode 0600) for other processes (``server.client_env()``). Its HTTP
+monitoring endpoint is off unless ``monitor=True``.
 
 The server never outlives the Python process that started it: ``stop()`` on close, an
 ``atexit`` hook for servers still running at exit, and on Linux ``PR_SET_PDEATHSIG`` so it
@@ -36,13 +41,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import AgentlabError, ServerUnreachable
+from .credentials import (
+    CREDENTIALS_ENV,
+    Login,
+    forget_login,
+    remember_login,
+    write_credentials,
+    write_private,
+)
 
-__all__ = ["EmbeddedServer", "NatsServerNotFound", "ServerStartError", "find_nats_server"]
+__all__ = ["EmbeddedServer", "MonitoringOff", "NatsServerNotFound", "ServerStartError",
+           "find_nats_server"]
 
 _Server = TypeVar("_Server", bound="EmbeddedServer")  # a ClusterNode.start() is a ClusterNode
 
 _EXE = "nats-server.exe" if os.name == "nt" else "nats-server"
 _SIZE = re.compile(r"^\d+(\.\d+)?([KMGTP]I?B?)?$", re.IGNORECASE)
+# A config that brings its own logins (tenants' accounts, an authorization block): the
+# server's own login is not added to it, which would be a second way in.
+_OWN_AUTH = re.compile(r"^\s*(authorization|accounts|operator|no_auth_user)\b", re.MULTILINE)
 
 
 class NatsServerNotFound(AgentlabError, FileNotFoundError):
@@ -65,6 +82,17 @@ class ServerStartError(AgentlabError, RuntimeError):
         fix = fix or ("Fix: correct what the log complains about (extra_config= is appended "
                       "to the config verbatim), free the port, or raise timeout=.")
         super().__init__(f"{reason}.{tail}\n{fix}")
+
+
+class MonitoringOff(AgentlabError, RuntimeError):
+    """The server runs without its HTTP monitoring endpoint (/varz, /jsz, /connz)."""
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"nats-server {name!r} runs without its monitoring endpoint, which lists every "
+            "connection and subscription to anyone on this host: it is off by default. "
+            "Ask for it: EmbeddedServer(monitor=True), agentlab.start(monitor=True, "
+            "fresh=True) or `agentlab server --monitor`.")
 
 
 def find_nats_server() -> Path:
@@ -170,14 +198,39 @@ class EmbeddedServer:
     bytes, each stream may hold received but not yet stored. A publish past them is refused
     at once (429, err_code 10167, which agentlab raises as a JetStreamError that says so)
     instead of queueing without bound; the server's defaults are 100,000 and 128 MB.
+
+    Logins: the server requires ``user``/``password`` (both or neither; by default the user
+    ``agentlab`` and a random password), which ``login()`` returns and
+    ``credentials_path`` holds. A config that brings its own logins (``extra_config`` with
+    ``accounts`` or ``authorization``: tenants) gets none added; ``user``/``password`` are then
+    the login that config gives the lab. ``anonymous=True`` admits clients without a login,
+    as a bare nats-server does (a test standing for a server agentlab did not configure;
+    never on a shared host). ``monitor=True`` turns the HTTP monitoring endpoint on
+    (``monitor_url``); it lists every connection and subscription to anyone on the host.
     """
 
     def __init__(self, *, store_dir: str | Path | None = None, name: str = "agentlab",
                  max_memory: str = "256MB", max_file: str = "1GB",
                  max_payload: str | None = None, sync_always: bool = False,
                  extra_config: str = "", port: int | None = None,
-                 max_buffered_msgs: int | None = None, max_buffered_size: str | None = None):
+                 max_buffered_msgs: int | None = None, max_buffered_size: str | None = None,
+                 user: str | None = None, password: str | None = None,
+                 monitor: bool = False, anonymous: bool = False):
         self.name, self.sync_always, self.extra_config = name, sync_always, extra_config
+        if (user is None) != (password is None):
+            raise ValueError("Give the server's login whole: user= and password= together "
+                             "(or neither, for a generated one).")
+        if anonymous and user is not None:
+            raise ValueError("anonymous=True admits clients without a login: leave user= and "
+                             "password= out.")
+        self.monitor = bool(monitor)
+        # Whether this config's only login is the one rendered here (then it may do anything).
+        self._own_auth = not anonymous and not _OWN_AUTH.search(extra_config)
+        self._server_login: Login | None = None
+        if user is not None and password is not None:
+            self._server_login = Login(user, password)
+        elif self._own_auth:
+            self._server_login = Login.generate()
         self.max_memory = _size(max_memory, "max_memory")
         self.max_file = _size(max_file, "max_file")
         self.max_payload = _size(max_payload, "max_payload")
@@ -218,6 +271,28 @@ class EmbeddedServer:
         return self._config_file if self.store_dir else None
 
     @property
+    def credentials_path(self) -> Path | None:
+        """The login as a nats CLI context file (mode 0600), once started; None without one.
+
+        ``nats --context agentlab ...`` reads it from ``~/.config/nats/context/agentlab.json``.
+        """
+        path = self._store / "credentials.json" if self.store_dir else None
+        return path if path is not None and path.exists() and self._server_login else None
+
+    def login(self) -> dict[str, str]:
+        """``user=`` and ``password=`` of this server's login, for ``nats.connect(server.url,
+        **server.login())``; empty when it has none. Secrets: never print them."""
+        return self._server_login.kwargs() if self._server_login else {}
+
+    def client_env(self) -> dict[str, str]:
+        """What a process needs in its environment to use this server: ``AGENTLAB_NATS_URL``
+        and ``AGENTLAB_NATS_CREDENTIALS`` (the file's path, not the password)."""
+        env = {"AGENTLAB_NATS_URL": self.url}
+        if self.credentials_path is not None:
+            env[CREDENTIALS_ENV] = str(self.credentials_path)
+        return env
+
+    @property
     def log_path(self) -> Path | None:
         return self._log_file if self.store_dir else None
 
@@ -244,6 +319,8 @@ class EmbeddedServer:
     def stop(self, timeout: float = 5) -> None:
         with self._lock:
             self._terminate(timeout)
+            if self._server_login is not None and self.port is not None:
+                forget_login(self.url, self._server_login)
             if self._temp_store and self.store_dir is not None:
                 shutil.rmtree(self.store_dir, ignore_errors=True)
 
@@ -276,6 +353,7 @@ class EmbeddedServer:
         return _tail(self.log_path, 0, lines) if self.log_path else []
 
     def varz(self) -> dict[str, Any]:
+        """The monitoring endpoint's /varz (MonitoringOff unless started with monitor=True)."""
         return self._monitor("varz")
 
     def jsz(self, **query: Any) -> dict[str, Any]:
@@ -300,7 +378,7 @@ class EmbeddedServer:
         lines = [
             f"server_name: {q(self.name)}",
             f"listen: {q(f'127.0.0.1:{self.port or -1}')}",
-            'http: "127.0.0.1:-1"',
+            'http: "127.0.0.1:-1"' if self.monitor else "",
             # nats-server writes <exe>_<pid>.ports here once it listens: race-free random ports.
             f"ports_file_dir: {q(store)}",
             f"log_file: {q(self._log_file.as_posix())}",
@@ -315,11 +393,29 @@ class EmbeddedServer:
             "}",
             f"max_payload: {self.max_payload}" if self.max_payload else "",
         ]
+        if self._own_auth and self._server_login is not None:
+            # The one way in; no no_auth_user, so a client without it is refused.
+            lines.append(f"authorization {{\n  user: {q(self._server_login.user)}\n"
+                         f"  password: {q(self._server_login.password)}\n}}")
         return "\n".join(line for line in lines if line) + "\n" + self.extra_config + "\n"
 
     # Two hooks for agentlab.cluster, whose nodes run a config file of their own unchanged.
     def _write_config(self) -> None:
-        self._config_file.write_text(self._config(), encoding="utf-8")
+        write_private(self._config_file, self._config())  # it holds the password: 0600
+
+    _writes_credentials = True
+
+    def _write_credentials(self) -> None:
+        """Once ready: the credentials file, and this process's memory of the login."""
+        if self._server_login is None:
+            return
+        path = None
+        if self._writes_credentials:
+            path = write_credentials(self._store / "credentials.json", self.url,
+                                     self._server_login,
+                                     f"agentlab embedded nats-server {self.name!r}")
+        if self._own_auth:
+            remember_login(self.url, self._server_login, path)
 
     def _command(self, exe: Path) -> list[str]:
         return [str(exe), "-c", str(self.config_path)]
@@ -354,7 +450,12 @@ class EmbeddedServer:
             if self._temp_store and fresh:  # never throw away data a kill() left behind
                 shutil.rmtree(self.store_dir, ignore_errors=True)
             raise
+        self._write_credentials()
         self.startup_seconds = time.perf_counter() - started
+
+    def _secrets(self) -> list[str]:
+        """The passwords in this server's config, masked in every error message."""
+        return [self._server_login.password] if self._server_login else []
 
     def _wait_ready(self, deadline: float) -> None:
         proc = self._proc
@@ -366,7 +467,8 @@ class EmbeddedServer:
             ports = next(self._store.glob(f"*_{proc.pid}.ports"), None)
             try:  # written non-atomically: a half-written file just means "poll again"
                 info = json.loads(ports.read_text(encoding="utf-8")) if ports else {}
-                client, self.monitor_url = info["nats"][0], info["monitoring"][0]
+                client = info["nats"][0]
+                self.monitor_url = info["monitoring"][0] if self.monitor else None
                 self.port = int(client.rsplit(":", 1)[1])
                 break
             except (OSError, ValueError, KeyError, IndexError):
@@ -396,7 +498,10 @@ class EmbeddedServer:
         for n in sorted({int(m) for m in re.findall(r"line (\d+)", "\n".join(lines))}):
             if 0 < n <= len(config):
                 lines.append(f"config line {n}: {config[n - 1]}")
-        return ServerStartError(f"{reason} (config {config_path})", "\n".join(lines))
+        text = "\n".join(lines)
+        for secret in self._secrets():  # an error message is shown: never a password
+            text = text.replace(secret, "***")
+        return ServerStartError(f"{reason} (config {config_path})", text)
 
     def _terminate(self, timeout: float) -> None:
         proc = self._proc
@@ -414,6 +519,8 @@ class EmbeddedServer:
         _running.discard(self)
 
     def _monitor(self, endpoint: str, **query: Any) -> dict[str, Any]:
+        if self.is_running and self.monitor_url is None:
+            raise MonitoringOff(self.name)
         if not self.is_running:
             raise ServerUnreachable(self.monitor_url or "(not started)", "server is not running")
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in query.items()}

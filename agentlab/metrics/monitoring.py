@@ -112,6 +112,9 @@ def monitoring_line(client: Client, url: str | None = None, *,
                     timeout: float = PROBE_TIMEOUT) -> str:
     """One line for ``agentlab status``: where the monitoring endpoint is, or that there is
     none and how to get one."""
+    if url is None and getattr(client, "embedded", False) and \
+            getattr(client, "monitor_url", None) is None:
+        return "Monitoring: off (start(monitor=True))"  # a lab's own server, started without
     endpoint = find_monitoring(client, url, timeout=timeout)
     if endpoint is not None and endpoint.ours:
         return f"Monitoring: {endpoint}"
@@ -121,6 +124,7 @@ def monitoring_line(client: Client, url: str | None = None, *,
                 "this connection reached")
     named, guessed = _candidates(client, url)
     tried = ", ".join(dict.fromkeys(named + guessed))
-    return (f"Monitoring: none found (tried {tried}). nats-server serves it when started "
-            f"with -m PORT (or http_port: PORT in its config); pass --monitor-url URL or set "
-            f"{MONITOR_URL_ENV} if it listens elsewhere.")
+    return (f"Monitoring: none found (tried {tried}). agentlab's servers serve none unless "
+            "asked (agentlab server --monitor, agentlab.start(monitor=True)); any nats-server "
+            "serves it when started with -m PORT (or http_port: PORT in its config); pass "
+            f"--monitor-url URL or set {MONITOR_URL_ENV} if it listens elsewhere.")

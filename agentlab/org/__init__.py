@@ -11,6 +11,7 @@ The layers it sits on are drawn in docs/architecture.md.
 
 from .agent import Agent, task_consumer_spec
 from .audit import AuditRecord, replay
+from .autoscale import Autoscaler, ScalingDecision
 from .context import TaskContext
 from .deadletters import DeadLetterNotFound, DeadLetterOffice, letter_summary
 from .delegation import apublish_task, publish_task
@@ -91,7 +92,8 @@ __all__ = [
     "declare_reference_streams", "declare_replicated_streams", "reference_assets", "TaskLedger",
     "LEDGER_BUCKET", "LedgerRootConflict",
     # patterns
-    "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor",
+    "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor", "Autoscaler",
+    "ScalingDecision",
     "Meeting", "MeetingFeed", "attend_meetings", "aattend_meetings", "ToolClient",
     "ToolWorkerPool", "ToolError", "ToolFailure", "ToolTimeout", "RetryableToolError",
     "PayloadMissing", "SharedToolPool", "SharedToolError", "call_shared_tool",

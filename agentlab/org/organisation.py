@@ -3,6 +3,7 @@
     org = Organisation(lab, "acme").start()        # CEO, CTO and CFO agents, working
     org.assign("Launch the product")               # a task for the CEO, from the board
     org.scale("cto", 0)                            # scale to zero: tasks wait in the stream
+    org.autoscale("cto", max_replicas=5)           # or let its queue's lag decide (KEDA's way)
     org.stop()
 
 Each agent instance gets a connection of its own, named after it, as separate processes
@@ -20,7 +21,15 @@ from typing import Any
 from ..core.client import Client
 from ..core.subjects import Subjects, validate_token
 from ..tenants.client import TenantClient
-from .agent import Agent, TaskHandler
+from .agent import Agent, TaskHandler, task_consumer_spec
+from .autoscale import (
+    ACTIVATION_LAG,
+    COOLDOWN,
+    INTERVAL,
+    LAG_THRESHOLD,
+    MAX_REPLICAS,
+    Autoscaler,
+)
 from .deadletters import DeadLetterOffice
 from .delegation import publish_task
 from .health import HealthMonitor
@@ -67,6 +76,7 @@ class Organisation:
         self._clients: list[Client] = []
         self._serial = 0
         self._retired: Counter[str] = Counter()  # stats of instances scaled away
+        self.autoscalers: dict[str, Autoscaler] = {}
 
     def _connect(self, name: str) -> Client:
         # Tenants keep the org name in their connections' names: a dashboard of the operator
@@ -113,6 +123,36 @@ class Organisation:
                 raise
         return running
 
+    def autoscale(self, role: str, *, lag_threshold: int = LAG_THRESHOLD,
+                  activation_lag: int = ACTIVATION_LAG, min_replicas: int = 0,
+                  max_replicas: int = MAX_REPLICAS, cooldown: float = COOLDOWN,
+                  interval: float = INTERVAL) -> Autoscaler:
+        """Scale ``role``'s instances here on its queue's lag, as KEDA's nats-jetstream
+        scaler would (agentlab/org/autoscale.py); it replaces an autoscaler the role had.
+        While it runs, leave that role's ``scale()`` to it."""
+        if self.health is None:
+            raise RuntimeError(f"Organisation {self.org} is not started: call org.start() "
+                               "before org.autoscale().")
+        previous = self.autoscalers.pop(role, None)
+        if previous is not None:
+            previous.stop()
+            self._release(previous.client)
+        client = self._connect(f"{self.org}-{role}-autoscaler")
+        scaler = Autoscaler(
+            client, role,
+            lambda n: len(self.scale(role, n)), running=lambda: len(self.agents.get(role, [])),
+            lag_threshold=lag_threshold, activation_lag=activation_lag,
+            min_replicas=min_replicas, max_replicas=max_replicas, cooldown=cooldown,
+            interval=interval, subjects=self.subjects,
+            consumer_spec=task_consumer_spec(role, self.subjects, ack_wait=self.ack_wait,
+                                             max_deliver=self.max_deliver))
+        try:
+            self.autoscalers[role] = scaler.start()
+        except BaseException:
+            self._release(client)
+            raise
+        return scaler
+
     def _release(self, client: Client) -> None:
         if client in self._clients:
             self._clients.remove(client)
@@ -147,6 +187,9 @@ class Organisation:
         return dict(total)
 
     def stop(self) -> None:
+        for scaler in self.autoscalers.values():  # first: none may scale a role back up
+            scaler.stop()
+        self.autoscalers.clear()
         for role in list(self.agents):
             self.scale(role, 0)
         if self.health is not None:

@@ -1,6 +1,6 @@
 """The ``agentlab`` command.
 
-    agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB]
+    agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB] [--monitor]
     agentlab demo [--basics] [--quiet]
     agentlab status [--url URL] [--monitor-url URL] | dlq list|show|redrive | audit
     agentlab schemas [DIR] | asyncapi [--out FILE] [--doc docs/protocol.md]
@@ -45,13 +45,17 @@ def configure_server(parser: argparse.ArgumentParser) -> None:
                         help="JetStream memory store limit (default: %(default)s)")
     parser.add_argument("--max-file", metavar="SIZE", default="1GB",
                         help="JetStream file store limit (default: %(default)s)")
+    parser.add_argument("--monitor", action="store_true",
+                        help="serve the HTTP monitoring endpoint (/varz /jsz /connz) on a "
+                             "free port of 127.0.0.1; off by default: it lists every "
+                             "connection and subscription to anyone on this host")
 
 
 def run_server(args: argparse.Namespace) -> int:
     from .server import serve_forever
 
     return serve_forever(store_dir=args.store_dir, max_memory=args.max_memory,
-                         max_file=args.max_file)
+                         max_file=args.max_file, monitor=args.monitor)
 
 
 # -- agentlab demo -----------------------------------------------------------------------

@@ -7,7 +7,9 @@
 Without ``$AGENTLAB_NATS_URL`` (or ``--url``) it starts an embedded nats-server and the
 reference organisation on it, so a client that launches it gets a working organisation at
 once. With a URL it joins the organisation running there (``--start-organisation`` runs one
-there too). Streamable HTTP binds to 127.0.0.1 only. On stdio, stdout is the MCP channel:
+there too), logging in with the credentials file ``$AGENTLAB_NATS_CREDENTIALS`` names, if
+it is that server's (``lab.client_env()`` sets both). Streamable HTTP binds to 127.0.0.1
+only. On stdio, stdout is the MCP channel:
 everything agentlab says goes to stderr.
 """
 

@@ -1,6 +1,10 @@
 """``agentlab server``: an embedded nats-server in the foreground, until Ctrl-C or SIGTERM.
 
     agentlab server --store-dir ./data        # prints the URL; export AGENTLAB_NATS_URL=...
+
+The server admits only its login (generated; ``credentials.json`` in its store, mode 0600):
+the banner names that file for ``AGENTLAB_NATS_CREDENTIALS`` and the nats CLI, never the
+password. ``--monitor`` turns the HTTP monitoring endpoint on.
 """
 
 from __future__ import annotations
@@ -10,10 +14,30 @@ import threading
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..core.server import EmbeddedServer
 
 __all__ = ["serve_forever"]
+
+
+def banner(server: EmbeddedServer) -> str:
+    """What ``agentlab server`` prints once the server is ready: where it is and how to use it
+    from another terminal (the credentials file's path, never the password)."""
+    assert server.startup_seconds is not None  # a successful start measured itself
+    env = server.client_env()
+    exports = "\n".join(f"    export {key}={escape(value)}" for key, value in env.items())
+    path = escape(str(server.credentials_path))
+    return (f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
+            f"  NATS URL:    [bold]{server.url}[/]\n"
+            f"  Login:       user {server.login().get('user')}, password in {path} "
+            "(mode 0600)\n"
+            f"  Monitoring:  {server.monitor_url or 'off (agentlab server --monitor)'}\n"
+            f"  Store:       {escape(str(server.store_dir))}\n"
+            f"  Use it from another terminal (agentlab, notebooks, workers):\n{exports}\n"
+            f"  The nats CLI: cp {path} ~/.config/nats/context/agentlab.json\n"
+            "    nats --context agentlab stream ls\n"
+            "Press Ctrl-C to stop.")
 
 
 def serve_forever(**kwargs: Any) -> int:
@@ -31,13 +55,8 @@ def serve_forever(**kwargs: Any) -> int:
         previous = signal.signal(signal.SIGTERM, _on_term)
     try:
         server.start()
-        assert server.startup_seconds is not None  # a successful start measured itself
-        console.print(
-            f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
-            f"  NATS URL:   [bold]{server.url}[/]\n  Monitoring: {server.monitor_url}\n"
-            f"  Store:      {server.store_dir}\n"
-            f"  Use it:     export AGENTLAB_NATS_URL={server.url}\nPress Ctrl-C to stop."
-        )
+        # soft_wrap: an export line wrapped at the terminal's width would not paste whole.
+        console.print(banner(server), highlight=False, soft_wrap=True)
         code = None
         while code is None:
             code = server.wait(0.5)

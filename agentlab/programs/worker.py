@@ -9,6 +9,10 @@ line ``ready <instance> pid=<pid>`` on stdout and works until SIGTERM or Ctrl-C 
 stop: the tasks in hand are finished) or SIGKILL (a crash: they are redelivered after
 ``--ack-wait``). Its connection reconnects forever, so it survives a server restart.
 
+It logs in with the credentials file ``$AGENTLAB_NATS_CREDENTIALS`` names, when that file
+is for ``--url``'s server (agentlab's servers admit only their own login): ``lab.client_env()``
+sets it, and :class:`WorkerProcess` passes the file of a server this process runs.
+
 ``--handler module:function`` names any sync or async ``handler(task, ctx)``; without it
 the reference role of that name (ceo, cto, cfo) runs, or an acknowledging no-op.
 ``--wait-for-server S`` keeps trying to connect and attach for S seconds (a server
@@ -229,8 +233,12 @@ class WorkerProcess:
                  handler: str | None = None, options: Sequence[str] = (),
                  log_path: str | Path | None = None, env: dict[str, str] | None = None,
                  python: str = sys.executable):
+        from ..core.credentials import CREDENTIALS_ENV, credentials_env_for
+
         self.role, self.org = role, org
-        self.env = env
+        # The server admits only its login: the child gets its credentials file (the path).
+        base = dict(os.environ if env is None else env)
+        self.env = base if CREDENTIALS_ENV in base else base | credentials_env_for(url)
         self.instance = instance or role
         self.argv = [python, "-m", "agentlab.programs.worker", "--url", url, "--role", role,
                      "--org", org, "--instance", self.instance,

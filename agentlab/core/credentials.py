@@ -1,0 +1,181 @@
+"""The login of a server agentlab runs: generated per server, kept in this process and in one
+file (mode 0600) for the processes and terminals that are given its path.
+
+    login = Login.generate()                        # user "agentlab", a random password
+    path = write_credentials(store / "credentials.json", url, login)
+    env = {"AGENTLAB_NATS_URL": url, CREDENTIALS_ENV: str(path)}   # for a subprocess
+    login_for(url)                                  # what a connection to url logs in with
+
+The file has the shape of a ``nats`` CLI context (``~/.config/nats/context/<name>.json``:
+``description``, ``url``, ``user``, ``password``), so ``nats --context agentlab ...`` works once
+it is copied there. A password is never in a ``repr``, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import AgentlabError
+
+__all__ = ["CREDENTIALS_ENV", "DEFAULT_USER", "CredentialsUnreadable", "Login",
+           "credentials_env_for", "credentials_file_for", "forget_login", "known_login",
+           "login_for", "read_credentials", "remember_login", "write_credentials",
+           "write_private"]
+
+CREDENTIALS_ENV = "AGENTLAB_NATS_CREDENTIALS"
+DEFAULT_USER = "agentlab"
+
+
+@dataclass(frozen=True)
+class Login:
+    """A user name and its password; ``repr`` never shows the password."""
+
+    user: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def generate(cls, user: str = DEFAULT_USER) -> Login:
+        return cls(user, secrets.token_urlsafe(24))  # 192 random bits
+
+    def kwargs(self) -> dict[str, str]:
+        """``user=`` and ``password=`` for ``nats.connect`` or ``Client.open`` (secrets)."""
+        return {"user": self.user, "password": self.password}
+
+    def __repr__(self) -> str:
+        return f"Login(user={self.user!r}, password='***')"
+
+
+def _endpoints(url: str) -> list[str]:
+    """``host:port`` of every server in a (comma-separated) NATS URL; [] if one carries its
+    own login (``nats://user:pass@host``): that login is the one to use."""
+    out = []
+    for part in (u.strip() for u in url.split(",")):
+        if not part:
+            continue
+        parsed = urllib.parse.urlsplit(part if "://" in part else f"nats://{part}")
+        if parsed.username or parsed.password:
+            return []
+        try:
+            port = parsed.port or 4222
+        except ValueError:
+            return []
+        out.append(f"{(parsed.hostname or '').lower()}:{port}")
+    return out
+
+
+# The servers this process runs, by endpoint: a connection to one of them needs no login
+# passed in (the process holds the secret anyway), and a process it starts gets the path
+# of the server's credentials file.
+_known: dict[str, tuple[Login, Path | None]] = {}
+_known_lock = threading.Lock()
+
+
+def remember_login(url: str, login: Login, path: Path | None = None) -> None:
+    with _known_lock:
+        for endpoint in _endpoints(url):
+            kept = _known.get(endpoint)
+            # A cluster node restarted (no file of its own): the cluster's file still holds.
+            same = kept is not None and kept[0] == login
+            _known[endpoint] = (login, path or (kept[1] if kept and same else None))
+
+
+def forget_login(url: str, login: Login) -> None:
+    with _known_lock:
+        for endpoint in _endpoints(url):
+            if endpoint in _known and _known[endpoint][0] == login:
+                del _known[endpoint]
+
+
+def known_login(url: str) -> Login | None:
+    """The login of a server this process runs at ``url`` (its first endpoint that is one)."""
+    with _known_lock:
+        return next((_known[e][0] for e in _endpoints(url) if e in _known), None)
+
+
+def credentials_env_for(url: str) -> dict[str, str]:
+    """``{AGENTLAB_NATS_CREDENTIALS: path}`` for a process this one starts to use ``url``: the
+    file of a server this process runs there, else the file this process was given if it is
+    for ``url``; empty if neither."""
+    with _known_lock:
+        path = next((_known[e][1] for e in _endpoints(url) if e in _known and _known[e][1]),
+                    None)
+    found = str(path) if path else credentials_file_for(url)
+    return {CREDENTIALS_ENV: found} if found else {}
+
+
+def login_for(url: str, default_url: str | None = None) -> Login | None:
+    """What a connection to ``url`` logs in with when it is given no login: the server's own
+    if this process runs it, else the file ``$AGENTLAB_NATS_CREDENTIALS`` names when ``url``
+    is that file's URL (or ``$AGENTLAB_NATS_URL``), else None (anonymous)."""
+    found = known_login(url)
+    if found is not None:
+        return found
+    path = os.environ.get(CREDENTIALS_ENV)
+    if not path or not _endpoints(url):
+        return None
+    file_url, login = read_credentials(path)
+    if url == default_url or set(_endpoints(url)) <= set(_endpoints(file_url)):
+        return login
+    return None
+
+
+def credentials_file_for(url: str) -> str | None:
+    """``$AGENTLAB_NATS_CREDENTIALS`` if the file it names is for the server(s) at ``url``."""
+    path = os.environ.get(CREDENTIALS_ENV)
+    if not path or not _endpoints(url):
+        return None
+    file_url, _ = read_credentials(path)
+    return path if set(_endpoints(url)) <= set(_endpoints(file_url)) else None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by this user only (0600), atomically."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(temp, 0o600)  # O_CREAT's mode does not apply to a file left behind
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def write_credentials(path: Path, url: str, login: Login,
+                      description: str = "agentlab embedded nats-server") -> Path:
+    """The login as a nats CLI context file, mode 0600."""
+    context = {"description": description, "url": url, "user": login.user,
+               "password": login.password}
+    write_private(path, json.dumps(context, indent=2) + "\n")
+    return path
+
+
+def read_credentials(path: str | Path) -> tuple[str, Login]:
+    """(url, login) from a credentials file ``write_credentials`` wrote (or any nats CLI
+    context with ``url``, ``user`` and ``password``)."""
+    try:
+        context = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+        return str(context.get("url") or ""), Login(str(context["user"]),
+                                                     str(context["password"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise CredentialsUnreadable(path, error) from None
+
+
+class CredentialsUnreadable(AgentlabError, ValueError):
+    """The credentials file named (``$AGENTLAB_NATS_CREDENTIALS``) cannot be read."""
+
+    def __init__(self, path: str | Path, error: BaseException):
+        self.path = str(path)
+        reason = type(error).__name__ if isinstance(error, (KeyError, TypeError)) else error
+        super().__init__(
+            f"Cannot read the NATS credentials file {path} ({reason}). It is the file "
+            f"`agentlab server` (or lab.client_env()) names in ${CREDENTIALS_ENV}: the "
+            "server that wrote it may have stopped (a temporary store is deleted with it). "
+            f"Export {CREDENTIALS_ENV} again with the path it prints, or unset it.")

@@ -1,0 +1,392 @@
+"""Scaling: 1, 10 and 100 agent roles (1,000 as information), in one process and over four,
+and the same delegation flow written with FastStream's NATS broker, as a ratio.
+
+    make bench                                   # foundation, delegation, ..., then this
+    python -m benchmarks.scaling --quick         # 1 and 10 roles, short windows (smoke test)
+
+One embedded nats-server with the reference streams. A CEO in this process (agentlab's
+client, sync API; for FastStream a ``NatsBroker`` on ``asyncio.run``) delegates round-robin
+to N roles, each its own durable pull consumer on AGENT_TASKS, worked in agent host
+processes (benchmarks/scaling_hosts.py explains both sides' options). Per configuration:
+
+* **p50/p99**: one task in flight, from building the task to seeing its completion, after a
+  warm-up pass over the roles.
+* **drain**: 3,000 tasks queued round-robin with every role stopped, then all started;
+  completions per second from the first completion to the last (the starts are not timed).
+* **idle**, over 10 s once the queues are empty: CPU of the agent processes and of
+  nats-server (% of one core), RSS per agent (the hosts' growth from their baseline after
+  imports, divided by N), threads, and JetStream API requests per second (``$JS.API.>``,
+  pull requests included, counted by a tap process of its own).
+
+"1 process": all N roles in one host. "4 processes": four hosts with N/4 roles each.
+``agentlab.programs.worker`` runs one role per process, so the hosts are this benchmark's
+own (the same Agent, options and connection per role as the worker's); 100 roles as 100
+worker processes would measure 100 interpreters. FastStream runs the same N in one process
+(one broker, its one connection) and is interleaved with agentlab's 1-process rounds (ABBA)
+while both hosts are up; the ratio rows are agentlab ÷ FastStream. 1,000 roles: one round of
+100 delegations, an idle window of 5 s, and skipped if they take over 90 s to start.
+Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import nats
+
+import agentlab
+from agentlab.org import TASK_STREAM, Task, TaskLedger, declare_reference_streams
+
+from .common import console, interleaved, main, pct, raw_login
+from .scaling_hosts import COMPLETED, TASKS, Group, Stat
+
+ROOT = Path(__file__).resolve().parents[1]
+ORG_AL, ORG_FS = "bench-al", "bench-fs"
+PROCESSES = 4
+TITLE = "agentlab vs FastStream: delegation to N roles, one server (ratio = agentlab ÷ FastStream)"
+CAPTION = ("µs: LOWER is better; tasks/s: HIGHER is better. Medians of per-round figures; "
+           "spread = (max - min) / median of the rounds.")
+INFO_LIMIT = 90.0  # seconds 1,000 roles may take to start before their row is skipped
+
+
+# -- the CEO -------------------------------------------------------------------------------
+class Completions:
+    """Completions seen by the CEO: the awaited one (latency), or a count (drain)."""
+
+    def __init__(self) -> None:
+        self.expect: str | None = None
+        self.target, self.seen = 0, 0
+        self.first = self.last = 0.0
+        self.event = threading.Event()
+
+    def arm(self, expect: str | None = None, target: int = 0) -> None:
+        self.expect, self.target, self.seen = expect, target, 0
+        self.event.clear()
+
+    def saw(self, task_id: str) -> bool:
+        if self.expect is not None:
+            return task_id == self.expect
+        self.seen += 1
+        now = time.perf_counter()
+        if self.seen == 1:
+            self.first = now
+        if self.seen == self.target:
+            self.last = now
+            return True
+        return False
+
+    def rate(self) -> float:
+        return (self.target - 1) / (self.last - self.first)
+
+
+def al_latency(ceo: agentlab.Client, done: Completions, roles: list[str], n: int,
+               warm: int) -> list[float]:
+    out, clock = [], time.perf_counter_ns
+    for k in range(warm + n):
+        t0 = clock()
+        role = roles[k % len(roles)]
+        task = Task(org=ORG_AL, role=role, title="bench", requested_by="ceo")
+        done.arm(expect=task.id)
+        ceo.js.publish(TASKS.format(role), task, msg_id=task.id)
+        if not done.event.wait(5):
+            raise RuntimeError(f"agentlab: no completion of a task for {role} in 5 s")
+        out.append((clock() - t0) / 1000)
+    done.arm()
+    return out[warm:]
+
+
+def al_drain(url: str, login: dict, done: Completions, group: Group, n: int) -> float:
+    group.ask("stop")
+    asyncio.run(preload(url, login, ORG_AL, group.roles, n))
+    done.arm(target=n)
+    group.ask("start")
+    if not done.event.wait(120):
+        raise RuntimeError(f"agentlab: {done.seen} of {n} completions in 120 s")
+    return done.rate()
+
+
+@asynccontextmanager
+async def fs_ceo(url: str, login: dict):
+    from faststream.nats import NatsBroker, NatsUserPassword
+
+    broker = NatsBroker(url, name="bench-fs-ceo", logger=None,
+                        security=NatsUserPassword(login["user"], login["password"])
+                        if login else None)
+    done, loop = Completions(), asyncio.get_running_loop()
+    box: dict[str, asyncio.Future] = {}
+
+    @broker.subscriber(COMPLETED.format(ORG_FS), no_reply=True)  # an event, not a request
+    async def completed(event: dict) -> None:
+        if done.saw(event["task_id"]):
+            future = box.pop("done", None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    await broker.start()
+    try:
+        yield broker, done, box, loop
+    finally:
+        await broker.stop()
+
+
+def fs_latency(url: str, login: dict, roles: list[str], n: int, warm: int) -> list[float]:
+    async def body() -> list[float]:
+        out, clock = [], time.perf_counter_ns
+        async with fs_ceo(url, login) as (broker, done, box, loop):
+            for k in range(warm + n):
+                t0 = clock()
+                role = roles[k % len(roles)]
+                task = Task(org=ORG_FS, role=role, title="bench", requested_by="ceo")
+                done.arm(expect=task.id)
+                box["done"] = future = loop.create_future()
+                await broker.publish(task, TASKS.format(role), stream=TASK_STREAM,
+                                     headers={"Nats-Msg-Id": task.id})
+                await asyncio.wait_for(future, 5)
+                out.append((clock() - t0) / 1000)
+        return out[warm:]
+    return asyncio.run(body())
+
+
+def fs_drain(url: str, login: dict, group: Group, n: int) -> float:
+    group.ask("stop")
+
+    async def body() -> float:
+        await preload(url, login, ORG_FS, group.roles, n)
+        async with fs_ceo(url, login) as (_broker, done, box, loop):
+            done.arm(target=n)
+            box["done"] = future = loop.create_future()
+            await loop.run_in_executor(None, group.ask, "start")
+            await asyncio.wait_for(future, 120)
+            return done.rate()
+    return asyncio.run(body())
+
+
+async def preload(url: str, login: dict, org: str, roles: list[str], n: int) -> None:
+    """n Task messages round-robin over ``roles`` (agentlab's model, the same bytes for both
+    sides), published concurrently; untimed."""
+    nc = await nats.connect(url, name="bench-preload", max_reconnect_attempts=0, **login)
+    js = nc.jetstream()
+    try:
+        for start in range(0, n, 1000):
+            tasks = [Task(org=org, role=roles[k % len(roles)], title="bench", requested_by="ceo")
+                     for k in range(start, min(n, start + 1000))]
+            await asyncio.gather(*(js.publish(TASKS.format(t.role), t.model_dump_json().encode(),
+                                              headers={"Nats-Msg-Id": t.id}) for t in tasks))
+    finally:
+        await nc.close()
+
+
+# -- idle ----------------------------------------------------------------------------------
+def idle(group: Group, server_pid: int, seconds: float, env: dict) -> dict:
+    # The tap's own start (an interpreter, a connection: ~0.5 s) lets the drain's last acks
+    # and pull requests settle before the window opens.
+    tap = subprocess.Popen([sys.executable, "-m", "benchmarks.scaling_hosts", "tap",
+                            "--seconds", str(seconds)], stdout=subprocess.PIPE, env=env,
+                           cwd=ROOT, text=True)
+    assert tap.stdout is not None
+    try:
+        json.loads(tap.stdout.readline())  # ready
+        before, server0, t0 = [h.stat() for h in group.hosts], Stat.of(server_pid), \
+            time.monotonic()
+        counts = json.loads(tap.stdout.readline())
+        after, server1, t1 = [h.stat() for h in group.hosts], Stat.of(server_pid), \
+            time.monotonic()
+    finally:
+        tap.wait(10)
+    wall = t1 - t0
+    grown = sum(a.rss - (h.base.rss if h.base else 0)
+                for a, h in zip(after, group.hosts, strict=True))
+    return {"cpu_al": sum(a.cpu - b.cpu for a, b in zip(after, before, strict=True)) / wall * 100,
+            "cpu_srv": (server1.cpu - server0.cpu) / wall * 100,
+            "rss_agent": grown / len(group.roles) / 2**20,
+            "threads": [a.threads for a in after],
+            "api": (counts.get("pull", 0) + counts.get("other", 0)) / seconds,
+            "pull": counts.get("pull", 0) / seconds}
+
+
+# -- orchestration -------------------------------------------------------------------------
+class Bench:
+    """The server, the CEO and the hosts of one run; ``rows`` of the scaling table."""
+
+    def __init__(self, args: Any):
+        self.quick, self.rounds = args.quick, args.rounds or (1 if args.quick else 3)
+        # A drain round takes seconds, a latency round a fraction of one: two drains keep
+        # the whole run near three minutes on two cores.
+        self.drain_rounds = args.rounds or (1 if args.quick else 2)
+        self.n_lat, self.n_drain, self.idle_s = (100, 600, 2.0) if self.quick else \
+            (200, 3000, 10.0)
+        self.server = agentlab.EmbeddedServer(max_memory="1GB", max_file="4GB").start()
+        self.url = self.server.url
+        self.login = raw_login(self.url)  # for the raw nats-py and FastStream clients
+        self.env = {**os.environ, **self.server.client_env()}
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+        self.ceo = agentlab.Client.open(self.url, name="bench-ceo")
+        declare_reference_streams(self.ceo)
+        TaskLedger.declare(self.ceo)  # its records are the completions agentlab announces
+        self.done = Completions()
+        self.sub = self.ceo.subscribe(COMPLETED.format(ORG_AL), self._completed)
+        self.groups: list[Group] = []
+        self.rows: list[dict] = []
+
+    async def _completed(self, msg: Any) -> None:
+        if self.done.saw(json.loads(msg.data)["task_id"]):
+            self.done.event.set()
+
+    def open(self, kind: str, prefix: str, n: int, processes: int,
+             limit: float = 90.0) -> Group:
+        group = Group(kind, prefix, n, processes, ORG_AL if kind == "agentlab" else ORG_FS,
+                      self.env, self.logs)
+        self.groups.append(group)
+        group.start(limit)
+        return group
+
+    def close(self, group: Group, last: bool = False) -> None:
+        group.close()
+        if group.retried:
+            console.print(f"[yellow]  {group.retried} agent start(s) of {len(group.roles)} "
+                          "roles timed out at JetStream (5 s) and were asked again")
+        self.groups.remove(group)
+        # No consumer of an earlier configuration stays on the server (the last: it stops).
+        for role in [] if last else group.roles:
+            self.ceo.js.delete_consumer(TASK_STREAM, role)
+
+    def al_latency(self, group: Group, warm: int) -> list[float]:
+        return al_latency(self.ceo, self.done, group.roles, self.n_lat, warm)
+
+    def al_drain(self, group: Group) -> float:
+        return al_drain(self.url, self.login, self.done, group, self.n_drain)
+
+    def measure(self, group: Group, processes: int, lat: list[list[float]],
+                drain: list[float], idle_s: float | None = None) -> None:
+        self.rows.append({"roles": len(group.roles), "processes": processes,
+                          "p50": statistics.median(pct(r, 0.5) for r in lat) / 1000,
+                          "p99": statistics.median(pct(r, 0.99) for r in lat) / 1000,
+                          "drain": statistics.median(drain),
+                          **idle(group, self.server.pid or 0, idle_s or self.idle_s,
+                                 self.env)})
+
+    def compare(self, n: int, results: dict) -> None:
+        """N roles in one agentlab process beside FastStream's, interleaved; then idle."""
+        warm, rounds = max(20, min(n, 100)), self.rounds
+        console.print(f"[dim]{n} role(s): agentlab and FastStream interleaved, {rounds} "
+                      f"round(s) of {self.n_lat} delegations, {self.drain_rounds} of a "
+                      f"{self.n_drain:,}-task drain…")
+        al, fs = self.open("agentlab", f"al{n}-", n, 1), self.open("faststream", f"fs{n}-", n, 1)
+        lat_fs, lat_al = interleaved(
+            rounds, lambda: fs_latency(self.url, self.login, fs.roles, self.n_lat, warm),
+            lambda: self.al_latency(al, warm))
+        drain_fs, drain_al = interleaved(
+            self.drain_rounds, lambda: fs_drain(self.url, self.login, fs, self.n_drain),
+            lambda: self.al_drain(al))
+        self.close(fs)  # before the idle window: it would count FastStream's too
+        self.measure(al, 1, lat_al, drain_al)
+        self.close(al)
+        label = f"{n} role" if n == 1 else f"{n} roles"  # no "(s)": report() reads it as seconds
+        results[f"delegation p50 (µs), {label}"] = {
+            "lower_is_better": True, "raw_rounds": [pct(r, 0.5) for r in lat_fs],
+            "agentlab_rounds": [pct(r, 0.5) for r in lat_al]}
+        results[f"  p99 (µs), {label}"] = {
+            "lower_is_better": True, "raw_rounds": [pct(r, 0.99) for r in lat_fs],
+            "agentlab_rounds": [pct(r, 0.99) for r in lat_al]}
+        results[f"drain tasks/s, {label}"] = {"raw_rounds": drain_fs,
+                                                  "agentlab_rounds": drain_al}
+
+    def spread(self, n: int) -> None:
+        """N roles over PROCESSES agentlab processes."""
+        console.print(f"[dim]{n} roles over {PROCESSES} agentlab processes…")
+        group = self.open("agentlab", f"p{n}-", n, PROCESSES)
+        warm = max(20, min(n, 100))
+        lat = [self.al_latency(group, warm) for _ in range(self.rounds)]
+        drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
+        self.measure(group, PROCESSES, lat, drain)
+        self.close(group)
+
+    def information(self, n: int) -> None:
+        """N roles in one process, one round, if they start within ``info_limit``."""
+        console.print(f"[dim]{n:,} roles in one process (information only)…")
+        started = time.perf_counter()
+        try:
+            group = self.open("agentlab", f"al{n}-", n, 1, limit=INFO_LIMIT)
+        except TimeoutError:
+            self.rows.append({"roles": n, "processes": 1,
+                              "skipped": f"skipped: took > {INFO_LIMIT:g} s to start"})
+            return
+        console.print(f"[dim]  started in {time.perf_counter() - started:.0f} s")
+        lat = al_latency(self.ceo, self.done, group.roles, self.n_lat // 2, 100)
+        self.measure(group, 1, [lat], [self.al_drain(group)], idle_s=self.idle_s / 2)
+        self.close(group, last=True)
+
+    def stop(self) -> None:
+        for group in list(self.groups):
+            group.close()
+        self.sub.unsubscribe()
+        self.ceo.close()
+        self.server.stop()
+
+
+def run(args: Any, results: dict) -> None:
+    began = time.perf_counter()
+    bench = Bench(args)
+
+    def timed(step: Any, *args: Any) -> None:
+        started = time.perf_counter()
+        step(*args)
+        console.print(f"[dim]  … {time.perf_counter() - started:.0f} s")
+
+    try:
+        for n in (1, 10) if bench.quick else (1, 10, 100):
+            timed(bench.compare, n, results)
+            if n >= PROCESSES:
+                timed(bench.spread, n)
+        if not bench.quick:
+            timed(bench.information, 1000)
+    finally:
+        bench.stop()
+    shutil.rmtree(bench.logs, ignore_errors=True)  # the hosts' stderr, kept only on failure
+    print_table(bench.rows, bench.idle_s, time.perf_counter() - began)
+
+
+def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title="agentlab scaling: N roles, each its own connection and durable "
+                        "consumer; a CEO delegating round-robin",
+                  caption=f"idle: over {idle_s:g} s with the queues empty"
+                          + (f" (the info row: {idle_s / 2:g} s)"
+                             if any(r["roles"] > 100 for r in rows) else "")
+                          + "; CPU in % of one "
+                          "core; RSS: the agent processes' growth ÷ N; API/s: $JS.API.> "
+                          f"requests (of which pull requests). Took {seconds:.0f} s.")
+    for col in ("roles", "procs", "p50 ms", "p99 ms", "drain/s", "CPU agents", "CPU server",
+                "RSS/agent", "threads", "JS API/s (pull)"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for r in rows:
+        label = f"{r['roles']:,}" + (" (info)" if r["roles"] > 100 else "")
+        if "skipped" in r:
+            table.add_row(label, str(r["processes"]), r["skipped"], *[""] * 7)
+            continue
+        threads = r["threads"]
+        table.add_row(label, str(r["processes"]), f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+                      f"{r['drain']:,.0f}", f"{r['cpu_al']:.1f} %", f"{r['cpu_srv']:.1f} %",
+                      f"{r['rss_agent']:.2f} MiB",
+                      str(threads[0]) if len(threads) == 1 else
+                      f"{len(threads)}×{threads[0]}" if len(set(threads)) == 1 else
+                      "+".join(map(str, threads)),
+                      f"{r['api']:,.0f} ({r['pull']:,.0f})")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    sys.exit(main(__doc__, run, TITLE, CAPTION, "agentlab", raw_label="FastStream"))
