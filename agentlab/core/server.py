@@ -13,6 +13,10 @@ monitoring endpoint is off unless ``monitor=True``.
 The server never outlives the Python process that started it: ``stop()`` on close, an
 ``atexit`` hook for servers still running at exit, and on Linux ``PR_SET_PDEATHSIG`` so it
 dies even when its owner is SIGKILLed (a Jupyter kernel restart does exactly that).
+
+Why past ~400 lines: the server's whole life is here, config, login, start, stop and the
+guarantees above, because each depends on the others (the login is in the config, the start
+waits for the ports it wrote); the login's file format lives in ``credentials.py``.
 """
 
 from __future__ import annotations

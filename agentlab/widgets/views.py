@@ -51,7 +51,10 @@ class _LiveView(widgets.VBox):
         get_pump().register(self)
 
     # -- what subclasses provide ----------------------------------------------------------
+    # Not abc.abstractmethod: a widget's metaclass (traitlets' MetaHasTraits) and ABCMeta do
+    # not combine, so a view that forgets one of these two fails on its first render instead.
     def _key(self) -> Any:
+        """What the view shows, cheaply: a new key means render again."""
         raise NotImplementedError
 
     def _ingest(self) -> None:
