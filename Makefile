@@ -18,7 +18,7 @@ XDIST := -n $(JOBS) --dist loadfile
 FAST := not browser and not chaos and not notebooks
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint bench install constraints clean chaos asyncapi-parser
+.PHONY: demo test test-fast lint bench install constraints clean chaos chaos-cluster asyncapi-parser docs
 
 # The distribution was called `agentlab` until it became agentlab-nats: an older .venv has
 # that one installed, and it is uninstalled before the new one goes in.
@@ -45,6 +45,18 @@ $(PARSER): tests/js/package.json tests/js/package-lock.json
 
 asyncapi-parser: $(PARSER)
 
+# The browser agent widget's front end (agentlab/widgets/assets/browser_agent.js) is built from
+# js/browser-agent; tests/test_browser_agent.py checks the committed bundle is what its lock file
+# builds. Without npm those checks skip. After editing the JS: npm run build --prefix js/browser-agent
+BUNDLER := js/browser-agent/node_modules/.installed
+$(BUNDLER): js/browser-agent/package.json js/browser-agent/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	    npm ci --prefix js/browser-agent --ignore-scripts --no-audit --no-fund && touch $(BUNDLER); \
+	else \
+	    echo "npm not found: tests/test_browser_agent.py skips the bundle checks" \
+	         "(apt-get install nodejs npm)"; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/agentlab demo
 
@@ -57,11 +69,11 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # Everything: unit, integration, browser, chaos and notebooks (about 8 minutes on one core).
-test: $(STAMP) lint $(PARSER)
+test: $(STAMP) lint $(PARSER) $(BUNDLER)
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Everything but the browser, the chaos suite and the notebooks: under 3 minutes on 2 cores.
-test-fast: $(STAMP) lint $(PARSER)
+test-fast: $(STAMP) lint $(PARSER) $(BUNDLER)
 	$(BIN)/python -m pytest $(XDIST) -m "$(FAST)" $(PYTEST_ARGS)
 
 # Refresh constraints.txt: a fresh venv, an unpinned install of '.[test]', pip freeze.
@@ -79,6 +91,13 @@ constraints:
 	mv "$$tmp/constraints.txt" $(or $(CONSTRAINTS),constraints.txt)
 	@echo "$(or $(CONSTRAINTS),constraints.txt) refreshed; make install uses it"
 
+# The course site in site/: every course notebook executed (an embedded server each), each
+# live view's final snapshot kept in its output, MkDocs Material over them, the README and
+# docs/ (docs/tools/build.py; a few minutes). The committed notebooks stay without outputs.
+# tests/test_docs.py builds it the same way and reads every lesson page in Chromium.
+docs: $(STAMP)
+	$(BIN)/python docs/tools/build.py --site site
+
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.foundation
 	$(BIN)/python -m benchmarks.delegation
@@ -89,7 +108,14 @@ bench: $(STAMP)
 # The fault suite: 10,000 tasks to agent processes while agents and nats-server are
 # SIGKILLed; prints the figures (a 1,000-task version runs inside `make test`).
 chaos: $(STAMP)
-	$(BIN)/python -m agentlab.chaos --tasks 10000
+	$(BIN)/python -m agentlab.chaos --tasks 10000 --agent-pauses 2 --server-pauses 1
+
+# The same on a local 3-node cluster: pauses of an agent and of the AGENT_TASKS leader, a
+# partition of the leader (network namespaces: needs root, else that row says why it was
+# skipped), and 20 leader kills with the distribution of their recoveries.
+chaos-cluster: $(STAMP)
+	$(BIN)/python -m agentlab.chaos --cluster --tasks 10000 --agent-pauses 2 --server-pauses 1 \
+		--partitions 1 --leader-kills 20
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build dist tests/js/node_modules
+	rm -rf $(VENV) .pytest_cache .hypothesis build dist site tests/js/node_modules js/browser-agent/node_modules

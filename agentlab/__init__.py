@@ -10,6 +10,7 @@ in docs/architecture.md.
 """
 
 from .core.client import Client
+from .core.credentials import Login, ScopedLogin
 from .core.jetstream import PubAck, PullConsumer
 from .core.notebook import allow_asyncio_run
 from .core.received import Message
@@ -18,6 +19,7 @@ from .core.specs import DAY, HOUR, MINUTE, ConsumerSpec, KiB, MiB, StreamSpec
 from .core.stores import KeyValueBucket, ObjectBucket
 from .core.subjects import Subjects, subject_matches
 from .core.subscription import Subscription
+from .core.tls import TlsFailed
 from .errors import (
     AgentlabError,
     AuthenticationFailed,
@@ -54,7 +56,7 @@ __all__ = [
     # a lab and its connections
     "start", "connect", "current_lab", "Lab", "Client", "Subscription", "Message",
     "EmbeddedServer", "find_nats_server", "NatsServerNotFound", "Tenants", "TenantClient",
-    "allow_asyncio_run",
+    "allow_asyncio_run", "Login", "ScopedLogin",
     # subjects, messages, JetStream
     "Subjects", "subject_matches", "AgentMessage", "WireModel", "register_wire_model",
     "StreamSpec", "ConsumerSpec", "PubAck", "PullConsumer", "KeyValueBucket", "ObjectBucket",
@@ -66,5 +68,5 @@ __all__ = [
     "LeaderElection", "MessageDecodeError", "MessageNotFound", "NoMessage", "NoResponders",
     "NotAStream",
     "PayloadTooLarge", "PermissionDenied", "PublishTimeout", "RequestTimeout",
-    "ServerUnreachable", "StreamNotFound", "SubscriptionClosed", "WrongThread",
+    "ServerUnreachable", "StreamNotFound", "SubscriptionClosed", "TlsFailed", "WrongThread",
 ]

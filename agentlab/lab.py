@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import ssl
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from .core.client import Client
 from .core.connecting import default_url
 from .core.credentials import CREDENTIALS_ENV, credentials_file_for
 from .core.server import EmbeddedServer
+from .core.tls import tls_mode
 from .errors import ServerUnreachable
 
 if TYPE_CHECKING:
@@ -44,6 +46,7 @@ class Lab(Client):
     tenants: Tenants | None = None  # start(tenants=...): the declared tenants and credentials
     replicas: int = 1  # start(cluster=3): the copies each reference stream keeps
     _cluster_request: int | None = None
+    _tls_request: str | None = None
     _sibling_kind = Client  # lab.connect("cto") opens a plain connection, not another lab
 
     @property
@@ -106,6 +109,12 @@ class Lab(Client):
         return self.server.monitor_url if self.server else None
 
     @property
+    def websocket_url(self) -> str | None:
+        """Where browsers reach the embedded server (``start(websocket=True)``), else None."""
+        server = self.server
+        return server.websocket_url if isinstance(server, EmbeddedServer) else None
+
+    @property
     def credentials_path(self) -> str | None:
         """The file (mode 0600, a nats CLI context) holding the embedded server's login."""
         if self.server is not None:
@@ -119,6 +128,13 @@ class Lab(Client):
         never leave them in a notebook's output."""
         return {key: self._login[key] for key in ("user", "password")
                 if self._login.get(key) is not None}
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The ``ssl.SSLContext`` the lab's connections use (the lab's CA; for mutual TLS its
+        client certificate too), for an outside client: ``await nats.connect(lab.url,
+        tls=lab.tls_context(), **lab.login())``. None for a plain-text server."""
+        context = self._login.get("tls")
+        return context if isinstance(context, ssl.SSLContext) else None
 
     def client_env(self) -> dict[str, str]:
         """The environment another process needs to use this lab's server, for
@@ -168,6 +184,9 @@ class Lab(Client):
                 ("login", f"user {self.identity}, in {self.credentials_path}"
                           if self.identity and self.credentials_path else
                           f"user {self.identity}" if self.identity else "none"),
+                ("TLS", {"mutual": "mutual (client certificates required)",
+                         "tls": "on (the lab's own CA)"}.get(self._tls_request or "",
+                         "on" if self.url.startswith("tls://") else "off")),
                 ("monitoring", self.monitor_url or
                  ("off (start(monitor=True))" if self.server else "n/a")),
                 ("state", "closed" if self.is_closed else "running")]
@@ -184,7 +203,8 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
           user: str | None = None, password: str | None = None,
           tenants: Tenants | Sequence[str] | None = None, cluster: int | None = None,
           max_buffered_msgs: int | None = None, max_buffered_size: str | None = None,
-          monitor: bool = False) -> Lab:
+          monitor: bool = False, websocket: bool = False,
+          tls: bool | str | None = None) -> Lab:
     """Start (or reuse) the lab.
 
     Without ``url`` and without ``$AGENTLAB_NATS_URL``, starts an embedded nats-server with
@@ -209,8 +229,26 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
 
     ``max_buffered_msgs`` / ``max_buffered_size`` set the embedded server's JetStream ingest
     limits (see :class:`agentlab.EmbeddedServer`): a publish storm past them is refused.
+
+    ``tls=True`` serves TLS only (``tls://`` URL; a client that stays in plain text is refused),
+    with a CA and certificates made for this lab: every connection of the lab, and every
+    process given ``lab.client_env()``, trusts that CA and no other. ``tls="mutual"`` also
+    requires the client certificate the CA signed (in the same files). Both work with
+    ``cluster=3``, whose routes are TLS too. With a URL, ``tls=`` checks that server asks
+    for TLS (the CA then comes from ``$AGENTLAB_NATS_CREDENTIALS``' ``ca``).
+
+    ``websocket=True`` also serves NATS over WebSocket on 127.0.0.1 (``lab.websocket_url``),
+    for a browser agent (``agentlab.widgets.BrowserAgent``), which logs in with a login of
+    its own; the lab's login is refused there. With ``tls=`` too, that listener stays plain
+    ``ws://`` on loopback: a browser cannot trust a per-lab CA.
     """
     global _current
+    mode = tls_mode(tls)  # a bad value is refused before anything starts
+    if websocket and (url or default_url()) is not None:
+        raise ValueError(f"websocket=True asks the embedded server for a WebSocket listener, "
+                         f"but this lab connects to {url or default_url()} (url= or "
+                         "$AGENTLAB_NATS_URL): configure that server's websocket block, or "
+                         "unset the URL.")
     if tenants is not None:
         from .tenants.config import Tenants
 
@@ -227,6 +265,12 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             if not fresh:
                 if tenants is not None and tenants != _current.tenants:
                     raise ValueError("A lab with other tenants is running: pass fresh=True.")
+                if websocket and _current.websocket_url is None:
+                    raise ValueError("A lab without a WebSocket listener is running: pass "
+                                     "fresh=True (with websocket=True).")
+                if tls is not None and mode != _current._tls_request:
+                    raise ValueError(f"A lab with tls={_current._tls_request or False!r} is "
+                                     "running: pass fresh=True.")
                 if cluster is not None and cluster != _current._cluster_request:
                     raise ValueError(f"A lab that is not a {cluster}-node cluster is running: "
                                      "pass fresh=True.")
@@ -239,6 +283,9 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                              "give both (or neither, for a generated one, which every "
                              "connection of the lab uses by itself).")
         if url is None and cluster is not None:
+            if websocket:
+                raise ValueError("websocket=True applies to a single embedded server; the "
+                                 "cluster runs the node configs of deploy/nats as they are.")
             if tenants is not None or server_config or max_buffered_msgs or max_buffered_size:
                 raise ValueError("cluster= runs the node configs of deploy/nats as they are; "
                                  "tenants=, server_config= and the ingest limits apply to a "
@@ -246,7 +293,7 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             from .cluster import LocalCluster
 
             server = LocalCluster(cluster, store_dir=store_dir, user=user,
-                                  password=password).start()
+                                  password=password, tls=mode).start()
             url = server.url
         elif url is None:
             # With tenants= the config brings the logins (the operator's is the lab's).
@@ -255,7 +302,8 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
                                     extra_config=server_config,
                                     max_buffered_msgs=max_buffered_msgs,
                                     max_buffered_size=max_buffered_size, user=user,
-                                    password=password, monitor=monitor).start()
+                                    password=password, monitor=monitor,
+                                    websocket=websocket, tls=mode).start()
             url = server.url
         login = server.login() if server is not None else {"user": user, "password": password}
         try:
@@ -266,6 +314,12 @@ def start(*, url: str | None = None, fresh: bool = False, name: str = "lab",
             raise
         assert isinstance(lab, Lab)
         lab.server, lab.tenants, lab._cluster_request = server, tenants, cluster
+        lab._tls_request = mode
+        if mode is not None and server is None and not server_info(lab.nc).get("tls_required"):
+            lab.close()
+            raise ValueError(f"tls={tls!r}, but the server at {url} (from url= or "
+                             "$AGENTLAB_NATS_URL) does not ask for TLS. Unset the URL to let "
+                             "agentlab start a TLS server, or configure that server's tls block.")
         if cluster is not None:
             from .org.streams import declare_replicated_streams
 

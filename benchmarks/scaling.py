@@ -15,10 +15,16 @@ processes (benchmarks/scaling_hosts.py explains both sides' options). Per config
   completions per second from the first completion to the last (the starts are not timed).
 * **idle**, over 10 s once the queues are empty: CPU of the agent processes and of
   nats-server (% of one core), RSS per agent (the hosts' growth from their baseline after
-  imports, divided by N), threads, and JetStream API requests per second (``$JS.API.>``,
-  pull requests included, counted by a tap process of its own).
+  imports, divided by N), threads, and, counted rather than timed: JetStream API requests
+  per second (``$JS.API.>``, pull requests included) and heartbeats per second (both counted
+  by a tap process of its own), and the agent processes' event-loop wakeups per second.
+
+**Flat cost** (DESIGN decision 13), from the same run, 100 roles in one process against 1:
+p50 at most 1.3x, drain at least 0.9x, and idle CPU (agents + server) at most 3 % of a core
+in every configuration; a table of its own marks each PASS or FAIL.
 
 "1 process": all N roles in one host. "4 processes": four hosts with N/4 roles each.
+"1 (1 conn)": 100 roles in one host on one shared connection.
 ``agentlab.programs.worker`` runs one role per process, so the hosts are this benchmark's
 own (the same Agent, options and connection per role as the worker's); 100 roles as 100
 worker processes would measure 100 interpreters. FastStream runs the same N in one process
@@ -190,6 +196,15 @@ async def preload(url: str, login: dict, org: str, roles: list[str], n: int) -> 
 
 # -- idle ----------------------------------------------------------------------------------
 def idle(group: Group, server_pid: int, seconds: float, env: dict) -> dict:
+    woken = [h.wakeups() for h in group.hosts]
+    counts, figures = _idle_window(group, server_pid, seconds, env)
+    woken = [h.wakeups() - w for h, w in zip(group.hosts, woken, strict=True)]
+    return {**figures, "wakeups": sum(woken) / seconds if min(woken) >= 0 else None,
+            "beats": counts.get("heartbeat", 0) / seconds}
+
+
+def _idle_window(group: Group, server_pid: int, seconds: float, env: dict
+                 ) -> tuple[dict, dict]:
     # The tap's own start (an interpreter, a connection: ~0.5 s) lets the drain's last acks
     # and pull requests settle before the window opens.
     tap = subprocess.Popen([sys.executable, "-m", "benchmarks.scaling_hosts", "tap",
@@ -208,12 +223,13 @@ def idle(group: Group, server_pid: int, seconds: float, env: dict) -> dict:
     wall = t1 - t0
     grown = sum(a.rss - (h.base.rss if h.base else 0)
                 for a, h in zip(after, group.hosts, strict=True))
-    return {"cpu_al": sum(a.cpu - b.cpu for a, b in zip(after, before, strict=True)) / wall * 100,
-            "cpu_srv": (server1.cpu - server0.cpu) / wall * 100,
-            "rss_agent": grown / len(group.roles) / 2**20,
-            "threads": [a.threads for a in after],
-            "api": (counts.get("pull", 0) + counts.get("other", 0)) / seconds,
-            "pull": counts.get("pull", 0) / seconds}
+    return counts, {
+        "cpu_al": sum(a.cpu - b.cpu for a, b in zip(after, before, strict=True)) / wall * 100,
+        "cpu_srv": (server1.cpu - server0.cpu) / wall * 100,
+        "rss_agent": grown / len(group.roles) / 2**20,
+        "threads": [a.threads for a in after],
+        "api": (counts.get("pull", 0) + counts.get("other", 0)) / seconds,
+        "pull": counts.get("pull", 0) / seconds}
 
 
 # -- orchestration -------------------------------------------------------------------------
@@ -245,9 +261,9 @@ class Bench:
             self.done.event.set()
 
     def open(self, kind: str, prefix: str, n: int, processes: int,
-             limit: float = 90.0) -> Group:
+             limit: float = 90.0, shared: bool = False) -> Group:
         group = Group(kind, prefix, n, processes, ORG_AL if kind == "agentlab" else ORG_FS,
-                      self.env, self.logs)
+                      self.env, self.logs, shared)
         self.groups.append(group)
         group.start(limit)
         return group
@@ -271,6 +287,7 @@ class Bench:
     def measure(self, group: Group, processes: int, lat: list[list[float]],
                 drain: list[float], idle_s: float | None = None) -> None:
         self.rows.append({"roles": len(group.roles), "processes": processes,
+                          "shared": group.shared,
                           "p50": statistics.median(pct(r, 0.5) for r in lat) / 1000,
                           "p99": statistics.median(pct(r, 0.99) for r in lat) / 1000,
                           "drain": statistics.median(drain),
@@ -313,6 +330,16 @@ class Bench:
         self.measure(group, PROCESSES, lat, drain)
         self.close(group)
 
+    def shared_connection(self, n: int) -> None:
+        """N roles in one agentlab process on one connection."""
+        console.print(f"[dim]{n} roles in one process on one shared connection…")
+        group = self.open("agentlab", f"s{n}-", n, 1, shared=True)
+        warm = max(20, min(n, 100))
+        lat = [self.al_latency(group, warm) for _ in range(self.rounds)]
+        drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
+        self.measure(group, 1, lat, drain)
+        self.close(group)
+
     def information(self, n: int) -> None:
         """N roles in one process, one round, if they start within ``info_limit``."""
         console.print(f"[dim]{n:,} roles in one process (information only)…")
@@ -350,12 +377,14 @@ def run(args: Any, results: dict) -> None:
             timed(bench.compare, n, results)
             if n >= PROCESSES:
                 timed(bench.spread, n)
+        timed(bench.shared_connection, 10 if bench.quick else 100)
         if not bench.quick:
             timed(bench.information, 1000)
     finally:
         bench.stop()
     shutil.rmtree(bench.logs, ignore_errors=True)  # the hosts' stderr, kept only on failure
     print_table(bench.rows, bench.idle_s, time.perf_counter() - began)
+    print_flat_cost(bench.rows)
 
 
 def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
@@ -366,26 +395,83 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
                   caption=f"idle: over {idle_s:g} s with the queues empty"
                           + (f" (the info row: {idle_s / 2:g} s)"
                              if any(r["roles"] > 100 for r in rows) else "")
-                          + "; CPU in % of one "
+                          + "; CPU (al: the agent processes, srv: nats-server) in % of one "
                           "core; RSS: the agent processes' growth ÷ N; API/s: $JS.API.> "
-                          f"requests (of which pull requests). Took {seconds:.0f} s.")
-    for col in ("roles", "procs", "p50 ms", "p99 ms", "drain/s", "CPU agents", "CPU server",
-                "RSS/agent", "threads", "JS API/s (pull)"):
+                          "requests (of which pull requests); wakes/s: the agent processes' "
+                          "event-loop wakeups; beats/s: heartbeats. "
+                          f"Took {seconds:.0f} s.")
+    for col in ("roles", "procs", "p50 ms", "p99 ms", "drain/s", "CPU al", "CPU srv",
+                "RSS/agent", "threads", "API/s (pull)", "wakes/s", "beats/s"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         label = f"{r['roles']:,}" + (" (info)" if r["roles"] > 100 else "")
         if "skipped" in r:
-            table.add_row(label, str(r["processes"]), r["skipped"], *[""] * 7)
+            table.add_row(label, str(r["processes"]), r["skipped"], *[""] * 9)
             continue
         threads = r["threads"]
-        table.add_row(label, str(r["processes"]), f"{r['p50']:.2f}", f"{r['p99']:.2f}",
+        procs = f"{r['processes']}" + (" shared" if r.get("shared") else "")
+        table.add_row(label, procs, f"{r['p50']:.2f}", f"{r['p99']:.2f}",
                       f"{r['drain']:,.0f}", f"{r['cpu_al']:.1f} %", f"{r['cpu_srv']:.1f} %",
                       f"{r['rss_agent']:.2f} MiB",
                       str(threads[0]) if len(threads) == 1 else
                       f"{len(threads)}×{threads[0]}" if len(set(threads)) == 1 else
                       "+".join(map(str, threads)),
-                      f"{r['api']:,.0f} ({r['pull']:,.0f})")
+                      f"{r['api']:,.1f} ({r['pull']:,.1f})",
+                      "—" if r.get("wakeups") is None else f"{r['wakeups']:,.0f}",
+                      f"{r.get('beats', 0):,.1f}")
     console.print(table)
+
+
+# The flat-cost targets (DESIGN decision 13): 100 roles in one process against 1, same run.
+P50_RATIO, DRAIN_RATIO, IDLE_CPU = 1.3, 0.9, 3.0
+
+
+def flat_cost(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, bound, passed) for each flat-cost target; passed None when a
+    configuration it needs was not run (``--quick`` runs 1 and 10 roles only)."""
+    def one(n: int) -> dict | None:
+        return next((r for r in rows if r["roles"] == n and r["processes"] == 1
+                     and not r.get("shared") and "skipped" not in r), None)
+
+    first, hundred = one(1), one(100)
+    out: list[tuple[str, str, str, bool | None]] = []
+    if first is None or hundred is None:
+        out += [("p50, 100 roles ÷ 1", "not run", f"≤ {P50_RATIO:g}x", None),
+                ("drain, 100 roles ÷ 1", "not run", f"≥ {DRAIN_RATIO:g}x", None)]
+    else:
+        p50, drain = hundred["p50"] / first["p50"], hundred["drain"] / first["drain"]
+        out += [("p50, 100 roles ÷ 1", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x", p50 <= P50_RATIO),
+                ("drain, 100 roles ÷ 1", f"{drain:.2f}x", f"≥ {DRAIN_RATIO:g}x",
+                 drain >= DRAIN_RATIO)]
+    for r in rows:
+        if "skipped" in r or r["roles"] > 100:
+            continue  # the 1,000-role row is information
+        cpu = r["cpu_al"] + r["cpu_srv"]
+        where = f"{r['roles']} role(s), {r['processes']} process(es)" + \
+            (", 1 connection" if r.get("shared") else "")
+        out.append((f"idle CPU (agents + server), {where}", f"{cpu:.1f} %",
+                    f"≤ {IDLE_CPU:g} % of a core", cpu <= IDLE_CPU))
+    return out
+
+
+def print_flat_cost(rows: list[dict]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Flat cost: 100 roles against 1, same run (DESIGN decision 13)")
+    for col in ("target", "measured", "bound", "result"):
+        table.add_column(col, justify="left" if col == "target" else "right", no_wrap=True)
+    checks = flat_cost(rows)
+    for name, measured, bound, ok in checks:
+        table.add_row(name, measured, bound,
+                      {True: "[green]PASS", False: "[bold red]FAIL", None: "—"}[ok])
+    console.print(table)
+    failed = [name for name, _, _, ok in checks if ok is False]
+    counted = [c for c in checks if c[3] is not None]
+    if failed:
+        console.print(f"[bold red]FLAT COST: {len(counted) - len(failed)}/{len(counted)} "
+                      f"targets met; FAILED: {'; '.join(failed)}")
+    else:
+        console.print(f"[bold green]FLAT COST: all {len(counted)} targets met")
 
 
 if __name__ == "__main__":

@@ -1,27 +1,33 @@
 """The processes benchmarks/scaling.py measures: agent hosts (agentlab or FastStream) and a tap.
 
     python -m benchmarks.scaling_hosts host agentlab --prefix r10- --count 10 --org bench-al
+    python -m benchmarks.scaling_hosts host agentlab --shared --prefix s10- --count 10 ...
     python -m benchmarks.scaling_hosts host faststream --prefix f10- --count 10 --org bench-fs
     python -m benchmarks.scaling_hosts tap --seconds 10
 
 Environment: ``AGENTLAB_NATS_URL`` and ``AGENTLAB_NATS_CREDENTIALS`` (``server.client_env()``).
 
 A host runs N roles, each its own durable pull consumer on AGENT_TASKS. agentlab: one
-``Agent`` per role on a connection of its own, with the options ``agentlab.programs.worker``
-gives an agent by default (ack wait 30 s, 3 deliveries, 5 tasks in hand, a heartbeat every
-2 s). The worker itself runs one role per process, so this host stands in for N of them
-sharing a process. FastStream: one ``NatsBroker`` (one connection, as FastStream has it) with
-a pull subscriber per role: a durable consumer with the same limits, ``PullSub()`` (its
-default batch of 1), ``max_workers=5``, the completion published to JetStream by a
-``@broker.publisher``. FastStream's per-message INFO log is off (``logger=None``): agentlab
-logs nothing per task either.
+``Agent`` per role on a connection of its own (``--shared``: all on one connection, as
+``Organisation(shared_connection=True)`` runs them), with the options
+``agentlab.programs.worker`` gives an agent by default (ack wait 30 s, 3 deliveries, 5 tasks
+in hand, a heartbeat every 2 s). The worker itself runs one role per process, so this host
+stands in for N of them sharing a process. FastStream: one ``NatsBroker`` (one connection, as
+FastStream has it) with a pull subscriber per role: a durable consumer with the same limits,
+``PullSub()`` (its default batch of 1), ``max_workers=5``, the completion published to
+JetStream by a ``@broker.publisher``. FastStream's per-message INFO log is off
+(``logger=None``): agentlab logs nothing per task either.
 
 The host prints one JSON line per step on stdout: ``{"loaded"}`` once imported (the parent
 reads the baseline RSS then), ``{"ready"}`` once working; then it answers the lines
-``stop`` (every role stops pulling), ``start`` and ``quit`` on stdin, each with one line.
+``stop`` (every role stops pulling), ``start``, ``count`` (an agentlab host: how many times
+its event loop has woken so far, ``{"wakeups": n}``) and ``quit`` on stdin, each with one
+line.
 
-The tap counts the JetStream API requests (``$JS.API.>``, pull requests included) for
-``--seconds`` from a process of its own, so that counting costs the measured ones nothing.
+The tap counts, for ``--seconds`` and from a process of its own (so that counting costs the
+measured ones nothing), the JetStream API requests (``$JS.API.>``, pull requests included)
+and the agents' heartbeats (``genbrain.agents.*.heartbeat``). It does not tap ``_INBOX.>``:
+a tap on every inbox makes agentlab's pull requests short (agentlab/core/pull.py).
 
 The parent's handles on them are here too: :class:`Host` (one process), :class:`Group` (the
 hosts of one configuration) and :class:`Stat` (a process's CPU time, RSS and threads, read
@@ -53,6 +59,7 @@ from .common import raw_login
 ROOT = Path(__file__).resolve().parents[1]
 _CLK = os.sysconf("SC_CLK_TCK")
 TASKS, COMPLETED = "genbrain.agents.{}.tasks", "genbrain.org.{}.tasks.completed"
+HEARTBEATS = "genbrain.agents.*.heartbeat"
 ACK_WAIT, MAX_DELIVER, MAX_ACK_PENDING, HEARTBEAT = 30.0, 3, 5, 2.0  # the worker's defaults
 
 
@@ -72,7 +79,21 @@ async def handler(task: Any, ctx: Any = None) -> dict:
 
 
 # -- agentlab ------------------------------------------------------------------------------
-def host_agentlab(roles: list[str], org: str) -> None:
+def count_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count the iterations of ``loop`` (each one a wakeup: a timer, a socket, a callback
+    from another thread) in the list's one item. asyncio's own loop only."""
+    counter, run_once = [0], getattr(loop, "_run_once", None)
+    if run_once is None:
+        return [-1]
+
+    def counted() -> None:
+        counter[0] += 1
+        run_once()
+    loop._run_once = counted  # type: ignore[attr-defined]
+    return counter
+
+
+def host_agentlab(roles: list[str], org: str, shared: bool = False) -> None:
     import agentlab
     from agentlab.core.bridge import get_bridge
     from agentlab.org import Agent
@@ -80,8 +101,12 @@ def host_agentlab(roles: list[str], org: str) -> None:
     say(loaded=True)
     sys.stdin.readline()  # "go": the parent has read the baseline
     url, bridge = os.environ["AGENTLAB_NATS_URL"], get_bridge()
+    wakeups = count_wakeups(bridge.loop)
 
     async def connect_all() -> list[agentlab.Client]:
+        if shared:
+            one = await agentlab.Client.aopen(url, name="bench-agents")
+            return [one] * len(roles)
         return list(await asyncio.gather(*(agentlab.Client.aopen(url, name=f"bench-{role}")
                                            for role in roles)))
 
@@ -119,11 +144,14 @@ def host_agentlab(roles: list[str], org: str) -> None:
         command = line.strip()
         if command == "quit":
             break
+        if command == "count":
+            say(wakeups=wakeups[0])
+            continue
         retried = bridge.run(each("astop" if command == "stop" else "astart"),
                              operation=command)
         say(done=command, retried=retried)
     bridge.run(each("astop"), operation="stop")
-    for client in clients:
+    for client in set(clients):
         client.close()
     say(done="quit")
 
@@ -196,7 +224,11 @@ def tap(seconds: float) -> None:
 
         async def seen(msg: Any) -> None:
             kinds["pull" if ".CONSUMER.MSG.NEXT." in msg.subject else "other"] += 1
+
+        async def beat(msg: Any) -> None:
+            kinds["heartbeat"] += 1
         await nc.subscribe("$JS.API.>", cb=seen)
+        await nc.subscribe(HEARTBEATS, cb=beat)
         await nc.flush()
         say(ready=True)
         await asyncio.sleep(seconds)
@@ -216,13 +248,18 @@ def main(argv: list[str] | None = None) -> None:
     host.add_argument("--count", type=int, required=True)
     host.add_argument("--step", type=int, default=1)
     host.add_argument("--org", required=True)
+    host.add_argument("--shared", action="store_true",
+                      help="agentlab: every role on one connection")
     sub.add_parser("tap").add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
     if args.what == "tap":
         tap(args.seconds)
         return
     roles = [f"{args.prefix}{args.first + i * args.step}" for i in range(args.count)]
-    (host_agentlab if args.kind == "agentlab" else host_faststream)(roles, args.org)
+    if args.kind == "agentlab":
+        host_agentlab(roles, args.org, shared=args.shared)
+    else:
+        host_faststream(roles, args.org)
 
 
 # -- the parent's handles on them ---------------------------------------------------------
@@ -248,12 +285,12 @@ class Host:
     """One scaling_hosts process: JSON lines out, commands in."""
 
     def __init__(self, kind: str, roles: tuple[str, int, int, int], org: str, env: dict,
-                 logs: Path):
+                 logs: Path, shared: bool = False):
         prefix, first, count, step = roles
         self.count, self.log = count, logs / f"{kind}-{prefix}{first}.log"
         argv = [sys.executable, "-m", "benchmarks.scaling_hosts", "host", kind, "--prefix",
                 prefix, "--first", str(first), "--count", str(count), "--step", str(step),
-                "--org", org]
+                "--org", org] + (["--shared"] if shared else [])
         with open(self.log, "wb") as stderr:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=stderr, env=env, cwd=ROOT, text=True)
@@ -276,6 +313,11 @@ class Host:
     def stat(self) -> Stat:
         return Stat.of(self.proc.pid)
 
+    def wakeups(self) -> int:
+        """An agentlab host's event-loop wakeups so far (-1: not counted)."""
+        self.send("count")
+        return int(self.read(10).get("wakeups", -1))
+
     def close(self) -> None:
         try:
             if self.proc.poll() is None:
@@ -293,11 +335,12 @@ class Group:
     """The hosts of one configuration: N roles over ``processes`` processes."""
 
     def __init__(self, kind: str, prefix: str, n: int, processes: int, org: str, env: dict,
-                 logs: Path):
+                 logs: Path, shared: bool = False):
         self.roles = [f"{prefix}{i}" for i in range(n)]
+        self.shared = shared
         self.retried = 0  # agent starts asked again after a JetStream timeout
         self.hosts = [Host(kind, (prefix, i, len(self.roles[i::processes]), processes), org,
-                           env, logs) for i in range(min(processes, n))]
+                           env, logs, shared) for i in range(min(processes, n))]
 
     def start(self, limit: float) -> float:
         """Wait until every host works; its baseline RSS is read before its agents exist."""

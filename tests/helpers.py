@@ -77,3 +77,11 @@ def this_venv_kernel(tmp_path: Path, monkeypatch: Any, name: str) -> str:
     monkeypatch.setenv("JUPYTER_PATH", os.pathsep.join(
         p for p in (str(tmp_path / "jupyter"), os.environ.get("JUPYTER_PATH")) if p))
     return name
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child process, without a server or login to inherit:
+    it must find its own (unbuffered, wide output, plus ``extra``)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AGENTLAB_NATS_URL", "AGENTLAB_NATS_CREDENTIALS")}
+    return env | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"} | extra

@@ -192,7 +192,8 @@ def test_keep_alive_holds_a_task_through_one_long_blocking_call(org_lab, agents,
 
 
 def test_without_in_progress_a_long_task_is_redelivered(org_lab, agents, names):
-    """The control for the test above: the same ack_wait, no in_progress()."""
+    """The control for the test above: the same ack_wait, no in_progress(). (Without the
+    lease too, which makes the redelivery wait for the live first run: test_leases.py.)"""
     calls: list[int] = []
 
     def long_work(task: Task, ctx) -> dict:
@@ -201,7 +202,7 @@ def test_without_in_progress_a_long_task_is_redelivered(org_lab, agents, names):
             time.sleep(1.6)
         return {}
 
-    agents(names.cto, names.org, long_work, ack_wait=1).start()
+    agents(names.cto, names.org, long_work, ack_wait=1, lease=False).start()
     agents(names.ceo, names.org).delegate(names.cto, "Write the design doc")
     wait_for(lambda: len(calls) == 2, timeout=4, what="the redelivery")
     assert calls == [1, 2]

@@ -91,8 +91,8 @@ def test_postbuild_and_start_are_what_repo2docker_expects():
 
 def test_the_readme_badge_opens_notebook_00():
     readme = (ROOT / "README.md").read_text()
-    badge = re.search(r"\[!\[Binder\]\(https://mybinder\.org/badge_logo\.svg\)\]\((\S+)\)",
-                      readme)
+    badge = re.search(r"\[!\[Binder: the course\]\(https://mybinder\.org/badge_logo\.svg\)\]"
+                      r"\((\S+)\)", readme)
     assert badge, "README.md needs the mybinder.org badge"
     assert badge.group(1).startswith("https://mybinder.org/v2/gh/")
     assert badge.group(1).endswith(f"?urlpath=lab/tree/{START_NOTEBOOK}")

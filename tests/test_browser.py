@@ -134,13 +134,19 @@ def jupyter(request, tmp_path):
         _wait_http(f"{base}/api?token={TOKEN}", 90, log_path)
         yield Served(front_end, base)
     finally:
-        _shutdown_kernels(base)
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_jupyter(base, server)
         log.close()
+
+
+def stop_jupyter(base: str, server: subprocess.Popen) -> None:
+    """Stop a Jupyter server the test started: its kernels politely first (each kernel's
+    embedded nats-server with it), then the server, killed if it does not stop in 15 s."""
+    _shutdown_kernels(base)
+    server.terminate()
+    try:
+        server.wait(15)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _shutdown_kernels(base: str) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import urllib.request
@@ -27,6 +26,7 @@ import agentlab
 from agentlab import AuthenticationFailed, EmbeddedServer, Subjects
 from agentlab.core.server import MonitoringOff
 from agentlab.org import Organisation, Task, TaskCompleted
+from helpers import clean_env
 
 S = Subjects()
 pytestmark = pytest.mark.timeout(120)
@@ -57,35 +57,9 @@ def refused(url: str, **login: str) -> None:
     assert "authorization" in text, text
 
 
-@pytest.fixture
-def own_lab(monkeypatch):
-    """``own_lab(**start_options)``: a fresh lab of the test's own (the session's is kept)."""
-    import agentlab.lab
-
-    monkeypatch.delenv("AGENTLAB_NATS_URL", raising=False)
-    monkeypatch.delenv("AGENTLAB_NATS_CREDENTIALS", raising=False)
-    monkeypatch.setattr(agentlab.lab, "_current", None)
-    started: list[agentlab.Lab] = []
-
-    def start(**options) -> agentlab.Lab:
-        lab = agentlab.start(fresh=True, name=f"closed-{len(started)}", **options)
-        started.append(lab)
-        return lab
-
-    yield start
-    for lab in started:
-        lab.close()
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("AGENTLAB_NATS_URL", "AGENTLAB_NATS_CREDENTIALS")}
-    return env | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"} | extra
-
-
 # -- the acceptance test ------------------------------------------------------------------------
-def test_a_plain_client_without_credentials_is_refused_and_with_the_labs_login_gets_in(own_lab):
-    lab = own_lab()
+def test_a_plain_client_without_credentials_is_refused_and_with_the_labs_login_gets_in(fresh_lab):
+    lab = fresh_lab()
     refused(lab.url)
     refused(lab.url, user=lab.login()["user"], password="a guess")
     plain(lab.url, **lab.login())
@@ -93,16 +67,16 @@ def test_a_plain_client_without_credentials_is_refused_and_with_the_labs_login_g
     assert len(lab.login()["password"]) >= 32  # 192 random bits, url-safe
 
 
-def test_the_login_is_generated_per_lab(own_lab):
-    first = own_lab()
+def test_the_login_is_generated_per_lab(fresh_lab):
+    first = fresh_lab()
     first_password = first.login()["password"]
-    second = own_lab()
+    second = fresh_lab()
     assert second.login()["password"] != first_password
     assert first.is_closed
 
 
-def test_the_credentials_file_is_private_and_a_nats_cli_context(own_lab):
-    lab = own_lab()
+def test_the_credentials_file_is_private_and_a_nats_cli_context(fresh_lab):
+    lab = fresh_lab()
     path = Path(lab.credentials_path)
     assert path.parent == lab.server.store_dir
     assert path.stat().st_mode & 0o777 == 0o600
@@ -117,10 +91,10 @@ def test_the_credentials_file_is_private_and_a_nats_cli_context(own_lab):
 
 
 # -- every connection the lab opens gets in ---------------------------------------------------
-def test_the_labs_connections_the_organisation_and_an_observer_get_in(own_lab):
+def test_the_labs_connections_the_organisation_and_an_observer_get_in(fresh_lab):
     from agentlab.observe import Observer
 
-    lab = own_lab()
+    lab = fresh_lab()
     cto = lab.connect("cto")
     sub = cto.subscribe("closed.ping")
     lab.publish("closed.ping", "pong")
@@ -141,8 +115,8 @@ def test_the_labs_connections_the_organisation_and_an_observer_get_in(own_lab):
         org.stop()
 
 
-def test_a_worker_process_given_client_env_works_and_one_without_is_refused(own_lab, tmp_path):
-    lab = own_lab()
+def test_a_worker_process_given_client_env_works_and_one_without_is_refused(fresh_lab, tmp_path):
+    lab = fresh_lab()
     from agentlab.org import declare_reference_streams
 
     declare_reference_streams(lab)
@@ -169,8 +143,8 @@ def test_a_worker_process_given_client_env_works_and_one_without_is_refused(own_
 
 
 # -- start(user=, password=) ------------------------------------------------------------------
-def test_start_with_user_and_password_configures_that_login_on_the_server(own_lab):
-    lab = own_lab(user="alice", password="correct horse battery staple")
+def test_start_with_user_and_password_configures_that_login_on_the_server(fresh_lab):
+    lab = fresh_lab(user="alice", password="correct horse battery staple")
     assert lab.identity == "alice"
     assert lab.login() == {"user": "alice", "password": "correct horse battery staple"}
     plain(lab.url, user="alice", password="correct horse battery staple")
@@ -182,24 +156,24 @@ def test_start_with_user_and_password_configures_that_login_on_the_server(own_la
     assert lab.connect("sibling").identity == "alice"
 
 
-def test_start_with_half_a_login_is_refused_with_a_clear_error(own_lab):
+def test_start_with_half_a_login_is_refused_with_a_clear_error(fresh_lab):
     with pytest.raises(ValueError, match="give both"):
-        own_lab(user="alice")
+        fresh_lab(user="alice")
     with pytest.raises(ValueError, match="give both"):
-        own_lab(password="secret")
+        fresh_lab(password="secret")
     with pytest.raises(ValueError, match="together"):
         EmbeddedServer(user="alice")
 
 
 # -- monitoring -------------------------------------------------------------------------------
-def test_monitoring_is_off_by_default_and_on_when_asked(own_lab):
-    lab = own_lab()
+def test_monitoring_is_off_by_default_and_on_when_asked(fresh_lab):
+    lab = fresh_lab()
     assert lab.monitor_url is None
     assert "off (start(monitor=True))" in lab._repr_html_()
     with pytest.raises(MonitoringOff, match="monitor=True"):
         lab.server.varz()
     assert "http:" not in lab.server.config_path.read_text()
-    watched = own_lab(monitor=True)
+    watched = fresh_lab(monitor=True)
     assert watched.monitor_url and watched.monitor_url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(f"{watched.monitor_url}/varz", timeout=5) as reply:
         assert json.loads(reply.read())["auth_required"] is True
@@ -207,11 +181,11 @@ def test_monitoring_is_off_by_default_and_on_when_asked(own_lab):
 
 
 # -- never the password ----------------------------------------------------------------------
-def test_no_password_in_reprs_html_errors_or_the_server_banner(own_lab):
+def test_no_password_in_reprs_html_errors_or_the_server_banner(fresh_lab):
     from agentlab.core.credentials import Login
     from agentlab.programs.server import banner
 
-    lab = own_lab()
+    lab = fresh_lab()
     secret = lab.login()["password"]
     shown = [repr(lab), lab._repr_html_(), repr(lab.server), repr(lab.connect("x")),
              repr(Login("u", secret)), banner(lab.server)]
@@ -257,8 +231,8 @@ def test_agentlab_server_prints_how_to_use_it_and_never_the_password(tmp_path):
 
 
 # -- tenants: their config brings the logins, no second one ------------------------------------
-def test_tenants_bring_their_own_logins_and_the_operators_is_the_labs(own_lab):
-    lab = own_lab(tenants=["acme", "globex"])
+def test_tenants_bring_their_own_logins_and_the_operators_is_the_labs(fresh_lab):
+    lab = fresh_lab(tenants=["acme", "globex"])
     config = lab.server.config_path.read_text()
     assert "authorization {" not in config  # only the tenants' accounts: no second way in
     assert lab.identity == "operator" and lab.login()["user"] == "operator"
@@ -271,8 +245,8 @@ def test_tenants_bring_their_own_logins_and_the_operators_is_the_labs(own_lab):
 
 # -- a local cluster ------------------------------------------------------------------------
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a three-node cluster")
-def test_start_cluster_3_refuses_a_plain_client_on_every_node(own_lab):
-    lab = own_lab(cluster=3)
+def test_start_cluster_3_refuses_a_plain_client_on_every_node(fresh_lab):
+    lab = fresh_lab(cluster=3)
     cluster = lab.cluster
     assert cluster is not None and lab.url.count(",") == 2
     for url in cluster.urls:

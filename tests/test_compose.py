@@ -408,3 +408,202 @@ def test_the_agents_run_the_kubernetes_image_and_the_streams_come_first(compose,
     assert "declare_replicated_streams(agentlab.connect(" in script
     assert script.rstrip(")").endswith(f", {len(NODES)}")  # a copy on every node
     assert streams["environment"] == agents_profile["cto"]["environment"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the TLS variant: docker-compose.tls.yml over docker-compose.yml, with `agentlab certs`
+
+COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
+CERTS_IN_NODE = "/etc/nats/certs"
+
+
+@pytest.fixture(scope="module")
+def compose_tls() -> dict:
+    return load_yaml(COMPOSE_TLS)
+
+
+@pytest.fixture(scope="module")
+def deployment_certs(tmp_path_factory):
+    from agentlab.programs.certs import write_deployment_certs
+
+    return write_deployment_certs(tmp_path_factory.mktemp("certs"))
+
+
+def _tls_conf(path: Path) -> dict:
+    """A node's TLS config read as nats-server reads it: its include, then its own keys."""
+    from agentlab.cluster import parse_conf
+
+    text = path.read_text(encoding="utf-8")
+    (include,) = re.findall(r'^include\s+"([^"]+)"\s*$', text, re.MULTILINE)
+    own = parse_conf(re.sub(r"^include .*$", "", text, flags=re.MULTILINE), str(path))
+    return {"include": include, **own}
+
+
+def _merged_mounts(compose: dict, override: dict, name: str) -> dict[str, str]:
+    """container path -> host source once compose merges the override (by mount target)."""
+    return _mounts(compose["services"][name]) | _mounts(override["services"].get(name, {}))
+
+
+def test_the_tls_override_changes_only_services_of_the_base_file_and_no_ports(compose,
+                                                                              compose_tls):
+    assert set(compose_tls["services"]) <= set(compose["services"])
+    assert set(compose_tls) == {"services"}
+    for name, service in compose_tls["services"].items():
+        assert "ports" not in service and "image" not in service, name
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_each_tls_node_runs_its_tls_config_which_includes_the_node_file(compose, compose_tls,
+                                                                       number):
+    name = f"nats-{number}"
+    service = compose_tls["services"][name]
+    assert _flag(service["command"], "--store_dir") == \
+        _flag(compose["services"][name]["command"], "--store_dir")  # the same volume
+    mounts = _merged_mounts(compose, compose_tls, name)
+    target = _flag(service["command"], "--config")
+    source = ROOT / mounts[target]
+    assert source == ROOT / "deploy/nats" / f"node-{number}-tls.conf" and source.is_file()
+    conf = _tls_conf(source)
+    # The include resolves beside the TLS config in the container, to this node's own file.
+    included = str(Path(target).parent / conf["include"])
+    assert (ROOT / mounts[included]).resolve() == (ROOT / "deploy/nats" /
+                                                  f"node-{number}.conf").resolve()
+    node = NodeConfig.read(ROOT / mounts[included])
+    assert node.server_name == name
+    # `cluster` replaces the included block whole: it must be that block, plus its tls.
+    cluster = dict(conf["cluster"])
+    route_tls = cluster.pop("tls")
+    assert cluster == node.settings["cluster"]
+    assert "verify" not in route_tls  # routes always verify both ways
+    client_tls = conf["tls"]
+    assert client_tls["verify"] is True  # mutual: the client certificate is the way in
+    assert "allow_non_tls" not in client_tls and "allow_non_tls" not in conf
+    assert "insecure" not in route_tls and "insecure" not in client_tls
+    for block in (client_tls, route_tls):
+        for key in ("cert_file", "key_file", "ca_file"):
+            folder, file = block[key].rsplit("/", 1)
+            assert folder == CERTS_IN_NODE, block
+    assert mounts[CERTS_IN_NODE] == "./deploy/nats/certs"
+    assert any(v == f"./deploy/nats/certs:{CERTS_IN_NODE}:ro" for v in service["volumes"])
+
+
+def test_the_tls_configs_name_the_files_agentlab_certs_writes(deployment_certs):
+    from agentlab.core.tls import LabCertificates
+
+    written = {p.name for p in deployment_certs.directory.iterdir()}
+    assert written == {LabCertificates.CA, LabCertificates.SERVER_CERT,
+                       LabCertificates.SERVER_KEY, LabCertificates.CLIENT_CERT,
+                       LabCertificates.CLIENT_KEY, "context.json", "host-context.json"}
+    for number in (1, 2, 3):
+        conf = _tls_conf(ROOT / "deploy/nats" / f"node-{number}-tls.conf")
+        for block in (conf["tls"], conf["cluster"]["tls"]):
+            assert {block[k].rsplit("/", 1)[1] for k in ("cert_file", "key_file", "ca_file")} \
+                == {LabCertificates.SERVER_CERT, LabCertificates.SERVER_KEY, LabCertificates.CA}
+    assert all(p.stat().st_mode & 0o077 == 0 for p in deployment_certs.directory.iterdir())
+
+
+def test_the_server_certificate_names_every_node_its_routes_dial(deployment_certs):
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(deployment_certs.server_cert.read_bytes())
+    dns = set(cert.extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName))
+    for number in (1, 2, 3):
+        node = NodeConfig.read(ROOT / "deploy/nats" / f"node-{number}.conf")
+        assert {host for host, _ in node.route_targets()} <= dns
+    assert "localhost" in dns
+
+
+def test_every_agentlab_service_connects_over_tls_with_the_mounted_context(compose, compose_tls,
+                                                                          deployment_certs):
+    import json
+
+    context = json.loads((deployment_certs.directory / "context.json").read_text())
+    tls_url = ",".join(f"tls://{n}:{_config(compose, n).client_port}" for n in NODES)
+    assert context["url"] == tls_url
+    clients = [name for name, s in compose["services"].items()
+               if "AGENTLAB_NATS_URL" in (s.get("environment") or {})
+               or "python -m agentlab metrics" in " ".join(map(str, s.get("command") or []))]
+    assert set(clients) == {"jupyter", "agentlab-metrics", "streams", "ceo", "cto", "cfo"}
+    for name in clients:
+        service = compose_tls["services"][name]
+        env = service["environment"]
+        assert env["AGENTLAB_NATS_URL"] == tls_url, name
+        folder, file = env["AGENTLAB_NATS_CREDENTIALS"].rsplit("/", 1)
+        assert file == "context.json"
+        assert _merged_mounts(compose, compose_tls, name)[folder] == "./deploy/nats/certs"
+        assert "--url nats://" not in " ".join(map(str, service.get("command") or
+                                                   compose["services"][name].get("command")))
+    host = json.loads((deployment_certs.directory / "host-context.json").read_text())
+    published = [_published(compose["services"][n])[_config(compose, n).client_port]
+                 for n in NODES]
+    assert host["url"] == ",".join(f"tls://127.0.0.1:{p}" for p in published)
+    assert all(Path(host[k]).is_absolute() and Path(host[k]).is_file()
+               for k in ("ca", "cert", "key"))
+
+
+def _node_in_tmp(deployment_certs, tmp_path: Path, number: int) -> Path:
+    """node-N-tls.conf and node-N.conf side by side, the certs where this machine has them."""
+    text = (ROOT / "deploy/nats" / f"node-{number}-tls.conf").read_text(encoding="utf-8")
+    (tmp_path / f"node-{number}.conf").write_text(
+        (ROOT / "deploy/nats" / f"node-{number}.conf").read_text(encoding="utf-8"))
+    conf = tmp_path / f"node-{number}-tls.conf"
+    conf.write_text(text.replace(CERTS_IN_NODE, str(deployment_certs.directory)))
+    return conf
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_nats_server_accepts_each_tls_config_with_the_generated_certs(deployment_certs,
+                                                                      tmp_path, number):
+    checked = subprocess.run([str(find_nats_server()), "-t", "-c",
+                              str(_node_in_tmp(deployment_certs, tmp_path, number))],
+                             capture_output=True, text=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_a_tls_node_serves_the_generated_context_and_refuses_a_client_without_its_cert(
+        deployment_certs, tmp_path, monkeypatch):
+    """One node of the TLS variant, run for real on loopback: a client given a context like
+    context.json (relative paths) gets in; without the client certificate it is refused."""
+    import json
+    import socket
+    import ssl
+
+    import agentlab
+    from agentlab.core.tls import TlsFailed
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(find_nats_server()), "-c", str(_node_in_tmp(deployment_certs, tmp_path, 1)),
+         "-a", "127.0.0.1", "-p", str(port), "-m", "0", "-sd", str(tmp_path / "data"),
+         "--cluster_listen", "nats://127.0.0.1:-1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        context = json.loads((deployment_certs.directory / "context.json").read_text())
+        context["url"] = f"tls://127.0.0.1:{port}"
+        mine = deployment_certs.directory / "loopback-context.json"
+        mine.write_text(json.dumps(context))
+        monkeypatch.setenv("AGENTLAB_NATS_CREDENTIALS", str(mine))
+        url = context["url"]
+        for _ in range(200):  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                proc.poll()
+                assert proc.returncode is None, "nats-server exited"
+                import time
+
+                time.sleep(0.05)
+        with agentlab.Client.open(url, name="compose-tls") as client:
+            sub = client.subscribe("compose.tls")
+            client.publish("compose.tls", "over mutual TLS")
+            assert sub.next(timeout=5).text == "over mutual TLS"
+        no_cert = ssl.create_default_context(cafile=str(deployment_certs.ca_file))
+        with pytest.raises(TlsFailed):
+            agentlab.Client.open(url, name="no-cert", tls=no_cert)
+    finally:
+        proc.terminate()
+        proc.wait(10)

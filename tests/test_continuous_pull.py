@@ -1,20 +1,38 @@
 """ContinuousPull against a real server: the facts it relies on, and what an agent gets from it.
 
 An agent keeps pull requests for as many tasks as it has room for outstanding, instead of one
-fetch(1) per task. These tests check that nothing is handed to an agent that stopped, that a
-task already on its way during stop() is still taken, that requests the server lost are sent
-again, and that one request serves many tasks.
+fetch(1) per task. These tests check that nothing is handed to an agent that stopped (with a
+wildcard tap on every inbox and without), that a task already on its way during stop() is
+still taken, that requests the server lost are sent again (said by a 409, or by missing
+heartbeats), that one request serves many tasks, and that idle feeds cost one request per
+``idle_lifetime`` and one timer per loop, however many there are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 
 import pytest
 
-from agentlab import Client, EmbeddedServer, Subjects
-from agentlab.core.pull import LOST_AFTER, REQUEST_LIFETIME, ContinuousPull
+from agentlab import (
+    Client,
+    EmbeddedServer,
+    JetStreamTimeout,
+    JetStreamUnavailable,
+    LeaderElection,
+    NoResponders,
+    Subjects,
+)
+from agentlab.core.pull import (
+    IDLE_HEARTBEAT,
+    IDLE_LIFETIME,
+    LOST_AFTER,
+    REQUEST_LIFETIME,
+    ContinuousPull,
+)
 from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted, declare_reference_streams
 from helpers import wait_for
 
@@ -30,10 +48,13 @@ def test_a_stopped_agent_leaves_no_request_behind(org_lab, agents, names, connec
     """After stop() the server holds no request of ours: a task delegated then waits in the
     stream for the next start, instead of going to a request nobody reads (where it would
     sit until ack_wait ran out). It holds with a wildcard tap on every inbox, as the Observer
-    has: to the server that is someone listening, so unsubscribing cancels nothing."""
+    has: to the server that is someone listening, so unsubscribing cancels nothing; the feed
+    finds the tap and keeps its requests short."""
     tap = connect("inbox-tap").subscribe("_INBOX.>")
     cto = agents(names.cto, names.org, ack_wait=30).start()
     wait_for(lambda: consumer(org_lab, names.cto).num_waiting >= 1, 3, "a pull request")
+    feed = cto._runner.feed
+    assert feed._expires - time.monotonic() <= REQUEST_LIFETIME  # short: the tap is seen
     t0 = time.monotonic()
     cto.stop()
     assert time.monotonic() - t0 < REQUEST_LIFETIME + LOST_AFTER + 0.5
@@ -50,10 +71,33 @@ def test_a_stopped_agent_leaves_no_request_behind(org_lab, agents, names, connec
     assert tap.received > 0  # the tap did see the requests' traffic
 
 
-def test_a_task_sent_while_the_feed_stops_is_still_taken(org_lab, agents, names):
-    """astop() stops asking, then waits for the requests still outstanding to be served or to
-    expire. A task the server sends meanwhile still reaches the handler: not lost, and not
-    nak'ed (which would spend one of its max_deliver attempts)."""
+def test_without_a_tap_a_long_request_ends_with_stop(org_lab, agents, names):
+    """Nobody else listens on the inboxes: the idle request lives IDLE_LIFETIME, and stop()
+    does not wait it out. It unsubscribes; the server, which looks for a listener before each
+    delivery, drops the request, and a task delegated then waits in the stream."""
+    cto = agents(names.cto, names.org, ack_wait=30).start()
+    wait_for(lambda: consumer(org_lab, names.cto).num_waiting >= 1, 3, "a pull request")
+    assert cto._runner.feed._expires - time.monotonic() > IDLE_LIFETIME / 2
+    t0 = time.monotonic()
+    cto.stop()
+    assert time.monotonic() - t0 < IDLE_LIFETIME / 4  # not the request's lifetime
+    assert consumer(org_lab, names.cto).num_waiting == 0
+
+    agents(names.ceo, names.org).delegate(names.cto, "While nobody works")
+    time.sleep(0.2)
+    info = consumer(org_lab, names.cto)
+    assert (info.num_pending, info.num_ack_pending) == (1, 0)
+    done = org_lab.subscribe(S.tasks_completed(names.org))
+    cto.start()
+    assert done.next(timeout=3).decode(TaskCompleted).title == "While nobody works"
+
+
+def test_a_task_sent_while_the_feed_stops_is_still_taken(org_lab, agents, names, connect):
+    """With a tap on the inboxes, astop() stops asking, then waits for the requests still
+    outstanding to be served or to expire. A task the server sends meanwhile still reaches
+    the handler: not lost, and not nak'ed (which would spend one of its max_deliver
+    attempts)."""
+    connect("inbox-tap").subscribe("_INBOX.>")
     agents(names.cto, names.org, ack_wait=30).start().stop()  # declares the consumer
     taken: list = []
     feed = ContinuousPull(org_lab, TASK_STREAM, names.cto, taken.append, lambda: 5,
@@ -70,6 +114,45 @@ def test_a_task_sent_while_the_feed_stops_is_still_taken(org_lab, agents, names)
     assert (info.num_pending, info.num_ack_pending, info.num_waiting) == (0, 1, 0)
     org_lab.reply(raw.reply, b"+ACK")
     wait_for(lambda: consumer(org_lab, names.cto).num_ack_pending == 0, 3, "the ack")
+
+
+def test_an_idle_feed_asks_once_per_lifetime_and_hears_heartbeats(org_lab, agents, names,
+                                                                    connect):
+    """Counted, not timed: over 5 idle seconds an untapped agent sends its one request (no
+    more JetStream API requests), and the server's idle heartbeats (status 100) keep coming
+    on its inbox. Once a tap listens on the inboxes, the same agent asks every
+    REQUEST_LIFETIME."""
+    watcher = connect("api-count")
+    api = watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{TASK_STREAM}.{names.cto}")
+    watcher.flush()
+    cto = agents(names.cto, names.org, ack_wait=30).start()
+    beats = watcher.subscribe(cto._runner.feed._inbox)  # an exact subscription: no tap
+    time.sleep(5)
+    statuses = [m.headers.get("Status") for m in _drain(beats)]
+    # One request; a second at most if a heartbeat came late enough on a loaded machine to
+    # look lost (LOST_AFTER). Asking every REQUEST_LIFETIME would have made ten.
+    assert api.received <= 2, api.received
+    assert statuses.count("100") >= 1, statuses
+    beats.unsubscribe()
+
+    # The tap is found within TAP_CHECK; the long request sent before it runs out (it cannot
+    # be withdrawn), and from then on every request is short.
+    connect("inbox-tap").subscribe("_INBOX.>")
+    feed = cto._runner.feed
+    wait_for(lambda: feed._expires - time.monotonic() <= REQUEST_LIFETIME, IDLE_LIFETIME + 3,
+             "short requests")
+    before = api.received
+    time.sleep(3)
+    assert api.received - before >= 3 / REQUEST_LIFETIME / 2, api.received - before
+
+
+def _drain(sub):
+    out = []
+    while True:
+        try:
+            out.append(sub.next(timeout=0.05))
+        except Exception:
+            return out
 
 
 def test_one_request_serves_many_tasks(org_lab, agents, names):
@@ -89,8 +172,9 @@ def test_one_request_serves_many_tasks(org_lab, agents, names):
 
 
 def test_requests_lost_with_the_consumer_are_sent_again(org_lab, agents, names):
-    """A server that loses our requests (here: the consumer is deleted and made again, as a
-    consumer leader change does) says nothing; the agent notices the silence and asks again."""
+    """The consumer is deleted and made again: the server ends our requests with "409
+    Consumer Deleted" (a new consumer leader says "409 Leadership Change"); the agent asks
+    again on the watchdog's next tick, at the new consumer."""
     done = org_lab.subscribe(S.tasks_completed(names.org))
     cto = agents(names.cto, names.org, ack_wait=30).start()
     wait_for(lambda: consumer(org_lab, names.cto).num_waiting >= 1, 3, "a pull request")
@@ -138,3 +222,189 @@ def test_a_refused_request_is_explained_once_and_asked_again(org_lab, caplog):
     [warning] = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert "nobody answers for this consumer: it does not exist, or it has no leader" in warning
     assert f"{TASK_STREAM}/nobody-here" in warning
+
+
+def test_a_request_lost_without_a_word_is_noticed_by_its_missing_heartbeats(org_lab, agents,
+                                                                             names):
+    """A request the server dropped silently (here: it looked for a listener while the feed's
+    subscription was briefly gone) sends no more heartbeats; within two heartbeats and
+    LOST_AFTER the feed asks again, and a task then reaches it."""
+    agents(names.cto, names.org, ack_wait=30).start().stop()  # declares the consumer
+    taken: list = []
+    feed = ContinuousPull(org_lab, TASK_STREAM, names.cto, taken.append, lambda: 5,
+                          idle_lifetime=6.0, idle_heartbeat=0.5)
+    bridge = org_lab._bridge
+    bridge.run(feed.astart(), operation="start the feed")
+    assert feed._expires - time.monotonic() > 3  # a long request, with heartbeats
+    wait_for(lambda: consumer(org_lab, names.cto).num_waiting == 1, 3, "the request")
+    asked = feed.requests
+
+    async def lose_the_request() -> None:
+        nc = org_lab.nc
+        await feed._sub.unsubscribe()
+        await nc.flush()
+        info = await org_lab.js.aconsumer_info(TASK_STREAM, names.cto)  # drops it: nobody
+        assert info.num_waiting == 0
+        feed._sub = await nc.subscribe(feed._inbox, cb=feed._deliver)
+        await nc.flush()
+
+    bridge.run(lose_the_request(), operation="lose the request")
+    wait_for(lambda: feed.requests > asked, 2 * 0.5 + LOST_AFTER + 2.0, "a request again")
+    agents(names.ceo, names.org).delegate(names.cto, "After the silence")
+    wait_for(lambda: taken, 3, "the task")
+    org_lab.reply(taken[0].reply, b"+ACK")
+    bridge.run(feed.astop(), operation="stop the feed")
+
+
+def test_idle_feeds_share_one_timer(org_lab, connect, names):
+    """Twenty idle agents on one connection add no timer of their own to the loop: one
+    watchdog for every feed, one heartbeat timer for every agent of an interval."""
+    shared = connect("twenty")
+    loop = shared._bridge.loop
+
+    def timers() -> int:
+        async def count() -> int:
+            await asyncio.sleep(0.3)  # let the starts' own timeouts run out
+            return sum(1 for handle in loop._scheduled if not handle.cancelled())
+        return shared._bridge.run(count(), operation="count timers")
+
+    first = Agent(shared, f"{names.cto}-0", names.org, heartbeat_interval=1.0).start()
+    baseline = timers()
+    more = [Agent(shared, f"{names.cto}-{i}", names.org, heartbeat_interval=1.0).start()
+            for i in range(1, 21)]
+    try:
+        # A timer each would add twenty; the loop's other users (pings, other tests' clients
+        # on this bridge) may add a few of their own meanwhile.
+        assert timers() - baseline < 10, (baseline, timers())
+    finally:
+        for agent in [first, *more]:
+            agent.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_new_consumer_leader_is_asked_again_at_once(tmp_path):
+    """Long requests do not make failover slow: on a three-node cluster the consumer's new
+    leader ends the requests it inherited ("409 Leadership Change") and the agent asks it
+    again on the watchdog's next tick, well inside one request's lifetime. Then the node that
+    led the consumer is SIGKILLed: the task sent after the election reaches the handler as
+    soon, and is done (once the ledger's own stream has a leader again)."""
+    from agentlab.cluster import LocalCluster
+    from agentlab.org import declare_replicated_streams
+
+    with LocalCluster(store_dir=tmp_path / "cluster") as cluster:
+        ops = cluster.connect("ops")
+        declare_replicated_streams(ops, 3)
+        done = ops.subscribe(S.tasks_completed("acme"))
+        handed: dict[str, float] = {}
+
+        def work(task: Task, ctx) -> dict:
+            handed.setdefault(task.title, time.monotonic())
+            return {}
+
+        cto = Agent(cluster.connect("worker"), "cto", "acme", work, ack_wait=30,
+                    heartbeat_interval=1).start()
+        feed = cto._runner.feed
+        try:
+            wait_for(lambda: consumer(ops, "cto").num_waiting >= 1, 10, "a pull request")
+            assert feed._expires - time.monotonic() > IDLE_LIFETIME / 2  # a long one
+            for kill in (False, True):
+                leader = consumer(ops, "cto").cluster.leader
+                asked, t0 = feed.requests, time.monotonic()
+                if kill:
+                    cluster.stop_node(leader, kill=True)
+                else:
+                    ops.request(f"$JS.API.CONSUMER.LEADER.STEPDOWN.{TASK_STREAM}.cto", b"",
+                                timeout=5)
+                wait_for(functools.partial(_led_by_another, ops, leader), 30,
+                         "a new consumer leader")
+                elected = time.monotonic() - t0
+                wait_for(functools.partial(_asked_since, feed, asked),
+                         elected + 2 * IDLE_HEARTBEAT + 2, "a request to the new leader")
+                title = "After a kill" if kill else "After a stepdown"
+                task = Task(org="acme", role="cto", title=title, requested_by="ceo")
+                # The stream may have lost its leader too (it elects on its own, 4-9 s): the
+                # task counts from when the stream stored it.
+                stored = _publish_until_stored(ops, task)
+                while done.next(timeout=30).decode(TaskCompleted).task_id != task.id:
+                    pass
+                took = handed[title] - max(stored, t0 + elected)
+                assert took < 2 * IDLE_HEARTBEAT + LOST_AFTER + 3, (kill, elected, took)
+                if kill:
+                    cluster.start_node(leader)
+        finally:
+            cto.stop()
+
+
+def _publish_until_stored(client: Client, task: Task, within: float = 30.0) -> float:
+    """Publish until the stream acknowledges (same msg id: stored once); when it did."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            client.js.publish(S.tasks("cto"), task, msg_id=task.id, timeout=2)
+            return time.monotonic()
+        except (LeaderElection, JetStreamTimeout, JetStreamUnavailable, NoResponders):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _led_by_another(client: Client, leader: str) -> bool:
+    try:
+        return consumer(client, "cto").cluster.leader not in (None, leader)
+    except Exception:  # mid-election
+        return False
+
+
+def _asked_since(feed: ContinuousPull, asked: int) -> bool:
+    return feed.requests > asked
+
+
+def _tap_seen(feed: ContinuousPull) -> bool:
+    return feed._taps is not None and feed._taps.tapped is True
+
+
+def test_a_long_request_a_new_tap_catches_hands_its_tasks_over(org_lab, agents, names,
+                                                               connect):
+    """The window a long request leaves: a tap on the inboxes starts while an idle agent's
+    10 s request is outstanding, and the agent stops. The request cannot be withdrawn and
+    the tap would take its tasks, so the stopped feed lingers on its subscription until the
+    request ends, handing what arrives to the next agent of the role (here: the one started
+    after it); stop() itself does not wait."""
+    done = org_lab.subscribe(S.tasks_completed(names.org))
+    first = agents(names.cto, names.org, ack_wait=30).start()
+    feed = first._runner.feed
+    assert feed._expires - time.monotonic() > IDLE_LIFETIME / 2
+    connect("inbox-tap").subscribe("_INBOX.>")
+    wait_for(lambda: _tap_seen(feed), 5, "the watchdog's probe finding the tap")
+    t0 = time.monotonic()
+    first.stop()
+    assert time.monotonic() - t0 < REQUEST_LIFETIME + LOST_AFTER + 1.0
+    assert feed.lingering is not None and not feed.lingering.done()
+
+    agents(names.cto, names.org, ack_wait=30).start()  # its requests are short: the tap
+    agents(names.ceo, names.org).delegate(names.cto, "Handed over")
+    event = done.next(timeout=5).decode(TaskCompleted)
+    assert (event.title, event.deliveries) == ("Handed over", 1)
+    wait_for(lambda: feed.lingering.done(), IDLE_LIFETIME + 2 * LOST_AFTER, "the linger's end")
+
+
+def test_with_nobody_to_take_it_a_lingering_request_hands_a_task_back(org_lab, agents,
+                                                                      names, connect):
+    """As above, with no agent of the role left: what the lingering request gets goes back
+    to the server with a nak delayed until the request has expired (one delivery attempt
+    spent), so the next agent does it, instead of a tap holding it for ack_wait (30 s)."""
+    done = org_lab.subscribe(S.tasks_completed(names.org))
+    first = agents(names.cto, names.org, ack_wait=30).start()
+    feed = first._runner.feed
+    connect("inbox-tap").subscribe("_INBOX.>")
+    wait_for(lambda: _tap_seen(feed), 5, "the watchdog's probe finding the tap")
+    first.stop()
+    expires = feed._expires
+    agents(names.ceo, names.org).delegate(names.cto, "Handed back")
+    wait_for(lambda: consumer(org_lab, names.cto).num_redelivered == 1 or
+             consumer(org_lab, names.cto).num_ack_pending == 1, 3, "the zombie's delivery")
+    wait_for(lambda: feed.lingering.done(), IDLE_LIFETIME + 2 * LOST_AFTER, "the linger's end")
+    agents(names.cto, names.org, ack_wait=30).start()
+    event = done.next(timeout=IDLE_LIFETIME).decode(TaskCompleted)
+    assert (event.title, event.deliveries) == ("Handed back", 2)
+    assert time.monotonic() < expires + 2 * LOST_AFTER + 5  # not ack_wait after the delivery

@@ -9,7 +9,15 @@ import pytest
 from rich.console import Console
 
 from agentlab import ConsumerSpec, Subjects
-from agentlab.org import Agent, AgentHealth, HealthMonitor, ScalingSignal, SystemMetrics, Task
+from agentlab.org import (
+    Agent,
+    AgentHealth,
+    HealthMonitor,
+    ScalingSignal,
+    SystemMetrics,
+    Task,
+    TaskCompleted,
+)
 from agentlab.reports.report import (
     AGENTLAB_CONSUMER_COLUMNS,
     CONSUMER_REPORT_COLUMNS,
@@ -316,3 +324,41 @@ def test_killed_agent_is_reported_down_after_its_silence(org_lab, connect, uniqu
     assert down is not None and "no heartbeat for" in down.reason, down
     assert 0.4 <= elapsed <= 2.5, elapsed  # down_after 0.6 s + ticks
     assert down.silent_for > 0.6
+
+
+def test_agents_sharing_a_connection_are_each_seen_from_one_heartbeat_timer(org_lab, unique,
+                                                                           monitor):
+    """Five agents of an organisation on one shared connection: one socket, one heartbeat
+    timer for all of them, and still one beat per instance, so the monitor has each one up.
+    One scaled away is down at once; the others stay up and keep working on the connection,
+    which closes with the organisation."""
+    from agentlab.org import Organisation
+    from agentlab.org.agent import _Heartbeats
+
+    roles = {f"{unique}-r{i}": (lambda t, ctx: {"ok": True}) for i in range(5)}
+    mon = monitor(heartbeat_interval=0.2)
+    org = Organisation(org_lab, f"org{unique}", roles=roles, heartbeat_interval=0.2,
+                       shared_connection=True).start()
+    try:
+        agents = [a for running in org.agents.values() for a in running]
+        assert len(agents) == 5 and len({a.client for a in agents}) == 1
+        shared = agents[0].client
+        timers = {id(a._heart) for a in agents}
+        assert len(timers) == 1 and isinstance(agents[0]._heart, _Heartbeats)
+        assert wait_for(lambda: {a.instance for a in mon.agents() if a.status == "up"}
+                        >= {a.instance for a in agents}, timeout=5)
+
+        gone, *kept = agents
+        org.scale(gone.role, 0)
+        assert not shared.is_closed
+        assert wait_for(lambda: {a.instance: a.status for a in mon.agents()}.get(gone.instance)
+                        == "down", timeout=3)
+        time.sleep(3 * 0.2 + 0.3)  # past down_after: the others still beat
+        status = {a.instance: a.status for a in mon.agents()}
+        assert all(status[a.instance] == "up" for a in kept), status
+        done = org_lab.subscribe(S.tasks_completed(f"org{unique}"))
+        org.assign("Still working", to=kept[0].role)
+        assert done.next(timeout=3).decode(TaskCompleted).role == kept[0].role
+    finally:
+        org.stop()
+    assert shared.is_closed

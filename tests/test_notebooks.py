@@ -4,15 +4,27 @@ Every course notebook (notebooks/index.ipynb and the numbered ones) is executed 
 in a real ipykernel running this venv's Python: first each on an embedded server of its own
 (the default), then each against a separately started server given by AGENTLAB_NATS_URL,
 unchanged and one after another, so later notebooks meet the streams and consumers that
-earlier ones left behind. Any error output fails, and so does a traceback on stderr.
+earlier ones left behind. Any error output fails, and so does a traceback on stderr. On its
+own server, each numbered lesson must also display a live view whose content changes while it
+runs, and no view may name a consumer by its generated name where its participant is known.
 
 The committed files are checked too: outputs stripped, learning goals and navigation links
 at the top, links that lead to files that exist, an exercise with a solution that runs.
+Outputs are the convention's one rule for every notebook in the repository (the course, the
+dashboard, the app `agentlab dashboard` serves, the test notebooks): committed without
+outputs or widget state. The course site (`make docs`) carries the outputs instead, each
+live view's final snapshot among them; tests/test_docs.py checks the site.
+
+An exercise that checks itself (agentlab.course) is read by its verdicts: run unattended, the
+exercise's cells still hold the learner's placeholder, so their check says "not done yet";
+the solution's cell passes its check; no check anywhere says "failed". (tests/
+test_course_checks.py gives each exercise a wrong answer, which must fail with a hint.)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import sys
@@ -24,6 +36,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from agentlab.course import CHECK_MIME
 from helpers import credentials_env, this_venv_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,19 +90,46 @@ _PROBE_END = ('import agentlab as _agentlab\n'
               ' and _course_lab.server else None)')
 
 
+# The kernel's records of its live views (agentlab.widgets.view_records: the widget's model
+# id, how often its HTML changed, how many different contents it showed, clocks aside) and,
+# for each view of an observer, the generated consumer names its flow, topology or consumers
+# table still shows although the observer knows their participant.
+_PROBE_VIEWS = '''
+import json as _json
+from agentlab.widgets import get_pump as _get_pump, view_records as _view_records
+_generated = []
+for _view in _get_pump().views + [_v for _v in globals().values()
+                                  if hasattr(_v, "observer") and hasattr(_v, "record")]:
+    _obs = getattr(_view, "observer", None)
+    if _obs is None:
+        continue
+    _owned = set(_obs.recorder.owners)
+    _shown = set(_obs.flow(limit=500).lifelines()) | {n for _, n in _obs.topology().nodes}
+    _shown |= {r.name for r in _obs.state().consumer_rows()} - set(_obs.state().owners)
+    _generated += sorted(_owned & _shown)
+print("VIEW_RECORDS", _json.dumps([r.as_dict() for r in _view_records()]))
+print("GENERATED_NAMES", _json.dumps(sorted(set(_generated))))
+'''
+
+
 def _instrument(nb: nbformat.NotebookNode) -> None:
-    """Add, in memory only, cells that report the kernel's Python and how the lab ended."""
+    """Add, in memory only, cells that report the kernel's Python, its live views and how the
+    lab ended."""
     start = next((i for i, c in enumerate(nb.cells)
                   if c.cell_type == "code" and _STARTS_LAB.search(c.source)), None)
     if start is not None:
         nb.cells.insert(start + 1, nbformat.v4.new_code_cell(_PROBE_LAB))
     nb.cells.insert(0, nbformat.v4.new_code_cell(_PROBE_KERNEL))
+    nb.cells.append(nbformat.v4.new_code_cell(_PROBE_VIEWS))
     nb.cells.append(nbformat.v4.new_code_cell(_PROBE_END))
 
 
 # Notebooks that need an optional extra: on Python 3.10 the Synadia SDKs do not install.
 NEEDS = {"11-other-agents-other-languages.ipynb": "synadia_ai",
          "12-an-llm-joins-the-organisation.ipynb": "mcp"}
+# Notebooks that need agentlab's own server, which AGENTLAB_NATS_URL replaces: the reason.
+OWN_SERVER_ONLY = {"14-your-browser-as-an-agent.ipynb":
+                   "needs agentlab's own server: a WebSocket listener"}
 
 
 def _run(path: Path, kernel: str, nats_url: str | None) -> tuple[nbformat.NotebookNode, float]:
@@ -141,6 +181,57 @@ def _check_ran_cleanly(nb: nbformat.NotebookNode, path: Path, seconds: float,
         f"{end.groups()}"
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def _printed(nb: nbformat.NotebookNode, tag: str) -> list:
+    found = re.search(rf"^{tag} (.*)$", _stream(nb, "stdout"), re.MULTILINE)
+    assert found, f"the probe printed no {tag}"
+    return json.loads(found.group(1))
+
+
+def _check_live_views(nb: nbformat.NotebookNode, path: Path) -> None:
+    """A numbered lesson displays a live view whose content changes while it runs, and no
+    view names a consumer by its generated name where its participant is known."""
+    records = _printed(nb, "VIEW_RECORDS")
+    assert records, f"{path.name} made no live view"
+    displayed = {o["data"][WIDGET]["model_id"] for _, o in _outputs(nb)
+                 if o.output_type in ("display_data", "execute_result")
+                 and WIDGET in o.get("data", {})}
+    shown = [r for r in records if r["model_id"] in displayed]
+    assert shown, f"{path.name} made live views {records} but displayed none of them"
+    assert any(r["contents"] >= 2 for r in shown), \
+        f"{path.name}: no displayed view changed while the notebook ran: {shown}"
+    generated = _printed(nb, "GENERATED_NAMES")
+    assert not generated, (f"{path.name}: views show consumers by their generated names "
+                           f"{generated} although their participants are known")
+
+
+def _verdicts(cell: nbformat.NotebookNode) -> list[dict]:
+    """The exercise checks a cell showed (agentlab.course's CheckResult, as JSON)."""
+    return [o["data"][CHECK_MIME] for o in cell.get("outputs", [])
+            if o.get("output_type") in ("execute_result", "display_data")
+            and CHECK_MIME in o.get("data", {})]
+
+
+def _check_exercise_verdicts(nb: nbformat.NotebookNode, path: Path) -> None:
+    if not any("agentlab.course" in c.source for c in nb.cells if c.cell_type == "code"):
+        return  # an exercise that does not check itself (yet)
+    exercise = next(i for i, c in enumerate(nb.cells)
+                    if c.cell_type == "markdown" and "## Exercise" in c.source)
+    solution = next(i for i, c in enumerate(nb.cells) if i > exercise
+                    and c.cell_type == "code" and "%run -i solutions/" in c.source)
+    failed = [(c.source[:40], v["message"]) for c in nb.cells for v in _verdicts(c)
+              if v["status"] == "failed"]
+    assert not failed, f"{path.name}: a check failed where nobody answered wrong: {failed}"
+    before = [v for c in nb.cells[exercise:solution] for v in _verdicts(c)]
+    assert before and all(v["status"] == "not done" for v in before), \
+        f"{path.name}: the exercise, left as it is, should say 'not done yet': {before}"
+    after = _verdicts(nb.cells[solution])
+    assert after and all(v["passed"] for v in after), \
+        f"{path.name}: the solution did not pass its check: {after}"
+
+
 # ---------------------------------------------------------------------------------------------
 # the committed files
 
@@ -152,7 +243,7 @@ def test_the_course_is_all_there():
               "05-async-tool-execution", "06-retries-and-dead-letters", "07-tenant-isolation",
               "08-cluster-and-failover", "09-observability-and-performance",
               "10-bring-your-own-agent", "11-other-agents-other-languages",
-              "12-an-llm-joins-the-organisation")
+              "12-an-llm-joins-the-organisation", "14-your-browser-as-an-agent")
     missing = [name for name in course if f"{name}.ipynb" not in names]
     assert not missing, f"the course lacks {missing}"
     index = nbformat.read(COURSE / "index.ipynb", as_version=4)
@@ -162,13 +253,21 @@ def test_the_course_is_all_there():
     assert not missing, f"index.ipynb does not list {missing}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+# Every notebook the repository holds; the screenshot tool's stray copies are ignored by git.
+ALL_NOTEBOOKS = sorted(p for p in [*COURSE.glob("*.ipynb"), *ROOT.glob("agentlab/**/*.ipynb"),
+                                   *ROOT.glob("tests/notebooks/*.ipynb")]
+                       if not p.name.startswith("screenshot-"))
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS,
+                         ids=[p.relative_to(ROOT).as_posix() for p in ALL_NOTEBOOKS])
 def test_committed_without_outputs(path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)
     dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"
              and (c.outputs or c.execution_count is not None)]
-    assert not dirty, f"{path.name}: strip the outputs of cells {dirty} before committing"
+    assert not dirty, (f"{path.name}: strip the outputs of cells {dirty} before committing "
+                       "(the course site, `make docs`, is where the outputs are)")
     assert "widgets" not in nb.metadata, f"{path.name}: strip the saved widget state"
 
 
@@ -220,6 +319,9 @@ def test_runs_top_to_bottom_on_its_own_server(path, kernel_name):
     nb, seconds = _run(path, kernel_name, nats_url=None)
     print(f"{path.name}: {seconds:.1f} s on an embedded server")
     _check_ran_cleanly(nb, path, seconds, external=False)
+    _check_exercise_verdicts(nb, path)
+    if path in NUMBERED:
+        _check_live_views(nb, path)
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +335,12 @@ def external_server():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_runs_unchanged_against_agentlab_nats_url(path, kernel_name, external_server):
+    if path.name in OWN_SERVER_ONLY:
+        pytest.skip(f"{path.name} {OWN_SERVER_ONLY[path.name]}")
     nb, seconds = _run(path, kernel_name, nats_url=external_server.url)
     print(f"{path.name}: {seconds:.1f} s against {external_server.url}")
     _check_ran_cleanly(nb, path, seconds, external=True)
+    _check_exercise_verdicts(nb, path)
     assert external_server.is_running, f"{path.name} stopped a server it did not start"
     if path.name == "00-start-here.ipynb":
         out = _stream(nb, "stdout")

@@ -186,3 +186,86 @@ def test_meeting_and_tool_messages_name_their_sender_and_kind():
         ("cto", "tool call: search", call.id)
     assert (seen["result"].sender, seen["result"].type, seen["result"].trace_id) == \
         ("tool-search", "tool result: ok", call.id)
+
+
+def _until(condition, timeout=10.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+
+
+def test_an_ephemeral_consumer_is_named_by_its_participant_everywhere(org_server, unique):
+    """A stream read and an ordered feed get server-generated consumer names; the views name
+    them by the connection that made them (the API audit says which), not by those names."""
+    lab = agentlab.Client.open(org_server.url, name="observe-owners")
+    stream = f"OWNED_{unique}"
+    reader = lab.connect("cto-7")
+    try:
+        lab.js.declare_stream(agentlab.StreamSpec(stream, subjects=[f"owned.{unique}.>"]))
+        obs = Observer(lab, poll_interval=0.2).start()
+        try:
+            lab.js.publish(f"owned.{unique}.a", {"sender": "ceo", "text": "hello"})
+            assert len(reader.js.read(stream, f"owned.{unique}.>")) == 1
+            feed = reader.js.subscribe_ordered(stream, f"owned.{unique}.>", lambda m: None,
+                                               replay=True)
+            _until(lambda: obs.recorder.ingest() >= 0 and len(obs.recorder.owners) >= 2)
+            generated = set(obs.recorder.owners)
+            assert set(obs.recorder.owners.values()) == {"cto-7"}
+            _until(lambda: any(r.name in generated for r in obs.state().consumer_rows()))
+            flow = obs.flow(pattern=f"owned.{unique}.>", limit=50)
+            delivered = [e for e in flow.events if e.kind == "deliver"]
+            assert delivered and all(e.receiver == "cto-7" for e in delivered)
+            assert {e.consumer for e in delivered} <= generated  # the real name stays known
+            assert "cto-7" in flow.lifelines() and not generated & set(flow.lifelines())
+            assert "cto-7" in flow.to_mermaid()
+            nodes = {name for _, name in obs.topology().nodes}
+            assert "cto-7" in nodes and not generated & nodes
+            from agentlab.observe.html import consumers_html
+
+            html = consumers_html(obs.state())
+            feed_name = next(r.name for r in obs.state().consumer_rows() if r.name in generated)
+            assert f"cto-7 ({feed_name})" in html
+            feed.close()
+        finally:
+            obs.stop()
+    finally:
+        lab.js.delete_stream(stream)
+        lab.close()
+
+
+def test_a_request_and_its_reply_show_the_requesters_inbox(org_server, unique):
+    from agentlab.observe import subscriptions_snapshot
+
+    lab = agentlab.Client.open(org_server.url, name="observe-requests")
+    subject = f"tasks.{unique}.assign"
+    try:
+        obs = Observer(lab, subjects=[subject], replies=True, poll_interval=0.5).start()
+        try:
+            workers = [lab.connect(f"worker-{n}").serve(
+                subject, lambda m, n=n: {"worker": f"worker-{n}", "ok": True}, queue="group")
+                for n in range(2)]
+            plain = lab.subscribe(subject)
+            answer = lab.request(subject, {"text": "hi"}, timeout=5)
+            for n in range(6):
+                lab.publish(subject, {"n": n})
+            _until(lambda: sum(w.received for w in workers) == 7 and plain.received == 7)
+            _until(lambda: any(e.kind == "reply" for e in obs.flow(limit=50).events))
+            events = obs.flow(limit=50).events
+            [request] = [e for e in events if e.kind == "request"]
+            [reply] = [e for e in events if e.kind == "reply"]
+            assert request.reply.startswith("_INBOX.") and reply.subject == request.reply
+            inbox = ".".join(request.reply.split(".")[:-1]) + ".*"
+            assert request.sender == reply.receiver == inbox
+            assert reply.sender == answer.json()["worker"]
+            snap = subscriptions_snapshot(obs.flow(limit=50), [*workers, plain])
+            assert snap.columns == (f"{subject} [group]", subject)
+            assert [r.received for r in snap.rows][-1] == 7
+            assert sum(r.received for r in snap.rows[:2]) == 7  # the group shares one copy
+            assert len(snap.got(subject)) == 7
+        finally:
+            obs.stop()
+    finally:
+        lab.close()

@@ -98,3 +98,15 @@ def test_binder_pins_the_versions_the_tests_run_with():
         assert constraints.get(name) == pinned, \
             f"binder/requirements.txt pins {name}=={pinned}, constraints.txt " \
             f"{constraints.get(name)}"
+
+
+def test_binder_serves_the_dashboard_app_with_voila():
+    """The README's second Binder link opens /voila/render/agentlab/programs/dashboard_app.ipynb:
+    Voila's server extension must be in Binder's environment, the notebook in the package
+    (tests/test_dashboard_app.py renders that path in Chromium)."""
+    pins = _pins(ROOT / "binder" / "requirements.txt")
+    assert "voila" in pins, "binder/requirements.txt must install voila (the dashboard link)"
+    assert (ROOT / "agentlab" / "programs" / "dashboard_app.ipynb").is_file()
+    from agentlab.programs.dashboard import APP_NOTEBOOK
+
+    assert APP_NOTEBOOK == ROOT / "agentlab" / "programs" / "dashboard_app.ipynb"

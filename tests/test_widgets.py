@@ -133,3 +133,62 @@ def test_cluster_lab_dashboard_stops_and_starts_a_node(monkeypatch):
     finally:
         board.close()
         lab.close()
+
+
+def test_a_subscriptions_view_shows_who_got_which_message(org_server, unique):
+    from agentlab.observe import Observer
+    from agentlab.widgets import SubscriptionsView, view_records
+
+    lab = agentlab.Client.open(org_server.url, name="widgets-subs")
+    obs = Observer(lab, poll_interval=0.5).start()
+    try:
+        star = lab.subscribe(f"genbrain.{unique}.*.inbox")
+        rest = lab.subscribe(f"genbrain.{unique}.>")
+        view = SubscriptionsView(obs, [star, rest])
+        first = view.record.contents
+        assert "no messages seen yet" in view.html.value
+        for subject in (f"genbrain.{unique}.cto.inbox", f"genbrain.{unique}.cto.tasks"):
+            lab.publish(subject, {"hello": subject})
+        assert wait_for(lambda: star.received == 1 and rest.received == 2)
+        assert wait_for(lambda: f"genbrain.{unique}.cto.tasks" in view.html.value)
+        snap = view.snapshot()
+        assert snap.got(f"genbrain.{unique}.*.inbox") == [f"genbrain.{unique}.cto.inbox"]
+        assert sorted(snap.got(f"genbrain.{unique}.>")) == sorted(
+            [f"genbrain.{unique}.cto.inbox", f"genbrain.{unique}.cto.tasks"])
+        assert view.html.value.count("✓") == 3
+        assert view.record.contents > first and view.record in view_records()
+        view.close()
+    finally:
+        obs.stop()
+        lab.close()
+
+
+def test_a_cluster_view_follows_a_node_down_and_back(tmp_path):
+    from agentlab.cluster import LocalCluster
+    from agentlab.widgets import ClusterView
+
+    slow = functools.partial(helpers.wait_for, timeout=60.0, interval=0.1)
+    with LocalCluster(store_dir=tmp_path / "cluster") as cluster:
+        ops = cluster.connect("widgets-cluster")
+        ops.js.declare_stream(agentlab.StreamSpec("WATCHED", subjects=["watched.>"],
+                                                  replicas=3))
+        view = ClusterView(cluster, interval=0.25)
+        try:
+            assert slow(lambda: view.snapshot().meta_leader is not None
+                        and any(s.name == "WATCHED" and s.leader
+                                for s in view.snapshot().streams))
+            assert slow(lambda: "★ leader" in view.html.value and "meta leader" in
+                        view.html.value)
+            leader = view.snapshot().stream("WATCHED").leader
+            cluster.stop_node(leader, kill=True)
+            assert slow(lambda: not view.snapshot().node(leader).running)
+            assert slow(lambda: view.snapshot().stream("WATCHED").leader not in ("", leader))
+            assert slow(lambda: f"{leader} down" in view.html.value)
+            cluster.start_node(leader)
+            assert slow(lambda: f"{leader} up" in view.html.value)
+            assert slow(lambda: all(r.healthy for r in view.snapshot().stream("WATCHED").replicas)
+                        and len(view.snapshot().stream("WATCHED").replicas) == 3)
+            assert view.record.contents >= 3
+        finally:
+            view.close()
+        assert not view.watch.running  # the view stopped the watch it started

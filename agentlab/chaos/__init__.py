@@ -15,9 +15,26 @@ or is in the dead-letter queue with a reason, that no handler ran again once its
 recorded, and prints the figures as a table.
 
 The modules: ``effects`` (the handler the workers run and its log), ``config``,
-``targets`` (one server or a three-node cluster), ``suite`` (the run and its faults),
-``checks`` (the verdict on every task and every handler run), ``report`` (the figures),
-``cli``.
+``targets`` (one server or a three-node cluster), ``netns`` (the cluster's nodes in network
+namespaces, for partitions), ``suite`` (the run), ``faults`` (its pauses, partitions and
+leader kills), ``checks`` (the verdict on every task and every handler run), ``report`` and
+``recovery`` (the figures), ``cli``.
+
+Faults like Jepsen's, beside the SIGKILLs (``make chaos``, ``make chaos-cluster``):
+
+- ``--agent-pauses N``: SIGSTOP a random agent process for twice the ack wait, then
+  SIGCONT. Its tasks are redelivered to the others meanwhile; when it wakes it finishes
+  them, late: its creates are refused by the effect store, its records and acks change
+  nothing.
+- ``--server-pauses N``: SIGSTOP the server (on a cluster the AGENT_TASKS leader, 12 s:
+  longer than Raft's 4-9 s election timeout, so the others elect a new leader and work on),
+  then SIGCONT; the woken node learns of the newer term and follows.
+- ``--partitions N`` (cluster): the AGENT_TASKS leader is cut off the network for 12 s while
+  it runs on. The nodes run in network namespaces of their own for that (root only; else
+  the row says why it was skipped); every connection PINGs each second, so the cut-off
+  node's clients move to the other two.
+- ``--leader-kills N`` (cluster): SIGKILL the AGENT_TASKS leader N times and print the
+  distribution of the recoveries (see :mod:`agentlab.chaos.recovery`).
 
 What "exactly once in effect" means here, and why it holds
 ----------------------------------------------------------
@@ -62,11 +79,14 @@ would not notice an agent that runs a recorded task again. Every run therefore l
 where a non-idempotent handler would act, and :mod:`agentlab.chaos.checks` explains each
 repeated run per task id: one that began after the ledger had the task is a failure
 ("run again after recorded", must be 0; ``--ledger-precheck redeliveries`` shows it).
-Two kinds of repeat remain that no ledger can prevent and an idempotent effect must
-absorb, and the table counts them: the earlier run's agent was SIGKILLed after acting and
-before recording ("first run crashed"), or the task was handed out again while the
-earlier run still worked, unrecorded ("first run in flight": its ack wait ran out during
-a server outage, or the restarted server forgot the delivery).
+A task handed out again while its earlier run still works, unrecorded (its ack wait ran
+out during a server outage, or the restarted server forgot the delivery), must not run
+next to it: the Agent's lease (org/leases.py) makes the repeat wait, and a repeat that
+began while an earlier run was alive fails the suite too ("run again while first run
+alive", from the runs' start and end times and the SIGKILLs). One kind of repeat remains
+that nothing recorded can prevent and an idempotent effect must absorb, and the table
+counts it: the earlier run's agent was SIGKILLed after acting and before recording, and
+the task ran again once that run's lease expired ("run again after first run died").
 
 So the effect store is the source of truth, and the checker does not trust it blindly:
 the workers' logs live outside the server (a SIGKILL does not lose what a process has

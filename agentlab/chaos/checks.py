@@ -8,14 +8,17 @@ reached its side effect are put in order, and each run after the first is explai
 - It began after TASK_LEDGER stored the task: the agent ran a task it should have acked
   from the ledger. That is the double run a handler whose effect is not idempotent cannot
   survive, and it must never happen (``ran_after_record``).
-- It began before the ledger had the task, and an earlier acting run's process had been
-  SIGKILLed after that run began and before the ledger had the task: the crash lost the
-  only evidence that the effect happened, so at-least-once delivery must run it again
-  (``rerun_after_crash``).
-- It began before the ledger had the task while the earlier run still worked: the server
-  handed the task out again (its ack wait ran out while a server outage held the earlier
-  run up, or a restarted server forgot that it had delivered it). Nothing recorded could
-  tell the second run about the first (``rerun_in_flight``).
+- It began while an earlier run was still alive: that run had not ended (its ``ends``
+  line is later, or missing) and its process had not been SIGKILLed yet. The server handed
+  the task out again (its ack wait ran out, or a restarted server forgot that it had
+  delivered it) and the agent ran it next to the first run instead of waiting for that
+  run's lease. It must never happen either (``rerun_while_alive``).
+- It began before the ledger had the task, after an earlier acting run's process had been
+  SIGKILLed (after that run began and before the ledger had the task): the crash lost the
+  only evidence that the effect happened, so at-least-once delivery must run it again, once
+  the dead run's lease has expired (``rerun_after_death``: expected, counted).
+- Otherwise the earlier runs ended, alive, without a record before this one began: their
+  agent could not write it (``rerun_unrecorded``: counted).
 
 "Began after" allows :data:`RECORD_RACE` seconds: a run's start is logged by its handler a
 moment after its agent read the ledger, and a concurrent run's record can land in between;
@@ -48,6 +51,18 @@ class HandlerRun:
     started: float
     deliveries: int
     acted: bool = False
+    instance: str = ""
+    ended: float | None = None  # None: it never returned (its process was SIGKILLed)
+
+    def who(self) -> str:
+        return f"{self.instance}, pid {self.pid}" if self.instance else f"pid {self.pid}"
+
+    def alive_at(self, when: float, deaths: dict[int, float]) -> bool:
+        """Was this run still working at ``when`` (it began before, and neither ended nor
+        died before)?"""
+        end = min(self.ended if self.ended is not None else float("inf"),
+                  deaths.get(self.pid, float("inf")))
+        return self.started <= when < end
 
 
 def settled(operation: Any, timeout: float = 30.0) -> Any:
@@ -104,9 +119,12 @@ class WorkerLogs:
             for line in path.read_text().splitlines():
                 kind, task_id, attempt, *rest = line.split()
                 if kind == "attempt":
-                    run = HandlerRun(task_id, attempt, pid, float(rest[1]), int(rest[0]))
+                    run = HandlerRun(task_id, attempt, pid, float(rest[1]), int(rest[0]),
+                                     instance=rest[2] if len(rest) > 2 else "")
                     by_attempt[attempt] = run
                     self.runs[task_id].append(run)
+                elif kind == "ends":
+                    by_attempt[attempt].ended = float(rest[0])
                 elif kind == "acts":
                     by_attempt[attempt].acted = True
                 elif kind == "applied":
@@ -135,16 +153,23 @@ def judge_runs(report: ChaosReport, logs: WorkerLogs, recorded: dict[str, float]
         report.acting_runs += len(acting)
         record = recorded.get(task_id, float("inf"))
         for n, run in enumerate(acting[1:], start=1):
+            alive = [e for e in acting[:n] if e.alive_at(run.started, deaths)]
             if run.started > record + RECORD_RACE:
                 report.ran_after_record.append(
                     f"{task_id}: run {run.attempt} (pid {run.pid}, delivery "
                     f"{run.deliveries}) began {run.started - record:.2f} s after the ledger "
                     "had the task")
-            elif any(e.started < deaths.get(e.pid, float("inf")) < record
+            elif alive:
+                first = alive[0]
+                report.rerun_while_alive.append(
+                    f"{task_id}: run {run.attempt} ({run.who()}, delivery {run.deliveries}) "
+                    f"began {run.started - first.started:.2f} s into run {first.attempt} "
+                    f"({first.who()}, delivery {first.deliveries}), which was still alive")
+            elif any(e.started < deaths.get(e.pid, float("inf")) < min(record, run.started)
                      for e in acting[:n]):
-                report.rerun_after_crash += 1
+                report.rerun_after_death += 1
             else:
-                report.rerun_in_flight += 1
+                report.rerun_unrecorded += 1
 
 
 def check(run: Any) -> None:
@@ -182,6 +207,9 @@ def check(run: Any) -> None:
     report.suppressed_by_effect_store = logs.suppressed
     report.suppressed_by_ledger = sum(int(v.get("acked_from_ledger", 0))
                                       for v in stats.values())
+    report.lease_waits = sum(int(v.get("lease_waits", 0)) for v in stats.values())
+    report.leases_lost = sum(int(v.get("leases_lost", 0)) for v in stats.values())
+    report.lease_naks = sum(int(v.get("lease_naks", 0)) for v in stats.values())
 
     published = set(run.published)
     report.tasks = len(published)

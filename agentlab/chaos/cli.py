@@ -49,6 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cluster", action="store_true",
                         help="run on a local 3-node cluster; the first server fault kills "
                              "the AGENT_TASKS leader")
+    parser.add_argument("--agent-pauses", type=int, default=defaults.agent_pauses, metavar="N",
+                        help="SIGSTOP a random agent process N times, for twice the ack wait "
+                             "(or --agent-pause S), then SIGCONT it")
+    parser.add_argument("--agent-pause", type=float, default=None, metavar="S")
+    parser.add_argument("--server-pauses", type=int, default=defaults.server_pauses,
+                        metavar="N", help="SIGSTOP the server N times (cluster: the "
+                        "AGENT_TASKS leader, for longer than an election timeout)")
+    parser.add_argument("--server-pause", type=float, default=None, metavar="S",
+                        help="seconds each server pause lasts (default: 1.5 ack waits; 12 on "
+                             "a cluster)")
+    parser.add_argument("--partitions", type=int, default=defaults.partitions, metavar="N",
+                        help="cluster: cut the AGENT_TASKS leader off the network N times "
+                             "(network namespaces; needs root, else skipped with the reason)")
+    parser.add_argument("--partition-for", type=float, default=defaults.partition_for,
+                        metavar="S", help="seconds each partition lasts (default: %(default)s)")
+    parser.add_argument("--leader-kills", type=int, default=defaults.leader_kills, metavar="N",
+                        help="cluster: SIGKILL the AGENT_TASKS leader N times and print the "
+                             "distribution of the recoveries")
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the figures")
     return parser
 
@@ -62,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                          work=args.work, rate=args.rate, ack_wait=args.ack_wait,
                          ledger_precheck=args.ledger_precheck, timeout=args.timeout,
                          seed=args.seed, keep=args.keep, sync_always=not args.no_sync,
-                         cluster=args.cluster)
+                         cluster=args.cluster, agent_pauses=args.agent_pauses,
+                         agent_pause=args.agent_pause, server_pauses=args.server_pauses,
+                         server_pause=args.server_pause, partitions=args.partitions,
+                         partition_for=args.partition_for, leader_kills=args.leader_kills)
+    if (args.partitions or args.leader_kills) and not args.cluster:
+        build_parser().error("--partitions and --leader-kills need --cluster (one server "
+                             "has no leader to lose and no peers to be cut off from)")
     progress = Console(stderr=True, quiet=args.quiet)
     log = logging.getLogger("agentlab")
     if not log.handlers:  # reconnects and dead letters, as readable lines

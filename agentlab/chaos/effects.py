@@ -4,13 +4,16 @@ The effect is a KV ``create`` of ``CHAOS_EFFECTS[task_id]``, atomic on the serve
 create stores the key, every later one is refused. Each run also writes lines to a log file
 of its own process, outside the server (a SIGKILL does not lose what was written)::
 
-    attempt <task> <attempt> <deliveries> <started>   the handler began
+    attempt <task> <attempt> <deliveries> <started> <instance>   the handler began
     acts <task> <attempt>                              it reached the effect
     applied|suppressed <task> <attempt>                its create won, or found another's
+    ends <task> <attempt> <ended>                      the handler returned (or raised)
 
 ``acts`` marks where a handler whose effect is *not* idempotent (an e-mail, a payment
 without an idempotency key) would act: the checker counts those per task id, so a handler
-that the agent runs twice shows up even though the create keeps the effect single.
+that the agent runs twice shows up even though the create keeps the effect single. The
+start and end times (and the pid in the file's name, which the suite's ``deaths`` know)
+tell whether an earlier run was still alive when a repeat began.
 """
 
 from __future__ import annotations
@@ -47,12 +50,14 @@ def log_line(line: str) -> None:
     os.write(_log_fd[0], (line + "\n").encode())  # one write of one line: atomic with O_APPEND
 
 
-async def _persist(operation: Any, ctx: Any, limit: float = 30.0) -> Any:
-    """Repeat ``operation()`` until the server answers: it may be restarting."""
+async def _persist(operation: Any, ctx: Any, limit: float = 30.0, each: float = 2.0) -> Any:
+    """Repeat ``operation()`` until the server answers: it may be restarting. Each try is
+    given up after ``each`` seconds (a request caught in a reconnect can wait for good),
+    so that the run keeps saying it is working instead of looking hung to its lease."""
     deadline = time.monotonic() + limit
     while True:
         try:
-            return await operation()
+            return await asyncio.wait_for(operation(), each)
         except Exception:
             if time.monotonic() > deadline or ctx.cancelled:
                 raise
@@ -62,11 +67,20 @@ async def _persist(operation: Any, ctx: Any, limit: float = 30.0) -> Any:
 
 async def effect_handler(task: Any, ctx: Any) -> dict[str, Any]:
     """Apply this task's one side effect: create ``CHAOS_EFFECTS[task.id]`` (atomic)."""
-    from ..core.stores import KeyValueBucket
     from ..wire.messages import new_id
 
     attempt = new_id()
-    log_line(f"attempt {task.id} {attempt} {ctx.deliveries} {time.time():.6f}")
+    log_line(f"attempt {task.id} {attempt} {ctx.deliveries} {time.time():.6f} "
+             f"{ctx.agent.instance}")
+    try:
+        return await _apply(task, ctx, attempt)
+    finally:  # a SIGKILL writes no end: the run lived until its process died
+        log_line(f"ends {task.id} {attempt} {time.time():.6f}")
+
+
+async def _apply(task: Any, ctx: Any, attempt: str) -> dict[str, Any]:
+    from ..core.stores import KeyValueBucket
+
     if task.details.get("always_fail"):
         raise ChaosFailure(f"task {task.id} is meant to fail")
     client = ctx.agent.client

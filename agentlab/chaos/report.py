@@ -8,7 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .config import ChaosConfig, Restart
+from .config import ChaosConfig, Fault, Restart
+from .recovery import add_fault_rows
 
 
 @dataclass
@@ -30,13 +31,20 @@ class ChaosReport:
     # A run that reached the effect of a task whose ledger entry existed before it began:
     # the agent should have acked that delivery from the ledger. Must be empty.
     ran_after_record: list[str] = field(default_factory=list)
-    rerun_after_crash: int = 0       # the earlier run's agent was SIGKILLed before recording
-    rerun_in_flight: int = 0         # handed out again while the earlier run still worked
+    # A run that began while an earlier run of its task was still alive (neither ended nor
+    # SIGKILLed): the agent should have waited for that run's lease. Must be empty.
+    rerun_while_alive: list[str] = field(default_factory=list)
+    rerun_after_death: int = 0       # the earlier run's agent was SIGKILLed before recording
+    rerun_unrecorded: int = 0        # the earlier runs ended, alive, without their record
+    lease_waits: int = 0             # deliveries that waited for a live run's lease
+    leases_lost: int = 0             # live runs whose lease expired (silent for a lease TTL)
+    lease_naks: int = 0              # of those, nak'ed: the run was quiet past ack_wait (hung)
     forgotten_deliveries: int = 0
     publish_retries: int = 0
     agent_kills: int = 0
     unexpected_exits: int = 0
     restarts: list[Restart] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)  # pauses, partitions, leader kills
     longest_gap: float = 0.0
     longest_gap_at: float = 0.0
     duration: float = 0.0
@@ -47,7 +55,8 @@ class ChaosReport:
     @property
     def ok(self) -> bool:
         return not (self.lost or self.applied_twice or self.ran_after_record
-                    or self.problems) and self.completed + self.dead_lettered == self.tasks
+                    or self.rerun_while_alive or self.problems) \
+            and self.completed + self.dead_lettered == self.tasks
 
     def to_table(self) -> Table:
         cfg = self.config
@@ -101,6 +110,7 @@ class ChaosReport:
                           f"killed at +{r.killed_at - self.started:.1f} s, down "
                           f"{r.restart_called - r.killed_at:.2f} s, server start "
                           f"{r.start_seconds:.2f} s")
+        add_fault_rows(self, table, good, bad)
         table.add_row("longest gap in processing", f"{self.longest_gap:.2f} s",
                       f"between two completions, at +{self.longest_gap_at:.1f} s")
         table.add_row("duration", f"{self.duration:.1f} s", "")
@@ -117,21 +127,40 @@ class ChaosReport:
                       "whose effect is not idempotent would have acted twice")
         for line in twice[:3]:
             table.add_row("", "", f"[dim]{line}")
-        table.add_row("  run again, first run crashed", f"{self.rerun_after_crash:,}",
-                      "the earlier run's agent was SIGKILLed after the effect, before the "
-                      "ledger had the task: nothing tells the next delivery it ran")
-        table.add_row("  run again, first run in flight", f"{self.rerun_in_flight:,}",
-                      "handed out again (ack wait ran out during an outage, or a restarted "
-                      "server forgot the delivery) while the earlier run still worked")
+        alive = self.rerun_while_alive
+        table.add_row("  run again while first run alive", f"{good if not alive else bad}"
+                      f"{len(alive)}", "handed out again (ack wait ran out, or a restarted "
+                      "server forgot the delivery) and run next to the earlier run instead "
+                      "of waiting for its lease (goal 0)")
+        for line in alive[:3]:
+            table.add_row("", "", f"[dim]{line}")
+        table.add_row("  waited for a live run's lease", f"{self.lease_waits:,}",
+                      f"deliveries whose task another run held (lease_ttl "
+                      f"{self.config.lease_seconds()} s): acked from its record, or run once "
+                      "its lease expired (the workers' counters)"
+                      + (f"; {self.lease_naks} nak'ed, their run quiet past ack_wait (hung?)"
+                         if self.lease_naks else "")
+                      + (f"; [bold red]{self.leases_lost} leases lost[/] by live runs"
+                         if self.leases_lost else ""))
+        table.add_row("  run again after first run died", f"{self.rerun_after_death:,}",
+                      "expected: the earlier run's agent was SIGKILLed after the effect, "
+                      "before the ledger had the task; its lease expired, the task ran again")
+        if self.rerun_unrecorded:
+            table.add_row("  run again, first run unrecorded", f"{self.rerun_unrecorded:,}",
+                          "the earlier run ended and its agent lived, but its ledger record "
+                          "was not written before the next run began")
         table.add_row("  first deliveries repeated", f"{self.forgotten_deliveries:,}",
                       "tasks run twice as a first delivery: a restarted server forgot it had "
-                      "handed them out, before any run recorded them (recorded ones are "
-                      "acked from the ledger, not run)")
+                      "handed them out (a repeat of a live run waits for its lease, of a "
+                      "recorded one is acked from the ledger: these followed a death)")
 
     def verdict(self) -> str:
         if self.ok:
             return (f"[bold green]PASS[/]: {self.tasks:,} tasks, zero lost, zero applied "
-                    "twice, no handler run again after its task was recorded.")
+                    "twice, no handler run again after its task was recorded, 0 repeats "
+                    "while the first run was alive "
+                    f"({self.rerun_after_death} after its instance died).")
         return (f"[bold red]FAIL[/]: {len(self.lost)} lost, {len(self.applied_twice)} applied "
                 f"twice, {len(self.ran_after_record)} run again after recorded, "
+                f"{len(self.rerun_while_alive)} repeats while the first run was alive, "
                 f"{len(self.problems)} other problems (logs in {self.workdir}).")

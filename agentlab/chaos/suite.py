@@ -18,6 +18,7 @@ from ..programs.worker import WorkerProcess
 from .checks import check, settled
 from .config import ChaosConfig, Restart
 from .effects import EFFECTS_BUCKET, HANDLER, LOG_DIR_ENV, ORG, STATS_BUCKET
+from .faults import Faults
 from .report import ChaosReport
 from .targets import ClusterServers, SingleServer
 
@@ -35,10 +36,13 @@ class _Progress:
         self.effects = self.queued = self.letters = 0
 
 
-class ChaosRun:
+class ChaosRun(Faults):
     """One run of the fault suite. ``run(config)`` is the short way to use it."""
 
     def __init__(self, config: ChaosConfig, console: Console | None = None):
+        if config.leader_kills and not config.cluster:
+            raise ValueError(f"leader_kills={config.leader_kills} needs cluster=True: one "
+                             "server has no leader to lose (server_kills SIGKILLs it)")
         self.config = config
         self.console = console or Console(stderr=True, quiet=True)
         self.random = random.Random(config.seed)
@@ -50,9 +54,9 @@ class ChaosRun:
         self.workers: list[_Agent] = []
         self.deaths: dict[int, float] = {}  # pid -> when its agent process was SIGKILLed
         self._generation: Counter = Counter()
-        self._publisher_done = threading.Event()
         self._stop = threading.Event()
-        self._publisher_error: list[BaseException] = []
+        self.publisher: Any = None  # an AckedPublisher of the tasks
+        self.elections: list[float] = []  # every leader-elected advisory (time.time())
         self.target: Any = None
         self.admin: Any = None
         self.office: Any = None
@@ -94,7 +98,8 @@ class ChaosRun:
                    "--max-ack-pending", str(cfg.max_ack_pending), "--heartbeat", "1",
                    "--reconnect-wait", str(cfg.reconnect_wait), "--wait-for-server", "10",
                    "--stats-bucket", STATS_BUCKET, "--stats-every", "0.25",
-                   "--ledger-precheck", cfg.ledger_precheck]
+                   "--ledger-precheck", cfg.ledger_precheck,
+                   "--lease-ttl", str(cfg.lease_seconds())]
         # The target's URL (given as --url too) and its credentials file: the server admits
         # only its own login.
         env = {**os.environ, LOG_DIR_ENV: str(self.logs), "PYTHONUNBUFFERED": "1",
@@ -105,44 +110,45 @@ class ChaosRun:
         worker.start(wait=wait)
         return worker
 
-    def _publish(self) -> None:
+    def _start_publisher(self) -> None:
+        """The tasks, through the cluster's AckedPublisher: each one until the stream
+        acknowledges it (same Nats-Msg-Id), sent again at once on a new leader or a
+        reconnect instead of waiting out its timeout (see cluster/publisher.py)."""
+        from ..cluster.publisher import AckedPublisher
         from ..core.client import Client
         from ..core.subjects import Subjects
+        from ..org.agent import TASK_STREAM
         from ..org.models import Task
 
         cfg, s = self.config, Subjects()
-        interval = 1.0 / cfg.publish_rate()
+
+        def task(n: int) -> Task:
+            i = n - 1
+            details: dict[str, Any] = {"n": i, "work": cfg.work}
+            if cfg.fail_every and i % cfg.fail_every == cfg.fail_every - 1:
+                details["always_fail"] = True
+            role = cfg.roles[i % len(cfg.roles)]
+            return Task(id=f"chaos-{i:06d}", org=ORG, role=role, title=f"task {i}",
+                        requested_by="chaos", details=details)
+
         client = Client.open(self.target.url, name="chaos-publisher",
                              reconnect_wait=cfg.reconnect_wait)
-        try:
-            start = time.monotonic()
-            for i in range(cfg.tasks):
-                if self._stop.is_set():
-                    return
-                delay = start + i * interval - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                role = cfg.roles[i % len(cfg.roles)]
-                details: dict[str, Any] = {"n": i, "work": cfg.work}
-                if cfg.fail_every and i % cfg.fail_every == cfg.fail_every - 1:
-                    details["always_fail"] = True
-                task = Task(id=f"chaos-{i:06d}", org=ORG, role=role, title=f"task {i}",
-                            requested_by="chaos", details=details)
-                while True:  # until the stream says it has it (the msg id makes it once)
-                    try:
-                        client.js.publish(s.tasks(role), task, msg_id=task.id, timeout=2.0)
-                        break
-                    except Exception:
-                        if self._stop.is_set():
-                            return
-                        self.report.publish_retries += 1
-                        time.sleep(0.05)
-                self.published.append(task.id)
-        except BaseException as error:  # reported by run()
-            self._publisher_error.append(error)
-        finally:
-            self._publisher_done.set()
-            client.close()
+        self.publisher = AckedPublisher(
+            client, lambda n: s.tasks(cfg.roles[(n - 1) % len(cfg.roles)]), stream=TASK_STREAM,
+            payload=task, ids=lambda n: f"chaos-{n - 1:06d}", count=cfg.tasks,
+            rate=cfg.publish_rate(), timeout=2.0, retry_wait=0.05).start()
+
+    def _stop_publisher(self) -> None:
+        if self.publisher is None:
+            return
+        self.publisher.stop()
+        self.published = list(self.publisher.acked)
+        self.report.publish_retries = len(self.publisher.failures)
+        self.publisher.client.close()
+
+    @property
+    def _published(self) -> int:
+        return len(self.publisher.acked) if self.publisher is not None else 0
 
     def _progress(self) -> _Progress | None:
         """Effects, queued tasks and dead letters now; None while the server is away."""
@@ -166,9 +172,25 @@ class ChaosRun:
     # -- the whole run -----------------------------------------------------------------
     def run(self) -> ChaosReport:
         cfg = self.config
+        from ..core.connecting import PING_INTERVAL_ENV
+
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.target = (ClusterServers(self.workdir, self.random) if cfg.cluster
-                       else SingleServer(self.workdir, cfg.sync_always))
+        # Every connection of the run (this process's and the agents') PINGs often enough
+        # to leave a paused or cut-off server for another node within seconds.
+        ping_before = os.environ.get(PING_INTERVAL_ENV)
+        os.environ[PING_INTERVAL_ENV] = f"{cfg.ping_interval:g}"
+        try:
+            return self._run()
+        finally:
+            if ping_before is None:
+                os.environ.pop(PING_INTERVAL_ENV, None)
+            else:
+                os.environ[PING_INTERVAL_ENV] = ping_before
+
+    def _run(self) -> ChaosReport:
+        cfg = self.config
+        self.target = (ClusterServers(self.workdir, self.random, partition=cfg.partitions > 0)
+                       if cfg.cluster else SingleServer(self.workdir, cfg.sync_always))
         self.target.start()
         self.started = self.report.started = time.time()
         try:
@@ -176,13 +198,16 @@ class ChaosRun:
             self._loop()
         except BaseException:
             self._stop.set()
+            self._stop_publisher()
             self._shutdown()
             self.target.stop()
             raise
         self._stop.set()
+        self._stop_publisher()
         self._shutdown()
         try:
             check(self)
+            self._time_faults()
         finally:
             for client in (self.office.client if self.office else None, self.admin):
                 if client is not None:
@@ -204,6 +229,12 @@ class ChaosRun:
         cfg = self.config
         self.admin = Client.open(self.target.url, name="chaos-admin",
                                  reconnect_wait=cfg.reconnect_wait)
+
+        async def elected(msg: Any) -> None:
+            self.elections.append(time.time())
+
+        for kind in ("STREAM", "CONSUMER"):  # every group's own election, for the timings
+            self.admin.subscribe(f"$JS.EVENT.ADVISORY.{kind}.LEADER_ELECTED.>", elected)
         replicas = self.target.replicas
         if replicas > 1:
             from ..org.streams import declare_replicated_streams
@@ -237,21 +268,34 @@ class ChaosRun:
         self.console.log(f"{len(self.workers)} agent processes ready; publishing "
                          f"{cfg.tasks:,} tasks at {cfg.publish_rate():.0f}/s")
 
+    def _plan(self) -> list[str]:
+        """The server faults and pauses, in order: kills, pauses and partitions taking
+        turns, the leader kills after them."""
+        cfg = self.config
+        plan: list[str] = []
+        turns = [["server kill"] * cfg.server_kills, ["agent pause"] * cfg.agent_pauses,
+                 ["server pause"] * cfg.server_pauses, ["partition"] * cfg.partitions]
+        while any(turns):
+            for queue in turns:
+                if queue:
+                    plan.append(queue.pop())
+        return plan + ["leader kill"] * cfg.leader_kills
+
     def _loop(self) -> None:
         cfg = self.config
-        publisher = threading.Thread(target=self._publish, name="chaos-publisher", daemon=True)
-        publisher.start()
+        self._start_publisher()
         deadline = time.monotonic() + cfg.deadline()
-        thresholds = [cfg.tasks * (k + 1) / (cfg.server_kills + 1)
-                      for k in range(cfg.server_kills)]
+        plan = self._plan()
+        actions = {"server kill": self.kill_server, "agent pause": self.pause_agent,
+                   "server pause": self.pause_server, "partition": self.partition,
+                   "leader kill": self.kill_leader}
+        thresholds = [cfg.tasks * (k + 1) / (len(plan) + 1) for k in range(len(plan))]
         next_kill = time.monotonic() + self._jitter()
         last_sweep, sweeper = time.monotonic(), None
         effects_at_fault = -1
         last_report = 0.0
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            if self._publisher_error:
-                raise self._publisher_error[0]
             self._replace_exited()
             progress = self._progress()
             if progress is None:
@@ -259,18 +303,18 @@ class ChaosRun:
             now = time.monotonic()
             if now - last_report > 2.0:
                 last_report = now
-                self.console.log(f"published {len(self.published):,}, effects "
+                self.console.log(f"published {self._published:,}, effects "
                                  f"{progress.effects:,}, queued {progress.queued:,}, "
                                  f"dead letters {progress.letters}")
-            done_publishing = self._publisher_done.is_set()
+            done_publishing = self.publisher.finished.is_set()
             # The server faults come while tasks are still being published, so that work
             # arrives across every outage and after it (and recovery can be timed).
             # Each fault comes once work has completed since the last one, so that each
             # recovery is timed from a working system.
-            if thresholds and len(self.published) >= thresholds[0] and \
+            if thresholds and self._published >= thresholds[0] and \
                     progress.effects > effects_at_fault and not done_publishing:
                 thresholds.pop(0)
-                self.kill_server()
+                actions[plan.pop(0)]()
                 effects_at_fault = progress.effects
                 continue
             if now >= next_kill and not (done_publishing and progress.queued == 0):
@@ -279,8 +323,8 @@ class ChaosRun:
             if done_publishing and progress.queued == 0:
                 if thresholds:
                     self.report.problems.append(
-                        f"only {len(self.report.restarts)} of {cfg.server_kills} server faults "
-                        "came while tasks were being published (a slower --rate helps)")
+                        f"{len(thresholds)} faults ({', '.join(sorted(set(plan)))}) did not "
+                        "come while tasks were being published (a slower --rate helps)")
                 return
             if cfg.cluster and now - last_sweep > 3.0 and not (sweeper and sweeper.is_alive()):
                 # On a cluster the office need not reconnect when a node dies, and an

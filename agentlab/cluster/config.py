@@ -196,15 +196,17 @@ class NodeConfig:
                    cluster_port=_host_port(cluster.get("listen", cluster.get("port", 6222)))[1],
                    routes=tuple(str(r) for r in routes), settings=conf)
 
-    def closed_overrides(self, login: Login, route_login: Login,
-                         routes: list[str]) -> dict[str, str]:
+    def closed_overrides(self, login: Login, route_login: Login, routes: list[str], *,
+                         tls: dict[str, Any] | None = None,
+                         route_tls: dict[str, Any] | None = None) -> dict[str, str]:
         """What a config that includes this file sets after it (each key replaces the
         file's) so that only ``login`` gets in: the user the file lets in anonymously
         (``no_auth_user``) becomes ``login``, in its account, with its permissions; a file
         without accounts gets an ``authorization`` block. The routes (``routes``: URLs
         without a login) get ``route_login``, in the config rather than on a command line
-        where every user of the host could read it. Values are JSON, which the format
-        takes."""
+        where every user of the host could read it. ``tls`` and ``route_tls`` (nats-server
+        ``tls { }`` blocks) make the client port and the routes TLS only. Values are JSON,
+        which the format takes."""
         settings = self.settings
         out: dict[str, str] = {}
         accounts, anonymous = settings.get("accounts"), settings.get("no_auth_user")
@@ -233,7 +235,11 @@ class NodeConfig:
             netloc=f"{route_login.user}:{route_login.password}@"
                    f"{urllib.parse.urlsplit(route).netloc}").geturl() for route in routes]
         cluster["authorization"] = route_login.kwargs()
+        if route_tls is not None:
+            cluster["tls"] = route_tls  # a route's certificate is checked both ways
         out["cluster"] = json.dumps(cluster)
+        if tls is not None:
+            out["tls"] = json.dumps(tls)
         return out
 
     def route_targets(self) -> list[tuple[str, int]]:

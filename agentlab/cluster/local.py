@@ -9,6 +9,7 @@ and ``credentials_path`` (mode 0600) holds for other processes (``client_env()``
 from __future__ import annotations
 
 import shutil
+import ssl
 import tempfile
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.credentials import CREDENTIALS_ENV, Login, remember_login, write_credentials
 from ..core.server import ServerStartError
+from ..core.tls import LabCertificates, TlsFiles, tls_mode
 from ..errors import AgentlabError, ServerUnreachable
 from .config import NodeConfig, node_config_paths
 from .node import ClusterNode, _free_ports
@@ -40,7 +42,9 @@ class LocalCluster:
 
     def __init__(self, size: int = 3, store_dir: str | Path | None = None, *,
                  config_dir: str | Path | None = None, user: str | None = None,
-                 password: str | None = None):
+                 password: str | None = None, tls: bool | str | None = None):
+        self.tls = tls_mode(tls)  # TLS only, clients and routes, with one CA for all nodes
+        self._certs: LabCertificates | None = None  # made with the nodes, in the store
         if (user is None) != (password is None):
             raise ValueError("Give the cluster's login whole: user= and password= together "
                              "(or neither, for a generated one).")
@@ -99,7 +103,8 @@ class LocalCluster:
                 assert self.store_dir is not None  # _create_nodes() chose it
                 path = write_credentials(self.store_dir / "credentials.json", self.url,
                                          self._login,
-                                         f"agentlab local cluster of {len(self.configs)} nodes")
+                                         f"agentlab local cluster of {len(self.configs)} nodes",
+                                         tls=self.tls_files)
                 remember_login(self.url, self._login, path)  # every node's URL: this file
             except BaseException:
                 self.stop()
@@ -114,20 +119,29 @@ class LocalCluster:
     def _create_nodes(self) -> None:
         if self.store_dir is None:
             self.store_dir = Path(tempfile.mkdtemp(prefix="agentlab-cluster-"))
+        if self.tls and self._certs is None:
+            self._certs = LabCertificates.generate(self.store_dir / "tls",
+                                                   mutual=self.tls == "mutual",
+                                                   name="agentlab cluster")
         ports = dict(zip((c.server_name for c in self.configs), _free_ports(len(self.configs)),
                          strict=True))
         for config in self.configs:
-            node = ClusterNode(config, self.store_dir / config.server_name,
-                               ports[config.server_name], login=self._login,
-                               route_login=self._route_login)
-            # The file's routes, pointed at the loopback ports of the nodes they name; a
+            self.nodes[config.server_name] = self._new_node(config, ports[config.server_name])
+        for config in self.configs:
+            # The file's routes, pointed at the addresses and ports of the nodes they name; a
             # route to a node outside this cluster (size < the number of files) is left out.
-            node.routes = [urllib.parse.urlsplit(route)._replace(
-                               netloc=f"127.0.0.1:{ports[host]}").geturl()
-                           for route, (host, _) in zip(config.routes, config.route_targets(),
-                                                       strict=True)
-                           if host in ports]
-            self.nodes[config.server_name] = node
+            self.nodes[config.server_name].routes = [
+                urllib.parse.urlsplit(route)._replace(
+                    netloc=f"{self.nodes[host].host}:{ports[host]}").geturl()
+                for route, (host, _) in zip(config.routes, config.route_targets(), strict=True)
+                if host in ports]
+
+    def _new_node(self, config: NodeConfig, cluster_port: int) -> ClusterNode:
+        """One node, on loopback (the fault suite's partitions run each in a namespace)."""
+        assert self.store_dir is not None  # _create_nodes() chose it
+        return ClusterNode(config, self.store_dir / config.server_name, cluster_port,
+                           login=self._login, route_login=self._route_login,
+                           certs=self._certs)
 
     def stop(self) -> None:
         """Close the connections made by connect(), stop every node, drop a temporary store."""
@@ -215,6 +229,16 @@ class LocalCluster:
     def login(self) -> dict[str, str]:
         """``user=`` and ``password=`` of the cluster's login (secrets: never print them)."""
         return self._login.kwargs()
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """With ``tls=``: the cluster's CA (and client certificate, mutual), else None."""
+        return self._certs.client_files() if self._certs is not None else None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """An ``ssl.SSLContext`` trusting the cluster's CA, for an outside client."""
+        files = self.tls_files
+        return files.context() if files is not None else None
 
     def client_env(self) -> dict[str, str]:
         """``AGENTLAB_NATS_URL`` (every node) and ``AGENTLAB_NATS_CREDENTIALS`` (the path)."""

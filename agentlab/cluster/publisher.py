@@ -43,6 +43,10 @@ LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
 # How often an attempt in flight checks for a new leader or a reconnect: well under the
 # time a failover takes, and cheap (a counter compared on the loop).
 RESEND_CHECK = 0.02
+# 409 "duplicate message id is in process": a resend reached the leader while the first copy
+# was still being replicated (a resend after a new leader, under load). Its receipt is a
+# commit away, so it is asked for again soon, not after a whole retry_wait.
+IN_PROCESS = 10158
 
 
 class ResendNow(Exception):
@@ -68,17 +72,41 @@ class AckedPublisher(Service):
     listens for JetStream's leader-elected advisory of ``stream`` (any stream if not given)
     and watches its connection: when a new leader is announced or the connection is lost and
     made again (to another node, or to the same one restarted), the waiting message is sent
-    again at once.
+    again at once; a retry that waits after a refusal (503 while the stream has no leader)
+    is cut short by the election too.
+
+    ``subject`` and ``ids`` may be functions of the message number (1, 2, ...), ``count``
+    stops after that many receipts (``finished`` is set), and ``rate`` publishes on a steady
+    schedule (messages per second) instead of ``interval`` after each receipt. ``sent_at``
+    and ``acked_at`` hold, per msg id, the wall-clock time of its first attempt and of its
+    receipt, and ``elections`` the leader-elected advisories seen: the fault suite times its
+    recoveries with them.
     """
 
-    def __init__(self, client: Client, subject: str, *, stream: str | None = None,
-                 prefix: str | None = None, payload: Callable[[int], Any] | None = None,
-                 interval: float = 0.01, timeout: float = 1.0, retry_wait: float = 0.1):
+    def __init__(self, client: Client, subject: str | Callable[[int], str], *,
+                 stream: str | None = None, prefix: str | None = None,
+                 payload: Callable[[int], Any] | None = None,
+                 ids: Callable[[int], str] | None = None, count: int | None = None,
+                 rate: float | None = None, interval: float = 0.01, timeout: float = 1.0,
+                 retry_wait: float = 0.1):
+        if count is not None and count < 0:
+            raise ValueError(f"count={count}: how many messages to publish, 0 or more "
+                             "(None: until stopped)")
+        if rate is not None and not rate > 0:
+            raise ValueError(f"rate={rate}: messages per second, above 0 (None: one every "
+                             "interval after each receipt)")
         self.client, self.subject, self.stream = client, subject, stream
         self.prefix = prefix or f"msg-{os.getpid()}-{next(_publishers)}"
         self.payload = payload or (lambda n: {"n": n})
+        self._ids = ids
+        self.count, self.rate = count, rate
         self.interval, self.timeout, self.retry_wait = interval, timeout, retry_wait
         self.acked: dict[str, int] = {}
+        self.sent_at: dict[str, float] = {}   # msg id -> first attempt (time.time())
+        self.acked_at: dict[str, float] = {}  # msg id -> its receipt (time.time())
+        self.elections: list[tuple[float, str]] = []  # (time.time(), the new leader)
+        self.finished = threading.Event()  # count reached, or the publisher stopped
+        self._retry_wake = threading.Event()  # an election (or stop()) ends a retry's wait
         self.duplicates = 0  # receipts for a resend the stream had already stored
         self.failures: list[tuple[float, str]] = []  # (seconds since start, what happened)
         self._ack_times: list[float] = []
@@ -115,6 +143,7 @@ class AckedPublisher(Service):
 
     async def _astop_service(self, timeout: float = 5) -> None:
         self._stop.set()
+        self._retry_wake.set()
         if self._thread is not None:
             # Off the loop: the thread waits on this loop for the publish it has in flight.
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, timeout)
@@ -123,7 +152,10 @@ class AckedPublisher(Service):
         self._advisories = None
 
     def msg_id(self, n: int) -> str:
-        return f"{self.prefix}-{n:06d}"
+        return self._ids(n) if self._ids else f"{self.prefix}-{n:06d}"
+
+    def subject_for(self, n: int) -> str:
+        return self.subject(n) if callable(self.subject) else self.subject
 
     async def _on_leader_elected(self, msg: Message) -> None:
         try:
@@ -132,6 +164,8 @@ class AckedPublisher(Service):
             body = None
         self._new_leader = str(body.get("leader") or "") if isinstance(body, dict) else ""
         self._elections += 1
+        self.elections.append((time.time(), self._new_leader))
+        self._retry_wake.set()
 
     async def _resend_due(self) -> str:
         """Returns, with the reason, once a receipt for what is in flight may never come."""
@@ -149,7 +183,7 @@ class AckedPublisher(Service):
 
     async def _publish_once(self, n: int, msg_id: str) -> PubAck:
         publish = asyncio.ensure_future(self.client.js.apublish(
-            self.subject, self.payload(n), msg_id=msg_id, timeout=self.timeout))
+            self.subject_for(n), self.payload(n), msg_id=msg_id, timeout=self.timeout))
         watch = asyncio.ensure_future(self._resend_due())
         try:
             await asyncio.wait((publish, watch), return_when=asyncio.FIRST_COMPLETED)
@@ -161,9 +195,22 @@ class AckedPublisher(Service):
             watch.cancel()
 
     def _run(self) -> None:
-        for n in itertools.count(1):
+        try:
+            self._publish_all()
+        finally:
+            self.finished.set()
+
+    def _publish_all(self) -> None:
+        numbers = itertools.count(1) if self.count is None else range(1, self.count + 1)
+        for n in numbers:
+            if self.rate is not None:  # on schedule, whatever the last one cost
+                delay = self._started + (n - 1) / self.rate - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
             msg_id = self.msg_id(n)
+            self.sent_at.setdefault(msg_id, time.time())
             while not self._stop.is_set():
+                self._retry_wake.clear()
                 try:
                     ack = self.client._bridge.run(self._publish_once(n, msg_id),
                                                   operation="publish")
@@ -177,16 +224,19 @@ class AckedPublisher(Service):
                         self._failure_times.append(now)
                         self.failures.append((now - self._started,
                                               f"{type(error).__name__}: {error}"[:200]))
-                    if not isinstance(error, ResendNow):
-                        self._stop.wait(self.retry_wait)
+                    if getattr(error, "err_code", None) == IN_PROCESS:
+                        self._stop.wait(RESEND_CHECK)
+                    elif not isinstance(error, ResendNow):
+                        self._retry_wake.wait(self.retry_wait)
                     continue
                 with self._cond:
                     self.acked[msg_id] = ack.seq
+                    self.acked_at[msg_id] = time.time()
                     self.duplicates += ack.duplicate
                     self._ack_times.append(time.monotonic())
                     self._cond.notify_all()
                 break
-            if self._stop.wait(self.interval):
+            if self._stop.is_set() or (self.rate is None and self._stop.wait(self.interval)):
                 return
 
     def wait_for_acks(self, count: int, timeout: float = 10) -> int:
@@ -213,6 +263,12 @@ class AckedPublisher(Service):
             since = failed[0] if failed else moment
             later = [t for t in self._ack_times if t > since]
         return min(later) - moment if later else None
+
+    def failures_since(self, moment: float) -> list[str]:
+        """What the attempts after ``moment`` (a time.monotonic() value) ran into."""
+        with self._cond:
+            return [what for at, (_, what) in zip(self._failure_times, self.failures,
+                                                   strict=True) if at >= moment]
 
     def longest_pause(self) -> float:
         """The longest time between two receipts: how long publishing stalled."""

@@ -5,6 +5,7 @@
     server        the embedded nats-server process: config, ports, readiness, no orphans
     credentials   its login: generated, kept in this process and a 0600 file (a nats
                   CLI context) for the processes given AGENTLAB_NATS_CREDENTIALS
+    tls           TLS: a CA per lab, its certificates (cryptography), the client's SSLContext
     connecting    how a connection is made: nats-py's options, callbacks, errors at connect
     client        a connection: publish, subscribe, request, gather, flush, drain, connect
     subscription  handlers and iterable mailboxes;  received: one message, json(), ack()...

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,6 +53,7 @@ from .permissions import FirstPublishCheck, ViolationLog, fail_fast_on_denied_re
 from .received import Message
 from .subjects import check_publish_subject, check_reply_subject
 from .subscription import Subscription
+from .tls import tls_for
 
 log = logging.getLogger("agentlab")
 
@@ -97,17 +99,21 @@ class Client:
     def open(cls, url: str | None = None, *, name: str = "agentlab", user: str | None = None,
                 password: str | None = None, token: str | None = None,
                 creds: str | None = None, inbox_prefix: str | None = None,
-                reconnect_wait: float = 0.25, connect_timeout: float = 2.0) -> Client:
+                reconnect_wait: float = 0.25, connect_timeout: float = 2.0,
+                tls: ssl.SSLContext | None = None) -> Client:
         """Connect to ``url`` (default: ``$AGENTLAB_NATS_URL``).
 
         Without a login (user, password, token, creds) it logs in as the server's own user
         when this process runs that server (an ``EmbeddedServer``, ``start()``'s), else with
         the credentials file ``$AGENTLAB_NATS_CREDENTIALS`` names if ``url`` is its server.
+        Without ``tls`` (an ``ssl.SSLContext``) it trusts, likewise, the CA of a server this
+        process runs, else the ``ca`` (and ``cert``, ``key``) of that credentials file.
         """
         bridge = get_bridge()
         coro = cls.aopen(url, name=name, user=user, password=password, token=token,
                             creds=creds, inbox_prefix=inbox_prefix,
-                            reconnect_wait=reconnect_wait, connect_timeout=connect_timeout)
+                            reconnect_wait=reconnect_wait, connect_timeout=connect_timeout,
+                            tls=tls)
         return bridge.run(coro, operation="connect")
 
     @classmethod
@@ -115,7 +121,8 @@ class Client:
                        user: str | None = None, password: str | None = None,
                        token: str | None = None, creds: str | None = None,
                        inbox_prefix: str | None = None, reconnect_wait: float = 0.25,
-                       connect_timeout: float = 2.0) -> Client:
+                       connect_timeout: float = 2.0,
+                       tls: ssl.SSLContext | None = None) -> Client:
         url = url or default_url()
         if not url:
             raise ServerUnreachable("(no URL)",
@@ -128,13 +135,17 @@ class Client:
             if found is not None:
                 user, password = found.user, found.password
         unrestricted = own is not None and (user, password) == (own.user, own.password)
+        if tls is None:
+            files = tls_for(url, default_url())
+            tls = files.context() if files is not None else None
         options = nats_options(url, name=name, user=user, password=password, token=token,
                                creds=creds, inbox_prefix=inbox_prefix,
-                               reconnect_wait=reconnect_wait, connect_timeout=connect_timeout)
+                               reconnect_wait=reconnect_wait, connect_timeout=connect_timeout,
+                               tls=tls)
         client = await bridge.arun(cls._open(bridge, url, name, user, options, unrestricted))
         client._login = dict(user=user, password=password, token=token, creds=creds,
                              inbox_prefix=inbox_prefix, reconnect_wait=reconnect_wait,
-                             connect_timeout=connect_timeout)
+                             connect_timeout=connect_timeout, tls=tls)
         return client
 
     @classmethod
@@ -255,7 +266,8 @@ class Client:
             raise ClientClosed(self.name)
         if login:  # someone else: only the connection settings are this one's
             login = {"reconnect_wait": self._login.get("reconnect_wait", 0.25),
-                     "connect_timeout": self._login.get("connect_timeout", 2.0)} | login
+                     "connect_timeout": self._login.get("connect_timeout", 2.0),
+                     "tls": self._login.get("tls")} | login
         kind = self._sibling_kind or type(self)
         sibling = await kind.aopen(self.url, name=name, **(login or self._login))
         if self._closed:  # closed while the sibling connected: it would outlive its parent

@@ -8,7 +8,9 @@ file (mode 0600) for the processes and terminals that are given its path.
 
 The file has the shape of a ``nats`` CLI context (``~/.config/nats/context/<name>.json``:
 ``description``, ``url``, ``user``, ``password``), so ``nats --context agentlab ...`` works once
-it is copied there. A password is never in a ``repr``, a log line or an error message.
+it is copied there; a TLS server's file also names its CA, and for mutual TLS the client
+certificate and key (the context's ``ca``, ``cert``, ``key``; read by ``tls.tls_for``). A
+password is never in a ``repr``, a log line or an error message.
 """
 
 from __future__ import annotations
@@ -18,15 +20,20 @@ import os
 import secrets
 import threading
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AgentlabError
 
-__all__ = ["CREDENTIALS_ENV", "DEFAULT_USER", "CredentialsUnreadable", "Login",
-           "credentials_env_for", "credentials_file_for", "forget_login", "known_login",
-           "login_for", "read_credentials", "remember_login", "write_credentials",
-           "write_private"]
+if TYPE_CHECKING:
+    from .tls import TlsFiles
+
+__all__ = ["CREDENTIALS_ENV", "DEFAULT_USER", "CredentialsUnreadable", "Login", "ScopedLogin",
+           "credentials_env_for", "credentials_file_for", "endpoints", "forget_login",
+           "known_login", "login_for", "read_context", "read_credentials", "remember_login",
+           "write_credentials", "write_private"]
 
 CREDENTIALS_ENV = "AGENTLAB_NATS_CREDENTIALS"
 DEFAULT_USER = "agentlab"
@@ -51,15 +58,36 @@ class Login:
         return f"Login(user={self.user!r}, password='***')"
 
 
-def _endpoints(url: str) -> list[str]:
-    """``host:port`` of every server in a (comma-separated) NATS URL; [] if one carries its
-    own login (``nats://user:pass@host``): that login is the one to use."""
+@dataclass(frozen=True)
+class ScopedLogin:
+    """A login that may do only what ``permissions`` allow (nats-server's ``{publish: {allow:
+    [...]}, subscribe: {allow: [...]}}``), over ``connection_types`` only: the browser agent's
+    is ``("WEBSOCKET",)``, so its password is no use to a plain NATS client."""
+
+    login: Login
+    permissions: Mapping[str, Any]
+    connection_types: tuple[str, ...] = ("STANDARD",)
+
+    def render(self) -> str:
+        """Its entry in a server config's ``authorization { users = [...] }``: a secret.
+        No permissions given: it may do anything (over its connection types)."""
+        entry: dict[str, Any] = {"user": self.login.user, "password": self.login.password}
+        if self.permissions:
+            entry["permissions"] = self.permissions
+        entry["allowed_connection_types"] = list(self.connection_types)
+        return json.dumps(entry)
+
+
+def endpoints(url: str, *, own_login_ok: bool = True) -> list[str]:
+    """``host:port`` of every server in a (comma-separated) NATS URL, whatever its scheme
+    (``nats://``, ``tls://``); [] if one carries its own login (``nats://user:pass@host``)
+    unless ``own_login_ok``, and if a port is not a number."""
     out = []
     for part in (u.strip() for u in url.split(",")):
         if not part:
             continue
         parsed = urllib.parse.urlsplit(part if "://" in part else f"nats://{part}")
-        if parsed.username or parsed.password:
+        if (parsed.username or parsed.password) and not own_login_ok:
             return []
         try:
             port = parsed.port or 4222
@@ -67,6 +95,11 @@ def _endpoints(url: str) -> list[str]:
             return []
         out.append(f"{(parsed.hostname or '').lower()}:{port}")
     return out
+
+
+def _endpoints(url: str) -> list[str]:
+    # A URL with a login of its own (nats://user:pass@host): that login is the one to use.
+    return endpoints(url, own_login_ok=False)
 
 
 # The servers this process runs, by endpoint: a connection to one of them needs no login
@@ -148,23 +181,41 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
-def write_credentials(path: Path, url: str, login: Login,
-                      description: str = "agentlab embedded nats-server") -> Path:
-    """The login as a nats CLI context file, mode 0600."""
-    context = {"description": description, "url": url, "user": login.user,
-               "password": login.password}
+def write_credentials(path: Path, url: str, login: Login | None,
+                      description: str = "agentlab embedded nats-server",
+                      tls: TlsFiles | None = None) -> Path:
+    """The login (and the TLS files a client uses: ``ca``, ``cert``, ``key``) as a nats CLI
+    context file, mode 0600."""
+    context = {"description": description, "url": url}
+    if login is not None:
+        context |= {"user": login.user, "password": login.password}
+    if tls is not None:
+        context |= tls.context_fields()
     write_private(path, json.dumps(context, indent=2) + "\n")
     return path
 
 
-def read_credentials(path: str | Path) -> tuple[str, Login]:
-    """(url, login) from a credentials file ``write_credentials`` wrote (or any nats CLI
-    context with ``url``, ``user`` and ``password``)."""
+def read_context(path: str | Path) -> dict[str, Any]:
+    """A nats CLI context file (a credentials file ``write_credentials`` wrote) as a dict."""
     try:
         context = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
-        return str(context.get("url") or ""), Login(str(context["user"]),
-                                                     str(context["password"]))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        if not isinstance(context, dict):
+            raise TypeError("not a JSON object")
+        return context
+    except (OSError, ValueError, TypeError) as error:
+        raise CredentialsUnreadable(path, error) from None
+
+
+def read_credentials(path: str | Path) -> tuple[str, Login | None]:
+    """(url, login) from a credentials file ``write_credentials`` wrote (or any nats CLI
+    context with ``url``, ``user`` and ``password``); the login is None in a context that
+    has no user (a server that TLS alone closes)."""
+    context = read_context(path)
+    try:
+        login = Login(str(context["user"]), str(context["password"])) \
+            if "user" in context else None
+        return str(context.get("url") or ""), login
+    except KeyError as error:
         raise CredentialsUnreadable(path, error) from None
 
 

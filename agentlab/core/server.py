@@ -8,7 +8,9 @@ Usage::
 Closed by default: the server admits only its own login, a user and a random password
 generated per server, kept in this process (``agentlab.Client.open(server.url)`` uses it) and in
 ``server.credentials_path`` (mode 0600) for other processes (``server.client_env()``). Its HTTP
-monitoring endpoint is off unless ``monitor=True``.
+monitoring endpoint is off unless ``monitor=True``. ``tls=True`` (or ``"mutual"``) serves TLS
+only, with certificates of a CA made for this server (``agentlab.core.tls``): its URL is then
+``tls://...``, and this process and those given its credentials file trust that CA.
 
 The server never outlives the Python process that started it: ``stop()`` on close, an
 ``atexit`` hook for servers still running at exit, and on Linux ``PR_SET_PDEATHSIG`` so it
@@ -31,6 +33,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -48,11 +51,13 @@ from ..errors import AgentlabError, ServerUnreachable
 from .credentials import (
     CREDENTIALS_ENV,
     Login,
+    ScopedLogin,
     forget_login,
     remember_login,
     write_credentials,
     write_private,
 )
+from .tls import LabCertificates, TlsFiles, TlsMode, forget_tls, remember_tls, tls_mode
 
 __all__ = ["EmbeddedServer", "MonitoringOff", "NatsServerNotFound", "ServerStartError",
            "find_nats_server"]
@@ -211,6 +216,16 @@ class EmbeddedServer:
     as a bare nats-server does (a test standing for a server agentlab did not configure;
     never on a shared host). ``monitor=True`` turns the HTTP monitoring endpoint on
     (``monitor_url``); it lists every connection and subscription to anyone on the host.
+
+    ``tls=True`` serves TLS only (``tls://`` URL; a client that stays in plain text is
+    refused), with a CA and certificates made for this server in ``<store>/tls``;
+    ``tls="mutual"`` also requires the client certificate that CA signed (``tls_files``).
+
+    ``websocket=True`` also serves NATS over WebSocket on 127.0.0.1 (``websocket_url``), for
+    browser clients, without TLS (loopback only; a notebook server's proxy carries it
+    further). No login of its own is let in that way: the server's login is for plain
+    connections only, and ``add_login(ScopedLogin(...))`` admits a login with its own
+    permissions (a browser agent's) while the server runs.
     """
 
     def __init__(self, *, store_dir: str | Path | None = None, name: str = "agentlab",
@@ -219,8 +234,11 @@ class EmbeddedServer:
                  extra_config: str = "", port: int | None = None,
                  max_buffered_msgs: int | None = None, max_buffered_size: str | None = None,
                  user: str | None = None, password: str | None = None,
-                 monitor: bool = False, anonymous: bool = False):
+                 monitor: bool = False, anonymous: bool = False, websocket: bool = False,
+                 tls: bool | str | None = None):
         self.name, self.sync_always, self.extra_config = name, sync_always, extra_config
+        self.tls: TlsMode | None = tls_mode(tls)
+        self._certs: LabCertificates | None = None  # made by the first start, in the store
         if (user is None) != (password is None):
             raise ValueError("Give the server's login whole: user= and password= together "
                              "(or neither, for a generated one).")
@@ -230,6 +248,13 @@ class EmbeddedServer:
         self.monitor = bool(monitor)
         # Whether this config's only login is the one rendered here (then it may do anything).
         self._own_auth = not anonymous and not _OWN_AUTH.search(extra_config)
+        if websocket and not self._own_auth:
+            raise ValueError("websocket=True serves browsers, which may only log in with a "
+                             "login the server renders (add_login()): leave anonymous= and "
+                             "an authorization or accounts block in extra_config= out.")
+        self.websocket = bool(websocket)
+        self.websocket_port: int | None = None  # pinned by the first start, like port
+        self._scoped: dict[str, ScopedLogin] = {}
         self._server_login: Login | None = None
         if user is not None and password is not None:
             self._server_login = Login(user, password)
@@ -255,11 +280,20 @@ class EmbeddedServer:
         self._lock = threading.RLock()
         self._marks: tuple[int, int] = (0, 0)  # sizes of the .out file and the log at spawn
 
+    # Where the client port listens: loopback. (A cluster node of the fault suite runs in a
+    # network namespace of its own, on a private address of this machine.)
+    host = "127.0.0.1"
+
     @property
     def url(self) -> str:
         if self.port is None:
             raise ServerStartError("This server has no port yet", fix="Call start() first.")
-        return f"nats://127.0.0.1:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{self.host}:{self.port}"
+
+    @property
+    def websocket_url(self) -> str | None:
+        """``ws://127.0.0.1:<port>`` once started with ``websocket=True``, else None."""
+        return f"ws://127.0.0.1:{self.websocket_port}" if self.websocket_port else None
 
     @property
     def pid(self) -> int | None:
@@ -281,7 +315,21 @@ class EmbeddedServer:
         ``nats --context agentlab ...`` reads it from ``~/.config/nats/context/agentlab.json``.
         """
         path = self._store / "credentials.json" if self.store_dir else None
-        return path if path is not None and path.exists() and self._server_login else None
+        return path if path is not None and path.exists() and (
+            self._server_login or self.tls) else None
+
+    @property
+    def tls_files(self) -> TlsFiles | None:
+        """The CA a client trusts (and for mutual TLS the client certificate and key), once
+        started with ``tls=``; None without TLS. The key files are secrets (mode 0600)."""
+        return self._certs.client_files() if self._certs is not None else None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """An ``ssl.SSLContext`` for an outside client of a TLS server, trusting its CA (and
+        carrying the client certificate for mutual TLS): ``nats.connect(server.url,
+        tls=server.tls_context(), **server.login())``. None without TLS."""
+        files = self.tls_files
+        return files.context() if files is not None else None
 
     def login(self) -> dict[str, str]:
         """``user=`` and ``password=`` of this server's login, for ``nats.connect(server.url,
@@ -325,6 +373,8 @@ class EmbeddedServer:
             self._terminate(timeout)
             if self._server_login is not None and self.port is not None:
                 forget_login(self.url, self._server_login)
+            if self.tls_files is not None and self.port is not None:
+                forget_tls(self.url, self.tls_files)
             if self._temp_store and self.store_dir is not None:
                 shutil.rmtree(self.store_dir, ignore_errors=True)
 
@@ -371,7 +421,7 @@ class EmbeddedServer:
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else ("stopped" if self._proc else "not started")
-        url = f"nats://127.0.0.1:{self.port}" if self.port else None
+        url = self.url if self.port else None
         return f"<EmbeddedServer {self.name!r} url={url} pid={self.pid} {state}>"
 
     def _config(self) -> str:
@@ -396,8 +446,22 @@ class EmbeddedServer:
             f"  max_buffered_size: {self.max_buffered_size}" if self.max_buffered_size else "",
             "}",
             f"max_payload: {self.max_payload}" if self.max_payload else "",
+            # TLS only: without allow_non_tls, a client that does not upgrade is refused.
+            f"tls: {json.dumps(self._certs.server_settings())}" if self._certs else "",
+            # Plain ws on loopback: a browser cannot trust a per-lab CA, and on a hub the
+            # notebook server's proxy (https to the browser) carries it on.
+            (f"websocket {{\n  listen: {q(f'127.0.0.1:{self.websocket_port or -1}')}\n"
+             "  no_tls: true\n}" if self.websocket else ""),
         ]
-        if self._own_auth and self._server_login is not None:
+        if self._own_auth and self._server_login is not None and (self.websocket or
+                                                                  self._scoped):
+            # The server's login may do anything, so never from a browser; each scoped
+            # login only what it is given.
+            users = [ScopedLogin(self._server_login, {}, ("STANDARD",)).render()]
+            users += [scoped.render() for scoped in self._scoped.values()]
+            lines.append("authorization {\n  users = [\n    " + "\n    ".join(users) +
+                         "\n  ]\n}")
+        elif self._own_auth and self._server_login is not None:
             # The one way in; no no_auth_user, so a client without it is refused.
             lines.append(f"authorization {{\n  user: {q(self._server_login.user)}\n"
                          f"  password: {q(self._server_login.password)}\n}}")
@@ -410,16 +474,28 @@ class EmbeddedServer:
     _writes_credentials = True
 
     def _write_credentials(self) -> None:
-        """Once ready: the credentials file, and this process's memory of the login."""
-        if self._server_login is None:
+        """Once ready: the credentials file, and this process's memory of the login and
+        of the CA (whatever the config's logins: a tenant's connection trusts it too)."""
+        if self.tls_files is not None:
+            remember_tls(self.url, self.tls_files)
+        if self._server_login is None and self.tls_files is None:
             return
         path = None
         if self._writes_credentials:
             path = write_credentials(self._store / "credentials.json", self.url,
                                      self._server_login,
-                                     f"agentlab embedded nats-server {self.name!r}")
-        if self._own_auth:
+                                     f"agentlab embedded nats-server {self.name!r}",
+                                     tls=self.tls_files)
+        if self._own_auth and self._server_login is not None:
             remember_login(self.url, self._server_login, path)
+
+    def _make_certificates(self) -> None:
+        """The CA and certificates, once per server (a restart keeps them: clients hold
+        the CA), again if a temporary store was deleted under them."""
+        if self.tls and (self._certs is None or not self._certs.ca_file.exists()):
+            self._certs = LabCertificates.generate(self._store / "tls",
+                                                   mutual=self.tls == "mutual",
+                                                   name=f"agentlab {self.name}")
 
     def _command(self, exe: Path) -> list[str]:
         return [str(exe), "-c", str(self.config_path)]
@@ -430,6 +506,7 @@ class EmbeddedServer:
         if self.store_dir is None:
             self.store_dir = Path(tempfile.mkdtemp(prefix="agentlab-"))
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._make_certificates()
         self._write_config()
         # Config errors go to stderr before the log file opens, so capture that as well.
         out_path = self.store_dir / "nats-server.out"
@@ -459,7 +536,47 @@ class EmbeddedServer:
 
     def _secrets(self) -> list[str]:
         """The passwords in this server's config, masked in every error message."""
-        return [self._server_login.password] if self._server_login else []
+        own = [self._server_login.password] if self._server_login else []
+        return own + [scoped.login.password for scoped in self._scoped.values()]
+
+    def add_login(self, scoped: ScopedLogin, timeout: float = 10) -> None:
+        """Admit ``scoped`` (its permissions, its connection types) from now on: the
+        config is rewritten and the running server reloads it; connections stay."""
+        if not self._own_auth or self._server_login is None:
+            raise ValueError(f"nats-server {self.name!r} takes its logins from extra_config= "
+                             "(or admits anyone): add the login there instead.")
+        with self._lock:
+            self._scoped[scoped.login.user] = scoped
+            self._reload(timeout)
+
+    def remove_login(self, user: str, timeout: float = 10) -> None:
+        """Refuse ``user`` from now on (its connections are closed by the reload)."""
+        with self._lock:
+            if self._scoped.pop(user, None) is not None:
+                self._reload(timeout)
+
+    def _reload(self, timeout: float) -> None:
+        if not self.is_running:
+            return  # the next start writes the config with it
+        proc = self._proc
+        assert proc is not None
+        if not hasattr(signal, "SIGHUP"):
+            raise ServerStartError("nats-server reloads its config on SIGHUP, which this "
+                                   "platform lacks", fix="Add the login before start().")
+        start = self._log_file.stat().st_size if self._log_file.exists() else 0
+        self._write_config()
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            for line in _tail(self._log_file, start, 200):
+                if "Reloaded server configuration" in line:
+                    return
+                if "Failed to reload" in line:
+                    self._marks = (self._marks[0], start)
+                    raise self._error("nats-server refused its new config")
+            time.sleep(0.01)
+        self._marks = (self._marks[0], start)
+        raise self._error("nats-server did not reload its config in time")
 
     def _wait_ready(self, deadline: float) -> None:
         proc = self._proc
@@ -474,6 +591,8 @@ class EmbeddedServer:
                 client = info["nats"][0]
                 self.monitor_url = info["monitoring"][0] if self.monitor else None
                 self.port = int(client.rsplit(":", 1)[1])
+                if self.websocket:  # listening before the client port: in the same file
+                    self.websocket_port = int(info["websocket"][0].rsplit(":", 1)[1])
                 break
             except (OSError, ValueError, KeyError, IndexError):
                 pass
@@ -483,7 +602,7 @@ class EmbeddedServer:
         # Seeing the INFO greeting proves it is our NATS server answering on that port.
         try:
             wait = max(0.1, deadline - time.perf_counter())
-            with socket.create_connection(("127.0.0.1", self.port), timeout=wait) as sock:
+            with socket.create_connection((self.host, self.port), timeout=wait) as sock:
                 if not sock.recv(4).startswith(b"INFO"):
                     raise OSError("no INFO greeting")
         except OSError as exc:

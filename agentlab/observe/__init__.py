@@ -10,6 +10,8 @@
     recorder.trace()                        # the latest trace as a waterfall
 
 * ``observer``, ``recorder``, ``events``, ``snapshots``: the tap, its buffer, what it saw
+* ``subscriptions``: a program's subscriptions beside the messages seen (who got which)
+* ``cluster``: a cluster's nodes, meta leader and stream replicas, polled (ClusterWatch)
 * ``spans``: the span recorder (an SDK span processor) and one trace's waterfall snapshot
 * ``html``, ``svg``, ``waterfall``, ``mermaid``, ``terminal``: the renderers (``columns``,
   ``palette``: the tables' columns, the colours that mean something)
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .cluster import ClusterSnapshot, ClusterWatch
 from .events import FlowEvent
 from .observer import Observer
 from .recorder import FlowRecorder
@@ -32,13 +35,15 @@ from .spans import (
     WaterfallRow,
     record_spans,
 )
+from .subscriptions import SubscriptionsSnapshot, subscriptions_snapshot
 
 if TYPE_CHECKING:
     from ..core.client import Client
 
 __all__ = ["Observer", "FlowRecorder", "FlowEvent", "FlowSnapshot", "TopologySnapshot",
            "StateSnapshot", "LabSnapshot", "observe", "OtelExtraMissing", "SpanRecord",
-           "SpanRecorder", "TraceSnapshot", "TraceSummary", "WaterfallRow", "record_spans"]
+           "SpanRecorder", "TraceSnapshot", "TraceSummary", "WaterfallRow", "record_spans",
+           "ClusterWatch", "ClusterSnapshot", "SubscriptionsSnapshot", "subscriptions_snapshot"]
 
 
 def observe(client: Client, **options: Any) -> Observer:

@@ -9,6 +9,7 @@ second is the observer's own, since only its taps see the acks.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from ..reports import columns as spec
@@ -52,7 +53,17 @@ def consumer_columns(state: StateSnapshot) -> tuple[Column[Any], ...]:
                   cell=lambda row: f"{sparkline(rate(row))} {last(row)}/s",
                   html=lambda row: f"{sparkline_svg(rate(row))} <b>{last(row)}</b>/s",
                   tip="Acks per second over the last minute, seen by the observer")
-    return spec.pick(spec.CONSUMER_COLUMNS, spec.LIVE_CONSUMER_COLUMNS) + (acks,)
+    def named(row: Any) -> str:
+        owner = state.owners.get(row.name)
+        return f"{owner} ({row.name})" if owner else row.name
+
+    columns = tuple(
+        dataclasses.replace(column, get=named, tip="Durable name (an agent role shares one "
+                            "per role); an ephemeral consumer shows its participant, the "
+                            "connection that created it, before the name the server gave it")
+        if column.header == "Consumer" else column
+        for column in spec.pick(spec.CONSUMER_COLUMNS, spec.LIVE_CONSUMER_COLUMNS))
+    return columns + (acks,)
 
 
 def marker(state: StateSnapshot) -> Mark:

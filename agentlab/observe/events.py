@@ -19,10 +19,17 @@ What the observer can see, and how (one connection, four taps; see observer.py):
   is the consumer; which instance of it is not visible.
 * **advisories** (``$JS.EVENT.ADVISORY.>``): max deliveries reached (the dead-letter
   trigger), terminated, nak'ed, consumer/stream created or deleted, leader elections.
-  The API audit advisory (one per JetStream API call) is counted, not recorded.
+  The API audit advisory (one per JetStream API call) is counted, not recorded, but for
+  the creation of a consumer with no durable name (an ordered consumer, a stream read): its
+  ``client`` says which connection made it, so views name that consumer by its participant
+  (the connection's name, an agent's instance such as ``cto-1``) instead of the name the
+  server generated (``consumer_owner``).
 * **dead letters** are publishes on ``genbrain.dlq.>`` (the DLQ office, decision 6).
 
-Request/reply answers and PubAcks go to inboxes; they are counted, not recorded.
+* **requests and replies** (``replies=True``): a publish with a reply subject is a request;
+  the answer that then arrives on that inbox (``_INBOX.>``) is its reply. The requester is
+  named by its reply inbox (``_INBOX.<its prefix>.*``: NATS does not carry who published).
+  Other inbox traffic (PubAcks, pull statuses) is counted, not recorded.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-KINDS = ("publish", "deliver", "ack", "nak", "term", "progress", "dead_letter", "advisory")
+KINDS = ("publish", "request", "reply", "deliver", "ack", "nak", "term", "progress",
+         "dead_letter", "advisory")
 ACK_VERBS = {b"+ACK": "ack", b"-NAK": "nak", b"+TERM": "term", b"+WPI": "progress",
              b"+NXT": "ack"}
 
@@ -60,6 +68,7 @@ class FlowEvent:
     stream_seq: int = 0
     deliveries: int = 0
     title: str = ""
+    reply: str = ""              # a request's reply inbox
 
     @property
     def redelivered(self) -> bool:
@@ -86,6 +95,10 @@ class FlowEvent:
         what = self.type or self.kind
         if self.kind == "deliver" and self.redelivered:
             what = f"redelivery #{self.deliveries}: {what}"
+        elif self.kind == "request":
+            what = f"request, reply to {self.reply}"
+        elif self.kind == "reply":
+            what = f"reply{': ' + self.type if self.type else ''} → {self.subject}"
         elif self.kind in ("ack", "nak", "term", "progress"):
             what = {"ack": "ack", "nak": "nak (retry)", "term": "term (never retry)",
                     "progress": "in progress"}[self.kind]
@@ -126,7 +139,8 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
                         trace_id=trace or _s(get("correlation_id") or get("id")),
                         title=_s(get("title")), receiver=_s(get("role")))
     if "task_id" in body and "instance" in body:                                # TaskCompleted
-        return BodyInfo(sender=_s(get("role")), type="task.completed",
+        return BodyInfo(sender=completer(_s(get("role")), _s(get("instance"))),
+                        type="task.completed",
                         trace_id=trace or _s(get("correlation_id") or get("task_id")),
                         title=_s(get("title")))
     if "reason" in body and "original_subject" in body:                         # DeadLetter
@@ -158,9 +172,19 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
         return BodyInfo(sender=_s(get("role")), type="heartbeat", trace_id=trace)
     if "queues" in body and "scale_threshold" in body:                          # SystemMetrics
         return BodyInfo(sender="health", type="metrics", trace_id=trace)
-    sender = get("sender") or get("from") or get("source") or get("role") or ""
+    sender = get("sender") or get("from") or get("source") or get("role") or \
+        get("worker") or ""
     return BodyInfo(sender=_s(sender), type=_s(kind or ""), trace_id=trace,
                     title=_s(get("title") or get("text") or ""))
+
+
+def completer(role: str, instance: str) -> str:
+    """Who completed a task: its role, when one of the role's agents did (instances are named
+    ``<role>-<n>``), else ``<role>/<worker>``: a queue worked by hand, such as the browser
+    agent's ``cto/browser`` or an MCP client's desk."""
+    if not instance or instance == role or instance.startswith(f"{role}-"):
+        return role
+    return f"{role}/{instance}"
 
 
 def _s(value: object) -> str:
@@ -176,6 +200,13 @@ def _traceparent(headers: dict | None) -> str:
         return ""
     parts = value.split("-")
     return parts[1] if len(parts) >= 4 else value
+
+
+def requester(reply: str) -> str:
+    """Who asked, named by its reply inbox: a connection's requests share one prefix
+    (``_INBOX.<prefix>.<token>``), so ``_INBOX.<prefix>.*`` names the requester."""
+    tokens = reply.split(".")
+    return ".".join(tokens[:-1]) + ".*" if len(tokens) > 2 else reply
 
 
 def subject_receiver(subject: str, root: str) -> str:
@@ -220,6 +251,33 @@ def parse_ack(subject: str) -> tuple[str, str, int, int] | None:
         return tokens[2], tokens[3], int(tokens[4]), int(tokens[5])
     except ValueError:
         return None
+
+
+API_AUDIT = "$JS.EVENT.ADVISORY.API"
+_CREATES = (b'"$JS.API.CONSUMER.CREATE.', b'"$JS.API.CONSUMER.DURABLE.CREATE.')
+
+
+def creates_consumer(data: bytes) -> bool:
+    """Whether an API audit advisory is about creating a consumer (cheap: no JSON parsing)."""
+    return any(create in data for create in _CREATES)
+
+
+def consumer_owner(data: bytes) -> tuple[str, str] | None:
+    """``(consumer, connection name)`` from the API audit of an ephemeral consumer's
+    creation (no durable name: a durable belongs to a role, not to one connection)."""
+    try:
+        audit = json.loads(data)
+        response = json.loads(audit.get("response") or "{}")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not isinstance(response, dict) or response.get("error"):
+        return None
+    config = response.get("config") or {}
+    name = response.get("name")
+    owner = (audit.get("client") or {}).get("name")
+    if not name or not owner or config.get("durable_name"):
+        return None
+    return str(name), str(owner)
 
 
 ADVISORY_NAMES = {

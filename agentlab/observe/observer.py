@@ -22,12 +22,13 @@ from typing import Any
 
 from ..core.client import Client
 from ..core.lifecycle import Service
-from ..core.subjects import DEFAULT_ROOT
+from ..core.subjects import DEFAULT_ROOT, check_subscribe_subject
 from ..errors import ClientClosed, PermissionDenied, StreamNotFound
 from ..protocol.services import acollect_service_answers
 from ..reports.columns import CONSUMER_COLUMNS, STREAM_COLUMNS
 from ..telemetry import untraced
 from .columns import row_key
+from .events import API_AUDIT, creates_consumer
 from .recorder import FlowRecorder, matcher
 from .snapshots import FlowSnapshot, LabSnapshot, StateSnapshot, TopologySnapshot
 
@@ -37,19 +38,28 @@ log = logging.getLogger("agentlab")
 class Observer(Service):
     """Taps ``{root}.>``, ``$JS.ACK.>``, ``$JS.EVENT.ADVISORY.>`` and (``deliveries=True``)
     ``_INBOX.>`` into a bounded FlowRecorder (``capacity`` events), and polls stream and
-    consumer state every ``poll_interval`` seconds (``streams``: only these)."""
+    consumer state every ``poll_interval`` seconds (``streams``: only these).
+
+    ``subjects``: more subjects to tap beside the root's (``["tasks.summarize.assign"]``);
+    ``replies``: record the answers to the requests it sees (on their reply inboxes). A
+    tapped subject has a subscriber, the observer: a request to it no longer fails at once
+    with NoResponders, so tap the subjects that have responders, not a wildcard over them."""
 
     def __init__(self, client: Client, *, root: str = DEFAULT_ROOT, capacity: int = 10_000,
                  poll_interval: float = 1.0, deliveries: bool = True,
-                 streams: list[str] | None = None, name: str = "agentlab-observer"):
+                 streams: list[str] | None = None, name: str = "agentlab-observer",
+                 subjects: list[str] | None = None, replies: bool = False):
         self.url = client.url
         self._source = client
         self.root = root
         self.poll_interval = poll_interval
         self.deliveries = deliveries
         self.only_streams = list(streams) if streams else None
+        self.subjects = [check_subscribe_subject(s) for s in (subjects or ())]
+        self.replies = replies
         self.name = name
-        self.recorder = FlowRecorder(capacity, root=root, stream_of=self._stream_of)
+        self.recorder = FlowRecorder(capacity, root=root, stream_of=self._stream_of,
+                                     requests=replies)
         self.client: Client | None = None
         self._bridge = client._bridge
         self._subs: list[Any] = []
@@ -91,7 +101,7 @@ class Observer(Service):
 
     async def _subscribe_taps(self) -> None:
         assert self.client is not None
-        nc, rec = self.client.nc, self.recorder
+        nc, rec, replies = self.client.nc, self.recorder, self.replies
 
         async def lab(msg: Any) -> None:
             rec.tap("lab", msg)
@@ -100,19 +110,25 @@ class Observer(Service):
             rec.tap("ack", msg)
 
         async def advisory(msg: Any) -> None:
-            if msg.subject == "$JS.EVENT.ADVISORY.API":   # one per API call: count only
-                rec.skip()
+            if msg.subject == API_AUDIT:                   # one per API call: count only,
+                if creates_consumer(msg.data):            # but learn who made a consumer
+                    rec.tap("api", msg)
+                else:
+                    rec.skip()
             else:
                 rec.tap("advisory", msg)
 
         async def inbox(msg: Any) -> None:
             if msg.reply.startswith("$JS.ACK."):          # a consumer's delivery
                 rec.tap("inbox", msg)
+            elif replies:                                   # perhaps an answer
+                rec.tap("reply", msg)
             else:                                          # replies, PubAcks, pull statuses
                 rec.skip()
 
         taps = [(f"{self.root}.>", lab), ("$JS.ACK.>", ack), ("$JS.EVENT.ADVISORY.>", advisory)]
-        if self.deliveries:
+        taps += [(subject, lab) for subject in self.subjects]
+        if self.deliveries or self.replies:
             taps.append(("_INBOX.>", inbox))
         for subject, cb in taps:
             self._subs.append(await nc.subscribe(subject, cb=cb))
@@ -145,7 +161,8 @@ class Observer(Service):
     def state(self) -> StateSnapshot:
         """The latest polled stream/consumer state, with the current ack rates."""
         self.recorder.ingest()
-        return dataclasses.replace(self._state, rates=self.recorder.rates())
+        return dataclasses.replace(self._state, rates=self.recorder.rates(),
+                                   owners=dict(self.recorder.owners))
 
     def snapshot(self, pattern: str = ">", *, limit: int = 40) -> LabSnapshot:
         return LabSnapshot(flow=self.flow(pattern, limit=limit), topology=self.topology(),

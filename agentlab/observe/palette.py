@@ -11,6 +11,9 @@ if TYPE_CHECKING:
 # kind -> (colour, rich style, what it means: the legend's words)
 KIND_STYLE: dict[str, tuple[str, str, str]] = {
     "publish": ("#2563eb", "blue", "publish: a message sent to a subject"),
+    "request": ("#0891b2", "cyan", "request: a message that waits for an answer on a reply "
+                "inbox"),
+    "reply": ("#0d9488", "dark_cyan", "reply: the answer, sent to the requester's inbox"),
     "deliver": ("#16a34a", "green", "deliver: JetStream hands a stored message to a consumer"),
     "redeliver": ("#ea580c", "dark_orange", "redelivery: delivered again (no ack in time, or nak)"),
     "ack": ("#64748b", "grey50", "ack: done, the stream may forget it"),

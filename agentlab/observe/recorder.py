@@ -14,6 +14,7 @@ over millions of messages.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -26,8 +27,10 @@ from .events import (
     FlowEvent,
     advisory_fields,
     body_info,
+    consumer_owner,
     normalise_subject,
     parse_ack,
+    requester,
     subject_receiver,
 )
 from .snapshots import FlowSnapshot, TopologySnapshot
@@ -53,11 +56,14 @@ class FlowRecorder:
 
     def __init__(self, capacity: int = 10_000, *, root: str = "genbrain",
                  stream_of: Callable[[str], str] | None = None,
-                 max_ingest: int = 20_000):
+                 max_ingest: int = 20_000, requests: bool = False):
         self.capacity = capacity
         self.root = root
         self.stream_of = stream_of or (lambda subject: "")
         self.max_ingest = max_ingest  # per ingest() call: a reader never stalls for long
+        # A publish with a reply inbox is a request only when its answers are tapped too:
+        # a JetStream publish has one as well, for its PubAck.
+        self.requests = requests
         self._raw: deque[tuple] = deque(maxlen=capacity)
         self.events: deque[FlowEvent] = deque(maxlen=capacity)
         self.received = 0          # tapped (incremented on the loop)
@@ -68,6 +74,9 @@ class FlowRecorder:
         self.version = 0
         self._bodies: _LRU = _LRU(4096)        # Nats-Msg-Id -> BodyInfo
         self._delivered: _LRU = _LRU(8192)     # (stream, seq) -> (subject, BodyInfo)
+        # ephemeral consumer -> the connection that created it (from the API audit)
+        self.owners: _LRU = _LRU(4096)
+        self._requests: _LRU = _LRU(4096)      # reply inbox -> (request event)
         self._rates: dict[tuple[str, str], deque[list[int]]] = {}
         self._recent: deque[float] = deque(maxlen=4096)   # times, for the events/s figure
         self._lock = threading.Lock()          # one ingest at a time
@@ -136,6 +145,11 @@ class FlowRecorder:
                   headers: dict | None, data: bytes) -> FlowEvent | None:
         if source == "ack":
             return self._ack(at, subject, data)
+        if source == "api":  # an ephemeral consumer was created: remember by whom
+            owned = consumer_owner(data)
+            if owned is not None:
+                self.owners.put(*owned)
+            return None
         if source == "advisory":
             what, stream, consumer, seq, deliveries = advisory_fields(subject, data)
             subject_of, info = self._delivered.get((stream, seq), ("", BodyInfo()))
@@ -155,10 +169,22 @@ class FlowRecorder:
                              trace_id=info.trace_id, msg_id=msg_id, stream=stream,
                              consumer=consumer, stream_seq=seq, deliveries=delivered,
                              title=info.title)
+        if source == "reply":
+            return self._reply(at, subject, headers, data, info)
         if source != "lab":
             return None
         stream = self.stream_of(subject)
         receiver = stream or info.receiver or subject_receiver(subject, self.root)
+        if not receiver and not subject.startswith(f"{self.root}."):
+            receiver = subject  # a subject of its own (a tap given by ``subjects=``)
+        if self.requests and reply and not reply.startswith("$JS.") and not stream:
+            event = FlowEvent(self._next(), at, "request", subject,
+                              sender=info.sender or requester(reply),
+                              receiver=receiver or subject, type=info.type, size=len(data),
+                              trace_id=info.trace_id, msg_id=msg_id, title=info.title,
+                              reply=reply)
+            self._requests.put(reply, event)
+            return event
         kind = "dead_letter" if subject.startswith(f"{self.root}.dlq.") else "publish"
         kind_text = info.type
         if kind_text == "task" and subject.endswith(".tasks.created"):
@@ -167,6 +193,19 @@ class FlowRecorder:
                          receiver=receiver, type=kind_text, size=len(data),
                          trace_id=info.trace_id, msg_id=msg_id, stream=stream,
                          title=info.title)
+
+    def _reply(self, at: float, subject: str, headers: dict | None, data: bytes,
+               info: BodyInfo) -> FlowEvent | None:
+        request = self._requests.pop(subject, None)
+        if request is None:  # a PubAck, a pull status, an answer to a request not seen
+            return None
+        status = (headers or {}).get("Status", "")
+        what = "no responders" if status == "503" else info.type
+        return FlowEvent(self._next(), at, "reply", subject,
+                         sender=info.sender or request.receiver,
+                         receiver=requester(subject), type=what, size=len(data),
+                         trace_id=request.trace_id or info.trace_id, title=info.title,
+                         reply=subject)
 
     def _ack(self, at: float, subject: str, data: bytes) -> FlowEvent | None:
         parsed = parse_ack(subject)
@@ -193,13 +232,15 @@ class FlowRecorder:
         self._recent.append(event.time)
         if event.stream and len(self.streams_seen) < 256:
             self.streams_seen.add(event.stream)
-        if event.kind in ("publish", "dead_letter"):
+        if event.kind in ("publish", "dead_letter", "request"):
             node = normalise_subject(event.subject, self.root)
             self._edge(event.sender or "?", node)
             if event.receiver:
                 self._edge(node, event.receiver)
         elif event.kind == "deliver":
             self._edge(event.stream, event.consumer)
+        elif event.kind == "reply":
+            self._edge(event.sender or "?", event.receiver)
         if event.kind in ("ack", "deliver", "nak", "term"):
             self._count_rate((event.stream, event.consumer), event.kind, int(event.time))
 
@@ -219,6 +260,22 @@ class FlowRecorder:
         if not series or series[-1][0] != second:
             series.append([second, 0, 0])
         series[-1][1 if kind == "ack" else 2] += 1
+
+    # -- who a consumer is -------------------------------------------------------------
+    def participant(self, name: str) -> str:
+        """The participant a consumer belongs to: for an ephemeral (ordered, reading)
+        consumer, the name of the connection that created it (an agent's instance, such as
+        ``cto-1``); else the name itself (a durable consumer is named after its role)."""
+        return self.owners.get(name) or name
+
+    def _labelled(self, event: FlowEvent) -> FlowEvent:
+        owner = self.owners.get(event.consumer) if event.consumer else None
+        if not owner:
+            return event
+        name = event.consumer
+        return dataclasses.replace(
+            event, sender=owner if event.sender == name else event.sender,
+            receiver=owner if event.receiver == name else event.receiver)
 
     # -- snapshots ----------------------------------------------------------------------
     def rates(self, now: float | None = None) -> dict[tuple[str, str], tuple[int, ...]]:
@@ -248,7 +305,8 @@ class FlowRecorder:
                     break
         now = time.time()
         recent = sum(1 for t in list(self._recent) if now - t <= 5.0) / 5.0
-        return FlowSnapshot(events=tuple(reversed(picked)), taken_at=now, pattern=pattern,
+        events = tuple(self._labelled(event) for event in reversed(picked))
+        return FlowSnapshot(events=events, taken_at=now, pattern=pattern,
                             received=self.received, recorded=self.recorded,
                             dropped=self.dropped, ignored=self.ignored + self._skipped,
                             kinds=dict(self.kinds), rate=recent, capacity=self.capacity,
@@ -256,7 +314,10 @@ class FlowRecorder:
 
     def topology(self, *, hide_noise: bool = True, limit: int = 40) -> TopologySnapshot:
         self.ingest()
-        edges = [(s, d, n) for (s, d), n in self.edges.most_common()
+        named: Counter[tuple[str, str]] = Counter()
+        for (src, dst), n in list(self.edges.items()):
+            named[(self.participant(src), self.participant(dst))] += n
+        edges = [(s, d, n) for (s, d), n in named.most_common()
                  if not (hide_noise and _noisy(s, d))]
         return TopologySnapshot.build(edges[:limit], streams=frozenset(self.streams_seen))
 

@@ -46,7 +46,7 @@ class FlowSnapshot:
         consumers, delivering = set(), set()
         for event in self.events:
             if event.kind == "deliver":
-                consumers.add(event.consumer)
+                consumers.add(event.receiver or event.consumer)  # its participant, if known
                 delivering.add(event.stream)
             for name in (event.sender or "?", event.stream, event.receiver or event.consumer):
                 if name and name not in order:
@@ -143,6 +143,8 @@ class StateSnapshot:
     taken_at: float = 0.0
     polls: int = 0
     error: str = ""
+    # ephemeral consumer -> its participant (the connection that created it), for the names
+    owners: Mapping[str, str] = field(default_factory=dict)
 
     def consumer_rows(self) -> list[Any]:
         return [row for report in self.consumers for row in report.rows]

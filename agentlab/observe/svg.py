@@ -64,7 +64,7 @@ def sequence_svg(flow: FlowSnapshot, *, width: int | None = None) -> str:
         parts.append(f"<rect x='{cx - lane / 2 + 8}' y='6' width='{lane - 16}' height='34' "
                      f"rx='{4 if stream else 12}' fill='{fill}' stroke='#94a3b8'/>")
         label = "unknown sender" if name == "?" else name
-        role = "stream" if stream else "agent" if name not in ("?", "(others)") else ""
+        role = _lifeline_kind(name, stream)
         parts.append(f"<text x='{cx}' y='{21}' text-anchor='middle' font-weight='600' "
                      f"fill='#1e293b'>{escape(_fit(label, lane - 24))}</text>")
         parts.append(f"<text x='{cx}' y='{34}' text-anchor='middle' fill='#64748b' "
@@ -113,6 +113,17 @@ def sequence_svg(flow: FlowSnapshot, *, width: int | None = None) -> str:
                      f"{escape(label)}</text></g>")
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _lifeline_kind(name: str, stream: bool) -> str:
+    """What a lifeline stands for, under its name."""
+    if stream:
+        return "stream"
+    if name in ("?", "(others)"):
+        return ""
+    if name.startswith("_INBOX."):
+        return "requester (its reply inbox)"
+    return "subject" if "." in name else "agent"
 
 
 def topology_svg(topology: TopologySnapshot, *, width: int = 940) -> str:

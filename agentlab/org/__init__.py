@@ -18,6 +18,7 @@ from .delegation import apublish_task, publish_task
 from .desk import HeldTask, NotHeld, TaskDesk
 from .health import AgentHealth, HealthMonitor, QueueMetrics, ScalingSignal, SystemMetrics
 from .intents import IntentQueue, publish_intent
+from .leases import LEASE_BUCKET, Lease, LeaseHolder, LeasesUnavailable, TaskLeases
 from .ledger import LEDGER_BUCKET, LedgerRootConflict, TaskLedger
 from .meetings import (
     Meeting,
@@ -90,7 +91,8 @@ __all__ = [
     "TASK_STREAM", "EVENTS_STREAM", "MEETINGS_STREAM", "TOOL_REQUEST_STREAM",
     "TOOL_RESULT_STREAM", "DLQ_STREAM", "INTENT_STREAM", "reference_streams",
     "declare_reference_streams", "declare_replicated_streams", "reference_assets", "TaskLedger",
-    "LEDGER_BUCKET", "LedgerRootConflict",
+    "LEDGER_BUCKET", "LedgerRootConflict", "TaskLeases", "Lease", "LeaseHolder",
+    "LeasesUnavailable", "LEASE_BUCKET",
     # patterns
     "DeadLetterOffice", "DeadLetterNotFound", "letter_summary", "HealthMonitor", "Autoscaler",
     "ScalingDecision",

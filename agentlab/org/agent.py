@@ -9,6 +9,8 @@ call is fine) or async (run on the loop). What it returns is the task's result. 
 ``max_ack_pending`` tasks run at once. The result is recorded in the TASK_LEDGER bucket by
 org and task id before the ack, so a task redelivered after a crash is acked, not run again;
 the server announces each record on ``{root}.org.{org}.tasks.completed`` (org/ledger.py).
+While a task runs, its instance holds the task's lease in TASK_LEASES (org/leases.py), so a
+task handed out again meanwhile waits for that run instead of running next to it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import asyncio
 import itertools
 import logging
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from ..core.client import Client
 from ..core.lifecycle import Service
@@ -29,6 +32,7 @@ from ..core.subjects import Subjects, validate_token
 from ..telemetry import untraced
 from .context import TaskContext
 from .delegation import apublish_task, publish_task
+from .leases import TaskLeases, check_lease_ttl, default_lease_ttl
 from .ledger import LEDGER_BUCKET, TaskLedger  # noqa: F401  (LEDGER_BUCKET: re-exported)
 from .models import AgentStatus, Heartbeat, Task
 from .services import MicroService, aderegister, aregister_agent
@@ -64,6 +68,18 @@ class Agent(Service):
     running it: "auto" (default) only when a delivery could be a repeat, True always,
     False only on redeliveries (see ``TaskRunner._run_task``).
 
+    ``lease`` (default True): no handler runs twice while its first run lives. Before a
+    delivery runs, its instance claims the task's lease (``TASK_LEASES``, same replicas as the
+    ledger) and renews it every third of ``lease_ttl`` while the run lasts; a delivery of a
+    task whose lease another live run holds waits (kept alive: waiting adds no attempt
+    toward ``max_deliver``) until that run's record answers it or the lease expires. A run
+    quiet for longer than ``ack_wait`` (no return, no ``ctx.in_progress()``) counts as hung:
+    its redeliveries are nak'ed, not run, and end as a dead letter. ``lease_ttl`` (whole seconds;
+    default: ``ack_wait`` rounded up) is how long an instance may go silent before its task
+    counts as abandoned, as ``ack_wait`` is for a silent delivery: make it longer than any
+    outage a live instance should ride out (a server restart, an election), knowing that a
+    task of an instance that really died waits up to that long.
+
     ``start()`` attaches to the role's durable consumer and starts working (the tasks run
     in a :class:`~agentlab.org.workloop.TaskRunner` made at each start). A running agent is
     the NATS micro service ``agentlab-agent-<role>`` (``$SRV.PING/INFO/STATS``, ``status``
@@ -76,7 +92,8 @@ class Agent(Service):
                  ack_wait: float = 300.0, max_deliver: int = 3, max_ack_pending: int = 5,
                  heartbeat_interval: float = 5.0, instance: str | None = None,
                  on_request: Callable[[Message], Any] | None = None,
-                 ledger_precheck: bool | Literal["auto"] = "auto", discoverable: bool = True):
+                 ledger_precheck: bool | Literal["auto"] = "auto", discoverable: bool = True,
+                 lease: bool = True, lease_ttl: float | None = None):
         self.client = client
         self.role = validate_token(role, "role")
         self.org = validate_token(org, "org")
@@ -92,10 +109,14 @@ class Agent(Service):
         self.on_request = on_request
         self.ledger_precheck = ledger_precheck
         self.discoverable = discoverable
+        self.lease = lease
+        # Refused now, not at the first task.
+        self.lease_ttl = (default_lease_ttl(ack_wait) if lease_ttl is None
+                          else check_lease_ttl(lease_ttl))
         self.stats: Counter[str] = Counter()
         self._bridge = client._bridge
         self._epoch = 0  # bumped by kill(): contexts of an older epoch are dead
-        self._heart: asyncio.Future | None = None
+        self._heart: _Heartbeats | None = None
         self._inbox: Any = None
         self._micro: MicroService | None = None
         self._tools: ToolClient | None = None
@@ -122,6 +143,7 @@ class Agent(Service):
     async def _astart_service(self) -> None:
         await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
         ledger = await TaskLedger.adeclare(self.client, self.subjects)
+        leases = await TaskLeases.adeclare(self.client) if self.lease else None
         # reply_with_result: the subscription answers requests with what _on_inbox returns,
         # and with an {"error": ...} reply if on_request raises (instead of a silent timeout).
         self._inbox = await self.client.asubscribe(self.subjects.inbox(self.role),
@@ -132,13 +154,14 @@ class Agent(Service):
             role=self.role, instance=self.instance, handler=self.handler, ledger=ledger,
             stats=self.stats, new_context=lambda task, msg: TaskContext(self, task, msg),
             max_deliver=self.max_deliver, max_ack_pending=self.max_ack_pending,
-            ledger_precheck=self.ledger_precheck)
+            ledger_precheck=self.ledger_precheck, leases=leases, lease_ttl=self.lease_ttl,
+            ack_wait=self.ack_wait)
         # Denied, or the connection went: this raises, and the failed start's stop
         # unsubscribes the inbox.
         await self._runner.astart()
         if self.discoverable:  # best effort: a refused $SRV leaves it working, unlisted
             self._micro = await aregister_agent(self)
-        self._heart = asyncio.ensure_future(self._beat(self._runner))
+        self._heart = _Heartbeats.join(self, self._runner)  # the first beat goes out now
         log.info("agent %s (%s) started", self.instance, self.org)
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -160,7 +183,7 @@ class Agent(Service):
         # (a task delegated meanwhile would still wait durably for the role).
         await aderegister(micro, f"agent {self.instance}")
         if heart is not None:
-            heart.cancel()  # do not wait out a heartbeat_interval sleep
+            heart.leave(self)
         # The runner ends once the server has dropped its pull requests and the tasks in
         # hand are done.
         if runner is not None and not await runner.astop(timeout):
@@ -197,7 +220,7 @@ class Agent(Service):
 
         def crash() -> None:
             if heart is not None:
-                heart.cancel()
+                heart.leave(self)
             if runner is not None:
                 runner.abandon()  # drops what the server has on its way, too
             if inbox is not None:
@@ -274,17 +297,56 @@ class Agent(Service):
                          processed=self.stats["processed"], failed=self.stats["failed"],
                          in_flight=in_flight)
 
-    async def _beat(self, runner: TaskRunner) -> None:
-        with untraced():  # a trace per beat would bury the goals' traces
-            while runner.working:
-                try:
-                    self.client.publish(self.subjects.heartbeat(self.role),
-                                        self._heartbeat(runner.in_flight))
-                except Exception as error:  # closed connection: no beat, which is the signal
-                    log.info("agent %s: heartbeat not sent (%s)", self.instance, error)
-                await asyncio.sleep(self.heartbeat_interval)
+    def _beat(self, runner: TaskRunner) -> None:
+        try:
+            with untraced():  # a trace per beat would bury the goals' traces
+                self.client.publish(self.subjects.heartbeat(self.role),
+                                    self._heartbeat(runner.in_flight))
+        except Exception as error:  # closed connection: no beat, which is the signal
+            log.info("agent %s: heartbeat not sent (%s)", self.instance, error)
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         return (f"<Agent {self.instance} role={self.role} org={self.org} {state} "
                 f"processed={self.stats['processed']}>")
+
+
+class _Heartbeats:
+    """The running agents of one event loop that beat at one interval, on one timer.
+
+    A hundred agents in a process are one sleeping task, not a hundred (DESIGN decision 13);
+    each still sends its own Heartbeat on its role's subject, so the wire and the health
+    monitor see every instance as before. An agent's first beat goes out when it joins.
+    """
+
+    _loops: ClassVar[Any] = weakref.WeakKeyDictionary()  # loop -> {interval: _Heartbeats}
+
+    def __init__(self, interval: float):
+        self.interval = interval
+        self.agents: dict[Agent, TaskRunner] = {}
+        self._task: asyncio.Future | None = None
+
+    @classmethod
+    def join(cls, agent: Agent, runner: TaskRunner) -> _Heartbeats:
+        timers = cls._loops.setdefault(asyncio.get_running_loop(), {})
+        timer = timers.get(agent.heartbeat_interval)
+        if timer is None:
+            timer = timers[agent.heartbeat_interval] = cls(agent.heartbeat_interval)
+        timer.agents[agent] = runner
+        agent._beat(runner)
+        if timer._task is None or timer._task.done():
+            with untraced():
+                timer._task = asyncio.ensure_future(timer._run())
+        return timer
+
+    def leave(self, agent: Agent) -> None:
+        self.agents.pop(agent, None)
+
+    async def _run(self) -> None:
+        while self.agents:
+            await asyncio.sleep(self.interval)
+            for agent, runner in list(self.agents.items()):
+                if runner.working:
+                    agent._beat(runner)
+                else:  # its connection closed under it: no beat, which is the signal
+                    self.agents.pop(agent, None)

@@ -8,17 +8,25 @@
 
 Each agent instance gets a connection of its own, named after it, as separate processes
 would, opened with ``lab.connect()``: the same login, so a tenant's organisation
-(``Organisation(lab.tenant("acme"))``) runs every agent as that tenant. Pass your own handlers
-to replace the deterministic reference roles; without them it runs ``default_roles()``
-(the reference roles, or a model's with ``AGENTLAB_LLM_BASE_URL`` set: agentlab.llm).
+(``Organisation(lab.tenant("acme"))``) runs every agent as that tenant. With
+``shared_connection=True`` the agents share one connection instead (``{org}-agents``), as the
+agents of one pod would (seed 002: one connection, many subscriptions): a hundred agents are
+then one socket, each with its own subscriptions, and stopping one unsubscribes its own only.
+Pass your own handlers to replace the deterministic reference roles; without them it runs
+``default_roles()`` (the reference roles, or a model's with ``AGENTLAB_LLM_BASE_URL`` set:
+agentlab.llm).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 from collections import Counter
 from typing import Any
 
 from ..core.client import Client
+from ..core.pull import IDLE_LIFETIME, LOST_AFTER, lingering_on
 from ..core.subjects import Subjects, validate_token
 from ..tenants.client import TenantClient
 from .agent import Agent, TaskHandler, task_consumer_spec
@@ -37,6 +45,7 @@ from .models import Task
 from .roles import default_roles
 from .streams import declare_reference_streams
 
+log = logging.getLogger("agentlab")
 
 class Organisation:
     """The reference organisation ``org`` on ``lab``'s server (``org`` defaults to the
@@ -47,7 +56,8 @@ class Organisation:
                  instances: dict[str, int] | None = None, ack_wait: float = 30.0,
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
-                 monitor_interval: float = 1.0, scale_threshold: int = 100):
+                 monitor_interval: float = 1.0, scale_threshold: int = 100,
+                 shared_connection: bool = False):
         self.lab = lab
         tenant = lab.tenant if isinstance(lab, TenantClient) else None
         tenants = lab.tenants if isinstance(lab, TenantClient) else None
@@ -74,6 +84,9 @@ class Organisation:
         self._monitor_interval = monitor_interval
         self._scale_threshold = scale_threshold
         self._clients: list[Client] = []
+        self._closing: list[concurrent.futures.Future] = []  # see _release_agent_client
+        self.shared_connection = shared_connection
+        self._shared: Client | None = None  # the agents' one connection, when shared
         self._serial = 0
         self._retired: Counter[str] = Counter()  # stats of instances scaled away
         self.autoscalers: dict[str, Autoscaler] = {}
@@ -107,11 +120,11 @@ class Organisation:
             agent = running.pop()
             agent.stop()
             self._retired.update(agent.stats)
-            self._release(agent.client)  # each instance had a connection of its own
+            self._release_agent_client(agent.client)  # its own connection, unless shared
         while len(running) < count:
             self._serial += 1
             instance = f"{role}-{self._serial}"
-            client = self._connect(instance)
+            client = self._agent_client(instance)
             agent = Agent(client, role, self.org, self.roles.get(role),
                           subjects=self.subjects, ack_wait=self.ack_wait,
                           max_deliver=self.max_deliver,
@@ -119,9 +132,36 @@ class Organisation:
             try:
                 running.append(agent.start())
             except BaseException:
-                self._release(client)
+                self._release_agent_client(client)
                 raise
         return running
+
+    def _agent_client(self, instance: str) -> Client:
+        if not self.shared_connection:
+            return self._connect(instance)
+        if self._shared is None or self._shared.is_closed:
+            self._shared = self._connect(f"{self.org}-agents")
+        return self._shared
+
+    def _release_agent_client(self, client: Client) -> None:
+        if client is self._shared:  # the shared one closes with the organisation
+            return
+        waits = client._bridge.run(_lingering(client), operation="stop")
+        if not waits:
+            self._release(client)
+            return
+        # A tap on the inboxes holds a long pull request of the agent that stopped: its
+        # connection hands what arrives over until the request ends (core/pull.py).
+        if client in self._clients:
+            self._clients.remove(client)
+
+        async def close_after() -> None:
+            try:
+                await _after_lingering(client)
+            finally:
+                await client.aclose()
+        # Kept, so that stop() waits for it (and what it raised is not lost).
+        self._closing.append(client._bridge.submit(close_after()))
 
     def autoscale(self, role: str, *, lag_threshold: int = LAG_THRESHOLD,
                   activation_lag: int = ACTIVATION_LAG, min_replicas: int = 0,
@@ -196,10 +236,21 @@ class Organisation:
             self.health.stop()
         if self.dead_letters is not None:
             self.dead_letters.stop()
+        for closing in self._closing:  # the connections still handing a long request over
+            try:
+                closing.result(timeout=30)
+            except Exception as error:
+                log.info("organisation %s: an agent connection closed with %s", self.org,
+                         error)
+        self._closing.clear()
+        shared = self._shared
+        if shared is not None and not shared.is_closed:  # as _release_agent_client waits
+            shared._bridge.run(_after_lingering(shared), operation="stop")
         for client in self._clients:
             if not client.is_closed:
                 client.close()
         self._clients.clear()
+        self._shared = None
 
     def __enter__(self) -> Organisation:
         return self.start()
@@ -210,3 +261,15 @@ class Organisation:
     def __repr__(self) -> str:
         counts = ", ".join(f"{role}×{len(a)}" for role, a in self.agents.items())
         return f"<Organisation {self.org}: {counts}>"
+
+
+async def _lingering(client: Client) -> list[asyncio.Future]:
+    return lingering_on(client)  # on the loop, where the feeds change
+
+
+async def _after_lingering(client: Client) -> None:
+    """Once no stopped agent's long pull request on ``client`` can get a message any more
+    (at most a request's lifetime: core/pull.py)."""
+    waits = lingering_on(client)
+    if waits:
+        await asyncio.wait(waits, timeout=IDLE_LIFETIME + 2 * LOST_AFTER)

@@ -29,6 +29,7 @@ DLQ_STREAM = "DEAD_LETTERS"
 INTENT_STREAM = "CALL_INTENT"
 # Its key-value and object buckets.
 LEDGER_BUCKET = "TASK_LEDGER"
+LEASE_BUCKET = "TASK_LEASES"
 FAILURES_BUCKET = "TASK_FAILURES"
 PAYLOAD_BUCKET = "TOOL_PAYLOADS"
 # Streams whose max-delivery advisories the dead-letter office turns into letters.
@@ -77,7 +78,8 @@ def reference_streams(subjects: Subjects, replicas: int = 1) -> list[StreamSpec]
 
 def reference_assets() -> TenantAssets:
     """What each tenant of a lab running the reference organisation keeps in JetStream."""
-    return TenantAssets(reference_streams, (LEDGER_BUCKET, FAILURES_BUCKET), (PAYLOAD_BUCKET,))
+    return TenantAssets(reference_streams, (LEDGER_BUCKET, LEASE_BUCKET, FAILURES_BUCKET),
+                        (PAYLOAD_BUCKET,))
 
 
 def declare_reference_streams(client: Client, subjects: Subjects | None = None,

@@ -1,8 +1,10 @@
-"""An agent's task runner: pull tasks, run the handler, record (which announces), ack.
+"""An agent's task runner: pull tasks, lease, run the handler, record (which announces), ack.
 
 The Agent (agent.py) keeps its lifecycle, delegation, inbox and heartbeat, and makes a
 TaskRunner at each start with what it needs. What makes a task run once in effect (the
-ledger, and when to read it first) lives here.
+ledger, and when to read it first) and run once at a time (the lease, org/leases.py)
+lives here. (Past 400 lines because both are one decision per delivery: lease, ledger,
+handler, record, ack. Split apart, each half would need the other's state.)
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.pull import ContinuousPull
 from ..core.received import Message, nak_unless_settled
-from ..errors import MessageDecodeError
+from ..errors import JetStreamUnavailable, MessageDecodeError
 from ..telemetry import tracing
-from ..wire.messages import decode_model, to_bytes, utc_now
+from ..wire.messages import decode_model, new_id, to_bytes, utc_now
 from .context import TaskContext
 from .deadletters import adead_letter_now, aremember_failure
+from .leases import Lease, LeaseHolder, TaskLeases, keep_renewed
 from .ledger import TaskLedger, completion_msg_id, ledger_key_problem
 from .models import Task, TaskCompleted
 from .streams import TASK_DUPLICATE_WINDOW as DUPLICATE_WINDOW
@@ -31,9 +34,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentlab")
 
+# What a server restarting, or a cluster electing a leader, raises for a while: worth asking
+# again (a timeout's request may have been done; every retry here is safe to repeat).
+_UNANSWERED = (TimeoutError, JetStreamUnavailable)
+
 # How far the server's clock may run ahead of this machine's when a task's stream timestamp
 # is compared with the time this agent's connection was (re)made (see _stored_before_connect).
 CLOCK_SKEW_ALLOWANCE = 2.0
+
+
+class TaskDelivery(Message):
+    """A delivered task that remembers when its run last said it is working (its start,
+    or ``in_progress()``): its lease tells a waiting delivery how long the run is quiet."""
+
+    __slots__ = ("active_at",)
+
+    def __init__(self, *args: Any):
+        super().__init__(*args)
+        self.active_at = time.monotonic()
+
+    def in_progress(self) -> None:
+        super().in_progress()
+        self.active_at = time.monotonic()
 
 
 def retry_delay(deliveries: int) -> float:
@@ -48,18 +70,27 @@ class TaskRunner:
     ``ledger`` records each effect, ``stats`` is the agent's counters (counted here),
     ``new_context(task, msg)`` makes the handler's TaskContext. Up to ``max_ack_pending``
     tasks run at once; ``ledger_precheck`` as in :class:`agentlab.org.agent.Agent`.
+    ``leases`` (None: no leases) holds each run's lease for ``lease_ttl`` seconds at a time;
+    ``ack_wait`` is the consumer's, which a delivery waiting for a lease must not outlast.
     """
 
     def __init__(self, client: Client, subjects: Subjects, *, stream: str, consumer: str,
                  role: str, instance: str, handler: Callable[..., Any] | None,
                  ledger: TaskLedger, stats: Counter[str],
                  new_context: Callable[[Task, Message], TaskContext], max_deliver: int,
-                 max_ack_pending: int, ledger_precheck: bool | Literal["auto"]):
+                 max_ack_pending: int, ledger_precheck: bool | Literal["auto"],
+                 leases: TaskLeases | None = None, lease_ttl: int = 300,
+                 ack_wait: float = 300.0):
         self.client, self.subjects = client, subjects
         self.stream, self.role, self.instance = stream, role, instance
         self.handler, self.ledger, self.stats = handler, ledger, stats
         self.max_deliver, self.max_ack_pending = max_deliver, max_ack_pending
         self.ledger_precheck = ledger_precheck
+        self.leases, self.lease_ttl, self.ack_wait = leases, lease_ttl, ack_wait
+        # Names this runner in its leases: an instance name may be reused by another process.
+        self.runner_id = new_id()
+        self._leased: dict[tuple[str, str], str] = {}  # (org, task id) -> its live run
+        self._keepers: dict[str, asyncio.Future] = {}  # a live run -> its lease's renewals
         self._new_context = new_context
         self._bridge = client._bridge
         self.working = False  # pulling and running tasks (False once stopping, or closed)
@@ -110,10 +141,10 @@ class TaskRunner:
         # by one would leave its last tasks waiting here while their ack_wait ran out.)
         # Cancelled only by abandon() (kill(), or stop() out of time), which cleans up.
         while self.working:
-            try:
-                await asyncio.wait_for(self._stop_requested.wait(), 0.5)
-            except asyncio.TimeoutError:
-                pass
+            # Woken by stop() or by the connection's next reconnect or close, never by a
+            # timer: an idle agent costs no wakeups (DESIGN decision 13).
+            if not self.client.is_closed:
+                await _first(self._stop_requested.wait(), self.client.anext_reconnect())
             if self.working and self.client.is_closed:
                 log.warning("agent %s: its connection was closed; the agent stops",
                             self.instance)
@@ -127,7 +158,7 @@ class TaskRunner:
 
     def _take(self, raw: Any) -> None:
         """A task arrived from the feed: start it now."""
-        job = asyncio.ensure_future(self._process(Message.from_nats(raw, self.client)))
+        job = asyncio.ensure_future(self._process(TaskDelivery.from_nats(raw, self.client)))
         self._in_hand.add(job)
         job.add_done_callback(self._finished)
 
@@ -217,6 +248,39 @@ class TaskRunner:
     async def _run_task(self, task: Task, msg: Message) -> None:
         if msg.info.redelivered:
             self.stats["redeliveries"] += 1
+        check = self._should_check_ledger(task, msg)
+        if self.leases is None:
+            await self._run_claimed(task, msg, check, None)
+            return
+        # The lease first, the ledger second: a run that records and ends between a ledger
+        # read and a claim would otherwise go unseen.
+        lease = await self._claim(task, msg)
+        if lease is None:
+            return  # settled meanwhile: acked from the ledger, or handed back on stop
+        key = (task.org, task.id)
+        self._leased[key] = lease.run
+        if isinstance(msg, TaskDelivery):  # the run begins now, whatever it waited for
+            msg.active_at = lease.active_at
+        keeper = asyncio.ensure_future(keep_renewed(
+            self.leases, lease, self._lost,
+            (lambda: msg.active_at) if isinstance(msg, TaskDelivery) else None))
+        self._keepers[lease.run] = keeper
+        try:
+            # A lease that another run held before says that run may have recorded it.
+            await self._run_claimed(task, msg, check or not lease.fresh, lease)
+        except asyncio.CancelledError:
+            raise  # killed: as after a crash, the lease expires on its own
+        except Exception:
+            await self._release(lease)  # the retry after the nak need not wait for expiry
+            raise
+        finally:
+            keeper.cancel()
+            self._keepers.pop(lease.run, None)
+            if self._leased.get(key) == lease.run:
+                del self._leased[key]
+
+    async def _run_claimed(self, task: Task, msg: Message, check: bool,
+                           lease: Lease | None) -> None:
         # A first delivery can still be a task whose effect is recorded: one handed out
         # again by a restarted server that lost its consumer state, a redriven dead letter
         # whose last, slow attempt did finish, or a task resent after the stream's 60 s
@@ -227,7 +291,7 @@ class TaskRunner:
         # window runs the handler again; the ledger create below still keeps one record
         # and one completion announcement.
         done = None
-        if self._should_check_ledger(task, msg):
+        if check:
             self.stats["ledger_prechecks"] += 1
             done = await self.ledger.aget(task.org, task.id)
         if done is not None:
@@ -252,6 +316,8 @@ class TaskRunner:
                         task.id, task.title, msg.info.num_delivered,
                         f"{type(error).__name__}: {error}")
             await aremember_failure(self.client, msg, f"{type(error).__name__}: {error}")
+            if lease is not None:
+                await self._release(lease)  # the retry may run as soon as it comes
             msg.nak(delay=retry_delay(msg.info.num_delivered)
                     if msg.info.num_delivered < self.max_deliver else None)
             return
@@ -266,7 +332,7 @@ class TaskRunner:
         # record's receipt is back here.
         self.stats["processed"] += 1
         try:
-            recorded = await self.ledger.arecord(record, data)
+            recorded = await self._record(record, data, lease)
         except BaseException:
             self.stats["processed"] -= 1
             raise
@@ -283,6 +349,135 @@ class TaskRunner:
         done = await self.ledger.aget(task.org, task.id) or {}
         await self._ack_and_announce_again(task, msg, done.get("result", result),
                                            record.duration_ms)
+
+    async def _record(self, record: TaskCompleted, data: bytes, lease: Lease | None) -> bool:
+        """The ledger record of a run whose handler is done. Holding the task's lease, try
+        again while the server does not answer (a restart, an election), for up to the
+        lease's TTL: giving up would nak the task and run its handler once more."""
+        deadline = time.monotonic() + (lease.ttl if lease is not None else 0)
+        while True:
+            try:
+                return await self.ledger.arecord(record, data)
+            except _UNANSWERED:
+                # A record whose receipt was lost is found by its Nats-Msg-Id next time.
+                if time.monotonic() > deadline or self.client.is_closed:
+                    raise
+                await asyncio.sleep(0.1)
+
+    # -- leases ------------------------------------------------------------------------
+    async def _claim(self, task: Task, msg: Message) -> Lease | None:
+        """This delivery's lease on its task, once it may run it; None if the task was
+        settled meanwhile.
+
+        A task whose lease another live run holds waits here: the run may finish (its
+        ledger record then answers this delivery) or its instance die (its lease expires,
+        and this delivery runs the task). The delivery is kept alive meanwhile (``+WPI``
+        within the ack wait), not nak'ed: a nak counts as a delivery, and a long first run
+        would use up ``max_deliver`` and dead-letter a task that is being done. Waiting
+        holds one of the role's ``max_ack_pending`` slots, as a delayed nak would too.
+
+        Only while that run shows it is working: quiet (no return, no ``in_progress()``)
+        for longer than the ack wait, it is hung by the ack wait's contract, and this
+        delivery is nak'ed instead, an attempt like a failure's: a hung handler ends as a
+        dead letter after ``max_deliver`` attempts, as it did without leases, but it is
+        never started next to itself.
+        """
+        waited_since: float | None = None
+        run, unanswered_since = new_id(), None
+        while True:
+            try:
+                got, done = await self._claim_once(task, run)
+            except _UNANSWERED:
+                # Asked again with the same run token: a claim that was stored but not
+                # acknowledged is then found to be this run's own, not in the way.
+                unanswered_since = unanswered_since or time.monotonic()
+                if time.monotonic() - unanswered_since > self.lease_ttl or \
+                        self.client.is_closed or not self.working:
+                    raise
+                msg.in_progress()  # buffered while the server is away
+                await asyncio.sleep(0.1)
+                continue
+            unanswered_since = None
+            if isinstance(got, Lease):
+                if waited_since is not None:
+                    waited = time.monotonic() - waited_since
+                    tracing.annotate({"agentlab.lease.waited_s": round(waited, 3)})
+                    log.info("agent %s: task %s is free again after %.1f s; running it",
+                             self.instance, task.id, waited)
+                return got
+            if done is not None:  # that run is done: its record answers this delivery
+                self.stats["duplicates_suppressed"] += 1
+                self.stats["acked_from_ledger"] += 1
+                await self._ack_and_announce_again(task, msg, done.get("result", {}), 0.0)
+                return None
+            if waited_since is None:
+                waited_since = time.monotonic()
+                self.stats["lease_waits"] += 1
+                tracing.annotate({"agentlab.lease.holder": got.instance})
+                log.info("agent %s: task %s is being run by %s (delivery %d waits; its lease "
+                         "expires in %.1f s unless renewed)", self.instance, task.id,
+                         got.instance, _deliveries(msg), got.remaining())
+            if got.quiet_s > self.ack_wait:
+                self.stats["lease_naks"] += 1
+                deliveries = _deliveries(msg)
+                log.info("agent %s: task %s: its run on %s has been quiet for %.1f s, longer "
+                         "than ack_wait (hung?); delivery %d is nak'ed, not run", self.instance,
+                         task.id, got.instance, got.quiet_s, deliveries)
+                msg.nak(delay=retry_delay(deliveries) if deliveries < self.max_deliver
+                        else None)
+                return None
+            if not self.working:  # stopping: hand it back rather than wait for another run
+                msg.nak(delay=max(1.0, got.remaining()))
+                return None
+            msg.in_progress()
+            try:
+                await asyncio.wait_for(self._stop_requested.wait(), self._wait_step(got))
+            except asyncio.TimeoutError:
+                pass
+
+    async def _claim_once(self, task: Task,
+                          run: str) -> tuple[Lease | LeaseHolder, dict[str, Any] | None]:
+        """The lease, or its holder and (if that run is done) the task's ledger record."""
+        assert self.leases is not None
+        got = await self.leases.aclaim(task.org, task.id, instance=self.instance,
+                                       runner=self.runner_id, ttl=self.lease_ttl,
+                                       stale_run=self._stale, run=run)
+        if isinstance(got, Lease):
+            return got, None
+        self.stats["ledger_prechecks"] += 1
+        return got, await self.ledger.aget(task.org, task.id)
+
+    def _wait_step(self, holder: LeaseHolder) -> float:
+        # Look again when the lease would expire, and often enough to keep this delivery
+        # alive and to notice the first run's record within a third of the lease's TTL.
+        return max(0.1, min(holder.remaining() + 0.05, self.ack_wait / 3,
+                            self.lease_ttl / 3))
+
+    def _stale(self, holder: LeaseHolder) -> bool:
+        """A lease of this runner's whose run ended (its claim's receipt was lost)."""
+        return holder.runner == self.runner_id and \
+            self._leased.get((holder.org, holder.task_id)) != holder.run
+
+    def _lost(self, lease: Lease) -> None:
+        self.stats["leases_lost"] += 1
+        log.warning("agent %s: lost the lease of task %s: renewals did not reach the server "
+                    "for %d s (lease_ttl), so another delivery may run it next to this run; "
+                    "a longer lease_ttl covers longer outages", self.instance, lease.task_id,
+                    lease.ttl)
+
+    async def _release(self, lease: Lease) -> None:
+        assert self.leases is not None
+        # Renewals stop first: one landing after the release would bring the lease back
+        # (or, refused, be mistaken for a lost lease).
+        keeper = self._keepers.pop(lease.run, None)
+        if keeper is not None:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        try:
+            await self.leases.arelease(lease)
+        except Exception as error:  # it expires on its own
+            log.info("agent %s: lease of %s not released (%s)", self.instance,
+                     lease.task_id, error)
 
     async def _call_handler(self, task: Task, ctx: TaskContext) -> Any:
         if self.handler is None:
@@ -311,6 +506,16 @@ class TaskRunner:
         self.client.publish(self.subjects.tasks_completed(task.org),
                             self._completion(task, msg, result, duration_ms),
                             headers={"Nats-Msg-Id": completion_msg_id(task.org, task.id)})
+
+
+async def _first(*waits: Any) -> None:
+    """Return when the first of ``waits`` (coroutines) is done; the others are cancelled."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _seq(msg: Message) -> Any:

@@ -1,11 +1,15 @@
 """The programs built on the layers below: what the ``agentlab`` command runs.
 
-    cli            ``agentlab server | demo | status | dlq | audit | schemas``
+    cli            ``agentlab server | demo | status | dlq | audit | schemas | mcp | metrics |
+                   dashboard | certs``
     server         ``agentlab server``: an embedded nats-server in the foreground
     demo           the tour of the whole organisation (``agentlab demo``, ``make demo``)
     basics         the first steps, one at a time (``agentlab demo --basics``)
     worker         one agent in a process of its own (``python -m agentlab.programs.worker``)
     tenant_audit   every cross-tenant action tried on live servers (``agentlab audit``)
+    mcp_hub        the MCP agent hub (``agentlab mcp``)
+    dashboard      the dashboard as a web page of its own, served by Voila (``agentlab dashboard``)
+    certs          a CA and certificates for the compose deployment's TLS (``agentlab certs``)
 
     from agentlab.programs import audit
     print(audit(lab.url, lab.tenants))

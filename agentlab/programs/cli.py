@@ -1,11 +1,14 @@
 """The ``agentlab`` command.
 
     agentlab server [--store-dir DIR] [--max-memory 256MB] [--max-file 1GB] [--monitor]
+                    [--tls [mutual]]
+    agentlab certs [DIR]
     agentlab demo [--basics] [--quiet]
     agentlab status [--url URL] [--monitor-url URL] | dlq list|show|redrive | audit
     agentlab schemas [DIR] | asyncapi [--out FILE] [--doc docs/protocol.md]
     agentlab mcp [--http PORT] [--llm-plays ROLE ...]
     agentlab metrics [--port 9477] [--host 127.0.0.1] [--url URL]
+    agentlab dashboard [--port 8866] [--url URL] [--org acme]
     agentlab --version
 
 Exit codes: 0 success, 1 the demo's own checks failed (or the server died on its own),
@@ -49,13 +52,30 @@ def configure_server(parser: argparse.ArgumentParser) -> None:
                         help="serve the HTTP monitoring endpoint (/varz /jsz /connz) on a "
                              "free port of 127.0.0.1; off by default: it lists every "
                              "connection and subscription to anyone on this host")
+    parser.add_argument("--tls", nargs="?", const="tls", choices=["tls", "mutual"],
+                        default=None, metavar="mutual",
+                        help="serve TLS only, with a CA and certificates made for this server "
+                             "(in its store); `--tls mutual` also requires the client "
+                             "certificate that CA signed")
+
+
+def configure_certs(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", nargs="?", default="deploy/nats/certs", metavar="DIR",
+                        help="where to write them (default: %(default)s, the folder "
+                             "docker-compose.tls.yml mounts)")
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    from .certs import run
+
+    return run(args.directory)
 
 
 def run_server(args: argparse.Namespace) -> int:
     from .server import serve_forever
 
     return serve_forever(store_dir=args.store_dir, max_memory=args.max_memory,
-                         max_file=args.max_file, monitor=args.monitor)
+                         max_file=args.max_file, monitor=args.monitor, tls=args.tls)
 
 
 # -- agentlab demo -----------------------------------------------------------------------
@@ -224,6 +244,10 @@ def configure_audit(parser: argparse.ArgumentParser) -> None:
                         help="say in every cell what the probe saw")
     parser.add_argument("--show-config", action="store_true",
                         help="print each rendered server config first (passwords masked)")
+    parser.add_argument("--tls", nargs="?", const="tls", choices=["tls", "mutual"],
+                        default=None, metavar="mutual",
+                        help="run each server TLS only (`--tls mutual`: with client "
+                             "certificates); every tenant connects over it")
 
 
 def run_audit(args: argparse.Namespace) -> int:
@@ -242,7 +266,8 @@ def run_audit(args: argparse.Namespace) -> int:
         if args.show_config:
             console.print(f"[bold]Server config, model {model}[/]")
             console.print(tenants.config(redact=True), markup=False, highlight=False)
-        with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config()) as server:
+        with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config(),
+                            tls=args.tls) as server:
             report = audit(server.url, tenants)
         console.print(report.to_table(explain=args.explain))
         console.print()
@@ -385,6 +410,31 @@ def run_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- agentlab dashboard ------------------------------------------------------------------
+def configure_dashboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8866, metavar="PORT",
+                        help="serve the page on 127.0.0.1:PORT (default: %(default)s; 0: any "
+                             "free one, printed)")
+    parser.add_argument("--url", metavar="URL", default=None,
+                        help="watch the organisation on this NATS server (default: "
+                             "$AGENTLAB_NATS_URL, else an embedded server and organisation)")
+    parser.add_argument("--org", default="acme", help="the organisation (default: %(default)s)")
+    started = parser.add_mutually_exclusive_group()
+    started.add_argument("--start-organisation", dest="start_organisation",
+                         action="store_true", default=None,
+                         help="run the reference organisation's agents in the page's kernel "
+                              "(the default on an embedded server)")
+    started.add_argument("--no-organisation", dest="start_organisation",
+                         action="store_false", help="only watch and give tasks")
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import run_dashboard as serve
+
+    return serve(url=args.url, org=args.org, port=args.port,
+                 start_organisation=args.start_organisation)
+
+
 @dataclass(frozen=True)
 class Command:
     help: str
@@ -395,6 +445,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "server": Command("run a nats-server with JetStream in the foreground (Ctrl-C stops it)",
                       configure_server, run_server),
+    "certs": Command("write a CA and mutual TLS certificates for docker-compose.tls.yml",
+                     configure_certs, run_certs),
     "demo": Command("the CEO agent delegates tasks to the CTO agent, in a few seconds",
                     configure_demo, run_demo),
     "status": Command("the stream and consumer reports of a running server, as `nats stream "
@@ -412,6 +464,9 @@ COMMANDS: dict[str, Command] = {
     "metrics": Command("serve Prometheus /metrics: stream and consumer depths, dead letters, "
                        "agents up, tasks processed and failed, handler durations",
                        configure_metrics, run_metrics),
+    "dashboard": Command("the dashboard as a web page (Voila): the four live views and the "
+                         "buttons, on a running organisation or an embedded one",
+                         configure_dashboard, run_dashboard),
     "audit": Command("try every cross-tenant action against live servers: seed 000's config "
                      "verbatim, agentlab's accounts and users models", configure_audit,
                      run_audit),

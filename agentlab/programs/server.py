@@ -4,7 +4,8 @@
 
 The server admits only its login (generated; ``credentials.json`` in its store, mode 0600):
 the banner names that file for ``AGENTLAB_NATS_CREDENTIALS`` and the nats CLI, never the
-password. ``--monitor`` turns the HTTP monitoring endpoint on.
+password. ``--monitor`` turns the HTTP monitoring endpoint on. ``--tls`` (``--tls mutual``)
+serves TLS only; the same file then names the CA (and the client certificate and key).
 """
 
 from __future__ import annotations
@@ -28,10 +29,20 @@ def banner(server: EmbeddedServer) -> str:
     env = server.client_env()
     exports = "\n".join(f"    export {key}={escape(value)}" for key, value in env.items())
     path = escape(str(server.credentials_path))
+    files = server.tls_files
+    tls = "off (agentlab server --tls [mutual])"
+    if files is not None:
+        tls = f"TLS only, CA {escape(str(files.ca))}"
+        if files.cert is not None:
+            tls += (f"\n               mutual: client certificate {escape(str(files.cert))}, "
+                    "key beside it (mode 0600)")
+        tls += ("\n               (the credentials file names them too: its "
+                f"{'ca, cert and key' if files.cert is not None else 'ca'})")
     return (f"[bold green]nats-server ready[/] in {server.startup_seconds * 1000:.0f} ms\n"
             f"  NATS URL:    [bold]{server.url}[/]\n"
             f"  Login:       user {server.login().get('user')}, password in {path} "
             "(mode 0600)\n"
+            f"  TLS:         {tls}\n"
             f"  Monitoring:  {server.monitor_url or 'off (agentlab server --monitor)'}\n"
             f"  Store:       {escape(str(server.store_dir))}\n"
             f"  Use it from another terminal (agentlab, notebooks, workers):\n{exports}\n"

@@ -3,6 +3,7 @@
     report = audit(lab.url, lab.tenants)      # against a running server
     Console().print(report.to_table())        # ✓ allowed / ✗ denied; cross-tenant ✓ is a LEAK
     reports = audit_models()                  # seed 000 verbatim, accounts, users: own servers
+    reports = audit_models(tls="mutual")      # the same, over mutual TLS
 
 Each probe is judged by its effect, not by the absence of an error: in the accounts model
 ``acme`` may well publish to ``genbrain.agents.audit.tasks``; what matters is whether
@@ -338,13 +339,15 @@ async def aaudit(url: str, tenants: Tenants, *, wait: float = 0.25) -> AuditRepo
 
 def audit_models(models: Iterable[str] = ("seed000", "accounts", "users"),
                  names: Iterable[str] = ("acme", "globex"), *,
-                 wait: float = 0.25) -> list[AuditReport]:
-    """Start an embedded server per model, configured by it, and audit each."""
+                 wait: float = 0.25, tls: bool | str | None = None) -> list[AuditReport]:
+    """Start an embedded server per model, configured by it, and audit each; ``tls=True``
+    (or ``"mutual"``) runs each over TLS, every tenant's connection verifying the server."""
     from ..core.server import EmbeddedServer
 
     reports = []
     for model in models:
         tenants = Tenants(names, model=model, assets=reference_assets())
-        with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config()) as server:
+        with EmbeddedServer(name=f"audit-{model}", extra_config=tenants.config(),
+                            tls=tls) as server:
             reports.append(audit(server.url, tenants, wait=wait))
     return reports

@@ -103,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="when to read the task ledger before running a task: 'auto' "
                              "(a task that could be a repeat), 'always', or 'redeliveries' "
                              "(default: %(default)s)")
+    parser.add_argument("--lease-ttl", type=int, default=None, metavar="S",
+                        help="seconds a task's lease outlives its last renewal: a task "
+                             "handed out again while its run lives waits that long for a "
+                             "silent instance (default: --ack-wait, rounded up)")
+    parser.add_argument("--no-lease", dest="lease", action="store_false",
+                        help="run tasks without leases (a task handed out again while its "
+                             "first run lives then runs next to it)")
     parser.add_argument("--heartbeat", type=float, default=2.0, metavar="S",
                         help="heartbeat interval (default: %(default)s)")
     parser.add_argument("--reconnect-wait", type=float, default=0.25, metavar="S",
@@ -171,7 +178,8 @@ def _start(args: argparse.Namespace, instance: str, handler: Any,
             agent = Agent(client, args.role, args.org, handler, ack_wait=args.ack_wait,
                           max_deliver=args.max_deliver, max_ack_pending=args.max_ack_pending,
                           heartbeat_interval=args.heartbeat, instance=instance,
-                          ledger_precheck=LEDGER_PRECHECKS[args.ledger_precheck]).start()
+                          ledger_precheck=LEDGER_PRECHECKS[args.ledger_precheck],
+                          lease=args.lease, lease_ttl=args.lease_ttl).start()
             return client, agent
         except (AgentlabError, TimeoutError):
             if client is not None:

@@ -6,7 +6,8 @@
 
 The controls call agentlab's public API (``org.assign``, ``org.scale``, a JetStream publish)
 exactly as a cell would; the views only watch, through the observer, so what a button
-does shows up the way any other traffic does.
+does shows up the way any other traffic does. Displayed, it leaves its views' snapshots in
+its output as HTML, for pages without a kernel (agentlab.widgets.static).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..core.client import Client
 from ..core.subjects import Subjects
 from ..observe.observer import Observer
 from ..observe.spans import SpanRecorder
+from .static import StaticSnapshot, static_html
 from .views import ConsumersView, FlowView, StreamsView, TopologyView, TraceView
 
 INTRO = """<div style='font-family:system-ui,sans-serif;font-size:13px;margin:2px 0 6px 0'>
@@ -34,7 +36,7 @@ delivery, grey = ack), then in <i>Consumers</i>.</span></div>"""
 _titles = itertools.count(1)
 
 
-class Dashboard(widgets.VBox):
+class Dashboard(StaticSnapshot, widgets.VBox):
     """Controls + FlowView (+ TraceView) + ConsumersView + StreamsView + TopologyView.
 
     ``org``: an Organisation (its roles fill the role menu; stop/start scale a role).
@@ -43,13 +45,17 @@ class Dashboard(widgets.VBox):
     ``observer``: reuse one; else one is started and stopped with the dashboard.
     ``spans``: a SpanRecorder (``agentlab.observe.record_spans()``): a TraceView of the latest
     trace under the flow, whose *filter the flow* button narrows the flow to that trace.
+    Without ``org`` (watching an organisation run elsewhere: ``org_name``, default acme) the
+    stop/start buttons are off, and a published task goes to that organisation's queue.
     """
 
     def __init__(self, lab: Client, org: Any = None, *, observer: Observer | None = None,
                  nodes: list[Any] | None = None, subjects: Subjects | None = None,
-                 flow_limit: int = 24, spans: SpanRecorder | None = None, **kwargs: Any):
+                 flow_limit: int = 24, spans: SpanRecorder | None = None,
+                 org_name: str | None = None, **kwargs: Any):
         self.lab = lab
         self.org = org
+        self.org_name = org_name or getattr(org, "org", None) or "acme"
         self.subjects = subjects or getattr(org, "subjects", None) or Subjects()
         self._own_observer = observer is None
         self.observer = observer or Observer(lab, root=self.subjects.root).start()
@@ -78,6 +84,10 @@ class Dashboard(widgets.VBox):
                                             icon="refresh",
                                             tooltip="Assign a task every second until off")
         self.traffic.observe(self._on_traffic, "value")
+        if org is None:
+            for button in (self.stop_button, self.start_button):
+                button.disabled = True
+                button.tooltip = "Only for an organisation this dashboard was given"
         self.status = widgets.HTML("<i style='color:#64748b'>ready</i>")
         # CSS classes: handles for a browser test (and for custom styling)
         for widget, name in ((self.title, "task-title"), (self.publish_button, "publish"),
@@ -123,6 +133,14 @@ class Dashboard(widgets.VBox):
         return [getattr(self, name) for name in ("flow", "traces", "consumers", "streams",
                                                  "topology") if hasattr(self, name)]
 
+    def static_bundle(self) -> dict[str, str]:
+        """The introduction, the last action and every view, as HTML (the buttons do
+        nothing without a kernel, so they are left out); the flow as Mermaid too."""
+        parts = [static_html(child)[0] for child in self.children]
+        flow = self.flow.static_bundle()
+        return {"text/html": "".join(f"<div>{part}</div>" for part in parts if part),
+                **{k: v for k, v in flow.items() if k != "text/html"}}
+
     # -- actions (each one a line of public API) ----------------------------------------
     def _say(self, text: str, ok: bool = True) -> None:
         self.actions.append(text)
@@ -145,7 +163,7 @@ class Dashboard(widgets.VBox):
             return task.id
         from ..org.models import Task
 
-        task = Task(org="acme", role=role, title=title, requested_by="dashboard")
+        task = Task(org=self.org_name, role=role, title=title, requested_by="dashboard")
         self.lab.js.publish(self.subjects.tasks(role), task, msg_id=task.id)
         return task.id
 
@@ -217,6 +235,8 @@ class Dashboard(widgets.VBox):
     def close(self) -> None:
         if getattr(self, "_traffic", None) is not None:
             self.stop_traffic()
+        if getattr(self, "comm", None) is not None:
+            self._keep_final_snapshot()
         for view in self.views:
             view.close()
         if getattr(self, "_own_observer", False):

@@ -13,9 +13,11 @@ output:`` blocks run here.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any, Protocol
 
 log = logging.getLogger("agentlab")
@@ -91,6 +93,55 @@ class UIPump:
                         log.exception("agentlab UI pump: updating %r failed", view)
             self.ticks += 1
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+class ViewRecord:
+    """What one live view showed while it lived: its kind, its widget's model id, how often
+    its HTML changed, and how many different contents it showed. Clocks (a poll's time, the
+    seconds since something) are left out of the comparison: a view whose only change is the
+    time it was polled showed one content. Records outlive their views (a test reads them at
+    the end of a notebook)."""
+
+    __slots__ = ("kind", "model_id", "created", "updates", "_contents")
+    _CLOCKS = re.compile(r"\d\d:\d\d:\d\d(\.\d+)?|poll #\d+|\+\s*\d+\.\d+s|"
+                         r"seen \d+\.\d s ago|\d+ events/s")
+
+    def __init__(self, kind: str, model_id: str):
+        self.kind, self.model_id, self.created = kind, model_id, time.time()
+        self.updates = 0
+        self._contents: set[int] = set()
+
+    def saw(self, html: str) -> None:
+        self.updates += 1
+        if len(self._contents) < 10_000:
+            self._contents.add(hash(self._CLOCKS.sub("", html)))
+
+    @property
+    def contents(self) -> int:
+        """How many different contents the view showed (clocks aside)."""
+        return len(self._contents)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "model_id": self.model_id, "updates": self.updates,
+                "contents": self.contents}
+
+    def __repr__(self) -> str:
+        return f"<ViewRecord {self.kind} updates={self.updates} contents={self.contents}>"
+
+
+_records: deque[ViewRecord] = deque(maxlen=1000)
+
+
+def record_view(view: Any) -> ViewRecord:
+    """A new record of ``view`` in this process's list of live views (``view_records()``)."""
+    record = ViewRecord(type(view).__name__, str(getattr(view, "model_id", "") or ""))
+    _records.append(record)
+    return record
+
+
+def view_records() -> list[ViewRecord]:
+    """Every live view made in this process (the last 1,000), oldest first."""
+    return list(_records)
 
 
 _pump: UIPump | None = None

@@ -10,13 +10,16 @@
 
 Each view is a VBox holding an ``HTML`` widget whose value is rendered in Python from the
 observer's snapshots (agentlab.observe.html), plus a few controls. The UI pump updates it.
-The TraceView reads a SpanRecorder instead of an observer.
+The TraceView reads a SpanRecorder instead of an observer. Displayed, each view also leaves
+that HTML in its output (the flow its Mermaid source too), for pages without a kernel
+(agentlab.widgets.static).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from html import escape
 from typing import Any
 
 import ipywidgets as widgets
@@ -25,11 +28,15 @@ from ..observe.html import consumers_html, flow_html, streams_html, topology_htm
 from ..observe.observer import Observer
 from ..observe.spans import SpanRecorder, TraceSnapshot
 from ..observe.waterfall import trace_html
-from .pump import get_pump
+from .pump import get_pump, record_view
+from .static import StaticSnapshot
 
 
-class _LiveView(widgets.VBox):
-    """A live HTML view. ``min_interval``: seconds between two updates (0.1 = 10/s)."""
+class _LiveView(StaticSnapshot, widgets.VBox):
+    """A live HTML view. ``min_interval``: seconds between two updates (0.1 = 10/s).
+
+    Its static snapshot (``static_bundle()``, in every output it leaves) is what it shows
+    on screen, brought up to date first: a paused flow stays as it was paused."""
 
     min_interval = 0.1
     # ipywidgets ships no types: say what VBox's children trait holds (an annotation only,
@@ -47,6 +54,7 @@ class _LiveView(widgets.VBox):
             if controls else []
         super().__init__(rows + [self.html], **kwargs)
         self.add_class(f"agentlab-{type(self).__name__.lower()}")
+        self.record = record_view(self)  # what it showed, kept after it closes
         self.refresh()
         get_pump().register(self)
 
@@ -75,11 +83,15 @@ class _LiveView(widgets.VBox):
             with self.html.hold_sync():
                 self.html.value = value
             self.updates += 1
+            self.record.saw(value)
             self._last_sent = time.time()
 
     def _pump_tick(self, now: float) -> None:
         if self._closed or now - self._last_sent < self.min_interval:
             return
+        self._catch_up()
+
+    def _catch_up(self) -> None:
         self._ingest()
         key = self._key()
         if key == self._last_key:
@@ -87,7 +99,19 @@ class _LiveView(widgets.VBox):
         self._last_key = key
         self._push(self.render())
 
+    # -- the static snapshot ---------------------------------------------------------------
+    def static_bundle(self) -> dict[str, str]:
+        """What the view shows now, as HTML (what pages without a kernel show)."""
+        if not self._closed:
+            try:
+                self._catch_up()  # what the pump would show on its next tick
+            except Exception:  # e.g. its observer's connection is gone: keep the last
+                pass
+        return {"text/html": self.html.value}
+
     def close(self) -> None:
+        if not self._closed:
+            self._keep_final_snapshot()
         self._closed = True
         get_pump().unregister(self)
         super().close()
@@ -208,6 +232,21 @@ class FlowView(_View):
         """What the view shows, as a Mermaid sequence diagram."""
         return self.snapshot().to_mermaid()
 
+    def static_bundle(self) -> dict[str, str]:
+        """The diagram as HTML, its Mermaid source under it (folded), and as
+        ``text/vnd.mermaid``."""
+        bundle = super().static_bundle()
+        try:
+            mermaid = self.to_mermaid()
+        except ValueError:  # a subject filter NATS would not accept: the HTML says so
+            return bundle
+        bundle["text/html"] += (
+            "<details class='al-mermaid' style='font-size:12px;margin:4px 0'><summary>"
+            "Mermaid source of this diagram</summary><pre style='font-size:11px'>"
+            f"{escape(mermaid)}</pre></details>")
+        bundle["text/vnd.mermaid"] = mermaid
+        return bundle
+
     def _show_mermaid(self) -> None:
         self.mermaid.value = self.to_mermaid()
         self.mermaid.layout.display = "block"
@@ -266,14 +305,6 @@ class TraceView(_LiveView):
         if self.flow is not None and self.filter_flow is not None and self.filter_flow.value:
             self._sync_flow(snapshot.trace_id)
         return trace_html(snapshot)
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        """The widget, and the waterfall as HTML for wherever no widget can render (a saved
-        notebook opened without its kernel, nbconvert, a notebook viewer)."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            bundle["text/html"] = self.render()
-        return bundle
 
     def _repr_html_(self) -> str:
         return self.render()

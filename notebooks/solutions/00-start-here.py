@@ -1,5 +1,6 @@
 # Solution to the exercise of 00-start-here.ipynb. It runs inside that notebook, with the
 # notebook's `org` and `done`:  %run -i solutions/00-start-here.py
+#     lesson00.check(org, my_goal, mine)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 my_goal = org.assign("Open an office in Lisbon")

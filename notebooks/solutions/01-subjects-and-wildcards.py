@@ -1,12 +1,12 @@
 # Solution to the exercise of 01-subjects-and-wildcards.ipynb. It runs inside that notebook,
-# with the notebook's `s`, `lab` and `check`:  %run -i solutions/01-subjects-and-wildcards.py
+# with the notebook's `s`:  %run -i solutions/01-subjects-and-wildcards.py
+#     lesson01.check(lab, observer_pattern)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 # org.*   : any one organisation id, in the {org} place
 # tasks.> : tasks.created, tasks.completed, and any tasks.* subject added later
 observer_pattern = f"{s.root}.org.*.tasks.>"
-print("pattern:", observer_pattern, "\n")
-assert check(observer_pattern)
+print("pattern:", observer_pattern)
 
 # Also right: "genbrain.org.*.tasks.*" (exactly one token after tasks). And "system" fits in
 # the {org} place too, but the platform has no tasks, so it adds nothing here.

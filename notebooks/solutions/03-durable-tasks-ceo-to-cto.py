@@ -1,6 +1,7 @@
 # Solution to the exercise of 03-durable-tasks-ceo-to-cto.ipynb. It runs inside that notebook,
 # with the notebook's `lab`, `cto_agent`, `ceo_agent` and `completions`:
 #     %run -i solutions/03-durable-tasks-ceo-to-cto.py
+#     lesson03.check(lab, flaky_handler)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 

@@ -1,6 +1,7 @@
 # Solution to the exercise of 05-async-tool-execution.ipynb. It runs inside that notebook,
 # with the notebook's `lab`, `ToolWorkerPool`, `ToolClient`, `time` and `uuid`:
 #     %run -i solutions/05-async-tool-execution.py
+#     lesson05.check(weather_pool, FORECASTS)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 FORECASTS = {"Paris": "sunny, 24 °C", "Oslo": "rain, 12 °C", "Lagos": "storms, 29 °C",
@@ -31,10 +32,4 @@ for result in results:
     print(f"  {cities[result.call_id]:9} {outcome}")
 print(f"all {len(results)} in {took:.1f} s (one after another: {len(results) * 0.5:.1f} s)")
 
-failed = [result for result in results if not result.ok]
-assert sum(result.ok for result in results) == 4
-assert [cities[r.call_id] for r in failed] == ["Atlantis"] and failed[0].error.type == "ValueError"
-assert took < 0.8 * len(results) * 0.5, f"the calls ran one after another ({took:.1f} s)"
-
-weather_pool.stop()
-planner.close()
+planner.close()  # the pool keeps running: the check calls it too

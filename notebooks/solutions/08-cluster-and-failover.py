@@ -1,6 +1,7 @@
 # Solution to the exercise of 08-cluster-and-failover.ipynb. It runs inside that notebook,
 # with the notebook's `cluster`, `subject` and `task`:
 #     %run -i solutions/08-cluster-and-failover.py
+#     lesson08.check(cluster, publisher, acked_while_down)   # the check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 import time
 
@@ -16,8 +17,8 @@ print(f"{first} and {second} are down; only {third} is left")
 time.sleep(1)  # a publish that was in flight as they went may still be confirmed
 count = len(publisher.acked)
 time.sleep(3)
-print(f"tasks acknowledged in the next 3 s: {len(publisher.acked) - count}")
-assert len(publisher.acked) == count, "one node of three is not a majority"
+acked_while_down = len(publisher.acked) - count
+print(f"tasks acknowledged in the next 3 s: {acked_while_down}")
 
 cluster.start_node(second)
 back_at = time.monotonic()

@@ -2,6 +2,7 @@
 # with the notebook's `org`, `model`, `model_name`, `bean_counter`, `parse_json`,
 # `UnusableAnswer`, `patient`, `put_in_role` and `completions`:
 #     %run -i solutions/10-bring-your-own-agent.py
+#     lesson10.check(org, cfo_by_model)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 import json
 
@@ -45,9 +46,3 @@ answers = {event["role"]: event for event in completions([goal.id], per_id=3)}
 for role in ("cto", "cfo"):
     event = answers[role]
     print(f"{role.upper()} (delivery {event['deliveries']}): {event['result']}")
-
-cfo = answers["cfo"]
-assert isinstance(cfo["result"]["approved"], bool)
-assert isinstance(cfo["result"]["amount"], (int, float))
-if offline:  # the stand-in's first answer had the amount as text: caught, and retried
-    assert cfo["deliveries"] == 2, cfo

@@ -1,7 +1,7 @@
 # Solution to the exercise of 11-other-agents-other-languages.ipynb. It runs inside that
 # notebook, with the notebook's `ask_everyone`; the notebook then awaits its check:
 #     %run -i solutions/11-other-agents-other-languages.py
-#     assert await check_roles_on_duty(roles_on_duty)
+#     await lesson11.check(roles_on_duty, org)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 

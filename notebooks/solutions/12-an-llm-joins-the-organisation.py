@@ -3,7 +3,7 @@
 # awaits it and runs its check:
 #     %run -i solutions/12-an-llm-joins-the-organisation.py
 #     await give_up_the_budget(reason)
-#     assert check(reason)
+#     lesson12.check(org, budget, reason)   # the exercise's check, in the notebook
 # ruff: noqa: F821 (the names come from the notebook)
 
 reason = "two billion euros is far above the quarter's budget: the board has to decide"
