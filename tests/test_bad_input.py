@@ -108,7 +108,7 @@ class Sentinel:
         self.calls: list[tuple[str, int]] = []
         self.release = threading.Event()  # lets hanging handlers go at the end
         self.agent = Agent(agent_client, ROLE, ORG, self.handle, ack_wait=1.0, max_deliver=3,
-                           heartbeat_interval=0.2)
+                           heartbeat_interval=0.2, lease=True)
 
     def handle(self, task: Task, ctx: Any) -> dict:
         self.calls.append((task.id, ctx.deliveries))

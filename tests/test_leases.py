@@ -125,12 +125,13 @@ def test_a_first_delivery_repeated_by_a_server_that_forgot_waits_for_the_first_r
         # Limits retention: the task stays stored, so a recreated consumer hands it out again.
         admin.js.declare_stream(StreamSpec(TASK_STREAM, [S.tasks("*")]))
         done = admin.subscribe(S.tasks_completed(org))
-        made.append(Agent(clients[1], role, org, slow, ack_wait=30).start())
+        made.append(Agent(clients[1], role, org, slow, ack_wait=30, lease=True).start())
         task = Task(org=org, role=role, title="forgotten", requested_by="ceo")
         admin.js.publish(S.tasks(role), task, msg_id=task.id)
         wait_for(lambda: runs.started, 10, "the first run")
         admin.js.delete_consumer(TASK_STREAM, role)  # the server's record of the delivery
-        made.append(Agent(clients[2], role, org, slow, ack_wait=30).start())  # recreates it
+        # ... and the consumer recreated by the next instance to start
+        made.append(Agent(clients[2], role, org, slow, ack_wait=30, lease=True).start())
         wait_for(lambda: total(made, "lease_waits") >= 1, 10, "the repeat waiting")
         assert [d for _, d, _ in runs.started] == [1]
         finish.set()

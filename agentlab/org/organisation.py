@@ -57,8 +57,9 @@ class Organisation:
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100,
-                 shared_connection: bool = False):
+                 shared_connection: bool = False, lease: bool = False):
         self.lab = lab
+        self.lease = lease
         tenant = lab.tenant if isinstance(lab, TenantClient) else None
         tenants = lab.tenants if isinstance(lab, TenantClient) else None
         self.org = org or tenant or "acme"
@@ -128,7 +129,8 @@ class Organisation:
             agent = Agent(client, role, self.org, self.roles.get(role),
                           subjects=self.subjects, ack_wait=self.ack_wait,
                           max_deliver=self.max_deliver,
-                          heartbeat_interval=self.heartbeat_interval, instance=instance)
+                          heartbeat_interval=self.heartbeat_interval, instance=instance,
+                          lease=self.lease)
             try:
                 running.append(agent.start())
             except BaseException:
