@@ -149,22 +149,30 @@ def login_for(url: str, default_url: str | None = None) -> Login | None:
     found = known_login(url)
     if found is not None:
         return found
-    path = os.environ.get(CREDENTIALS_ENV)
-    if not path or not _endpoints(url):
-        return None
-    file_url, login = read_credentials(path)
-    if url == default_url or set(_endpoints(url)) <= set(_endpoints(file_url)):
-        return login
-    return None
+    applies = context_for(url, default_url)
+    return _login_in(*applies) if applies is not None else None
 
 
 def credentials_file_for(url: str) -> str | None:
     """``$AGENTLAB_NATS_CREDENTIALS`` if the file it names is for the server(s) at ``url``."""
+    applies = context_for(url)
+    return applies[0] if applies is not None else None
+
+
+def context_for(url: str, default_url: str | None = None, *,
+                own_login_ok: bool = False) -> tuple[str, dict[str, Any]] | None:
+    """The file ``$AGENTLAB_NATS_CREDENTIALS`` names and its context, if it is for the
+    server(s) at ``url`` (or ``url`` is ``default_url``, ``$AGENTLAB_NATS_URL``); a URL with
+    a login of its own uses that login, so the file is not for it unless ``own_login_ok``."""
     path = os.environ.get(CREDENTIALS_ENV)
-    if not path or not _endpoints(url):
+    if not path or not endpoints(url, own_login_ok=own_login_ok):
         return None
-    file_url, _ = read_credentials(path)
-    return path if set(_endpoints(url)) <= set(_endpoints(file_url)) else None
+    context = read_context(path)
+    file_url = str(context.get("url") or "")
+    if url == default_url or set(endpoints(url, own_login_ok=own_login_ok)) <= \
+            set(endpoints(file_url, own_login_ok=own_login_ok)):
+        return path, context
+    return None
 
 
 def write_private(path: Path, text: str) -> None:
@@ -211,10 +219,13 @@ def read_credentials(path: str | Path) -> tuple[str, Login | None]:
     context with ``url``, ``user`` and ``password``); the login is None in a context that
     has no user (a server that TLS alone closes)."""
     context = read_context(path)
+    return str(context.get("url") or ""), _login_in(path, context)
+
+
+def _login_in(path: str | Path, context: dict[str, Any]) -> Login | None:
     try:
-        login = Login(str(context["user"]), str(context["password"])) \
+        return Login(str(context["user"]), str(context["password"])) \
             if "user" in context else None
-        return str(context.get("url") or ""), login
     except KeyError as error:
         raise CredentialsUnreadable(path, error) from None
 

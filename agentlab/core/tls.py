@@ -21,7 +21,6 @@ import datetime
 import ipaddress
 import json
 import logging
-import os
 import ssl
 import threading
 from collections.abc import Iterable
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import AgentlabError, ServerUnreachable
-from .credentials import CREDENTIALS_ENV, endpoints, read_context, write_private
+from .credentials import context_for, endpoints, write_private
 
 __all__ = ["TLS_MODES", "LabCertificates", "TlsFailed", "TlsFiles", "TlsMode", "TlsUnavailable",
            "forget_tls", "known_tls", "remember_tls", "requires_client_certificate",
@@ -328,14 +327,12 @@ def tls_for(url: str, default_url: str | None = None) -> TlsFiles | None:
     found = known_tls(url)
     if found is not None:
         return found
-    path = os.environ.get(CREDENTIALS_ENV)
-    if not path or not endpoints(url):
+    # A URL with a login of its own still trusts the CA the file names.
+    applies = context_for(url, default_url, own_login_ok=True)
+    if applies is None:
         return None
-    context = read_context(path)
-    file_url = str(context.get("url") or "")
-    if url == default_url or set(endpoints(url)) <= set(endpoints(file_url)):
-        return TlsFiles.from_context(context, Path(path).expanduser().resolve().parent)
-    return None
+    path, context = applies
+    return TlsFiles.from_context(context, Path(path).expanduser().resolve().parent)
 
 
 async def requires_client_certificate(url: str, timeout: float = 2.0) -> bool:

@@ -38,6 +38,8 @@ _CLOSED_KEPT = 200
 class StaticSnapshot:
     """A widget that also shows as static HTML: mixed in before the ipywidgets class."""
 
+    # Not abc.abstractmethod: this mixes into ipywidgets classes, whose metaclass (traitlets'
+    # MetaHasTraits) does not combine with ABCMeta; a widget that forgets it fails on display.
     def static_bundle(self) -> dict[str, str]:
         """What this widget shows now, by MIME type; ``text/html`` at least."""
         raise NotImplementedError
