@@ -14,9 +14,11 @@ agentlab: a Task model through ``client.js.publish`` from the main thread, an ``
 default options on its own client (it keeps pull requests outstanding for as many tasks as
 it has room for: agentlab/continuous_pull.py), a subscription. Raw: hand-written nats-py on
 ``asyncio.run``.
-The Agent's default (``ledger_precheck="auto"``) reads the ledger before the handler only
-when a delivery could be a repeat, which makes it the raw flow's equivalent here; the
-indented rows show ``ledger_precheck=True``, which reads it before every task.
+The raw flow has no lease, so the compared Agent runs with ``lease=False``; its default
+``ledger_precheck="auto"`` reads the ledger before the handler only when a delivery could be
+a repeat, which makes it the raw flow's equivalent here. The indented rows show
+``ledger_precheck=True``, which reads it before every task, and the Agent's defaults, which
+claim each task's lease before running it (one replicated write more: org/leases.py).
 
 Method, and why:
 * Same process on purpose: agentlab runs CEO and agent in one process (caller thread plus
@@ -255,6 +257,10 @@ def al_throughput(url: str, ceo: agentlab.Client, worker: agentlab.Client, n: in
 
 
 # -- orchestration -------------------------------------------------------------------------
+# The compared flow (no lease, as raw), the ledger read before every task, the defaults.
+CONFIGS: tuple[dict, ...] = ({"lease": False}, {"lease": False, "ledger_precheck": True}, {})
+
+
 def run(args, results: dict) -> None:
     quick, rounds = args.quick, args.rounds or (1 if args.quick else 3)
     n_lat, warm, n_tput = (300, 50, 2_000) if quick else (2_000, 200, 20_000)
@@ -270,29 +276,33 @@ def run(args, results: dict) -> None:
         completions = ceo.subscribe(COMPLETED.format("bench-al"))
 
         console.print(f"[dim]delegation latency: {rounds} round(s) × {n_lat} tasks, one in "
-                      "flight (agentlab: default Agent, then ledger_precheck=True)…")
+                      "flight (agentlab: lease=False, then ledger_precheck=True, then the "
+                      "defaults, leases on)…")
         raws, als = interleaved(rounds, lambda: raw_latency(url, n_lat, warm), lambda: tuple(
-            al_latency(ceo, worker, completions, n_lat, warm, ledger_precheck=check)
-            for check in ("auto", True)))
+            al_latency(ceo, worker, completions, n_lat, warm, **options)
+            for options in CONFIGS))
         for name, q, i, extra in (
                 ("delegation p50 (µs)", 0.5, 0, {"absolute": 1000, "target": 1.3,
                                                   "target_text": "< 1 ms, ≤ 1.30"}),
                 ("delegation p99 (µs)", 0.99, 0, {}),
                 ("  p50, ledger read every task (µs)", 0.5, 1, {}),
-                ("  p99, ledger read every task (µs)", 0.99, 1, {})):
+                ("  p99, ledger read every task (µs)", 0.99, 1, {}),
+                ("  p50, leases on: the defaults (µs)", 0.5, 2, {}),
+                ("  p99, leases on: the defaults (µs)", 0.99, 2, {})):
             results[name] = {"lower_is_better": True, **extra,
                              "raw_rounds": [pct(r, q) for r in raws],
                              "agentlab_rounds": [pct(a[i], q) for a in als]}
 
         console.print(f"[dim]throughput: {rounds} round(s) × {n_tput:,} pre-loaded tasks…")
         raws, als = interleaved(rounds, lambda: raw_throughput(url, n_tput), lambda: tuple(
-            al_throughput(url, ceo, worker, n_tput, ledger_precheck=check)
-            for check in ("auto", True)))
+            al_throughput(url, ceo, worker, n_tput, **options) for options in CONFIGS))
         results[f"tasks/s ({n_tput:,} queued)"] = {
             "absolute": 5000, "target": 1 / 1.3, "target_text": "≥ 5,000, ≥ 0.77",
             "raw_rounds": raws, "agentlab_rounds": [a[0] for a in als]}
         results["  tasks/s, ledger read every task"] = {
             "raw_rounds": raws, "agentlab_rounds": [a[1] for a in als]}
+        results["  tasks/s, leases on: the defaults"] = {
+            "raw_rounds": raws, "agentlab_rounds": [a[2] for a in als]}
     finally:
         for client in clients:
             client.close()

@@ -113,7 +113,8 @@ def host_agentlab(roles: list[str], org: str, shared: bool = False) -> None:
     clients = bridge.run(connect_all(), operation="connect")
     agents = [Agent(c, role, org, handler=handler, ack_wait=ACK_WAIT, max_deliver=MAX_DELIVER,
                     max_ack_pending=MAX_ACK_PENDING, heartbeat_interval=HEARTBEAT,
-                    instance=f"{role}-1") for c, role in zip(clients, roles, strict=True)]
+                    instance=f"{role}-1", lease=False)  # as FastStream's flow: no lease
+              for c, role in zip(clients, roles, strict=True)]
 
     async def each(verb: str) -> int:
         # Concurrently, since a stop waits out its pull requests (<= 0.5 s), but a hundred

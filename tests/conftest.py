@@ -140,7 +140,6 @@ def agents(connect):
 
     def make(role: str, org: str, handler: Any = None, **options: Any) -> Agent:
         options.setdefault("ack_wait", 1.0)
-        options.setdefault("lease", True)  # what these tests were written with
         options.setdefault("heartbeat_interval", 0.2)
         agent = Agent(connect(f"{role}-{len(made)}"), role, org, handler, **options)
         made.append(agent)

@@ -271,3 +271,37 @@ def test_two_claims_one_lease(org_lab, names):
     assert isinstance(third, Lease) and not third.fresh  # over a released lease
     assert not leases.renew(first)  # no longer the first run's
     assert leases.renew(third) and leases.holder(names.org, "t1").revision == third.revision
+
+
+
+def test_a_task_stored_before_the_feed_was_interrupted_is_looked_up_first(server):
+    """The consumer is deleted and made again ("409 Consumer Deleted" ends the feed's
+    request): the new consumer hands out again, as a first delivery, a task done before.
+    Stored before the interruption, it is looked up in the ledger and acked, not run (with
+    or without leases)."""
+    from agentlab.org.workloop import CLOCK_SKEW_ALLOWANCE
+
+    S, role, org = Subjects(), "cto", "acme"
+    runs: list[str] = []
+    admin, worker = (Client.open(server.url, name=n) for n in ("admin", "worker"))
+    try:
+        admin.js.declare_stream(StreamSpec(TASK_STREAM, [S.tasks("*")]))  # keeps acked tasks
+        # No lease: a lease left by the first run would send the repeat to the ledger too.
+        cto = Agent(worker, role, org, lambda task, ctx: runs.append(task.id),
+                    ack_wait=30, lease=False).start()
+        # Stored later than the connection by more than the clock skew allowed: fresh.
+        time.sleep(CLOCK_SKEW_ALLOWANCE + 0.2)
+        task = Task(org=org, role=role, title="done once", requested_by="ceo")
+        admin.js.publish(S.tasks(role), task, msg_id=task.id)
+        wait_for(lambda: cto.stats["processed"] == 1, 10, "the first run")
+        assert cto.stats["ledger_prechecks"] == 0
+        feed = cto._runner.feed
+        admin.js.delete_consumer(TASK_STREAM, role)
+        wait_for(lambda: feed.interrupted_at > 0, 10, "the feed told of the deletion")
+        admin.js.declare_consumer(TASK_STREAM, cto.consumer_spec)  # from the first task on
+        wait_for(lambda: cto.stats["acked_from_ledger"] == 1, 15, "the repeat acked")
+        assert runs == [task.id] and cto.stats["ledger_prechecks"] == 1
+        cto.stop()
+    finally:
+        admin.close()
+        worker.close()

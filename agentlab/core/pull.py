@@ -143,6 +143,10 @@ class ContinuousPull:
         self._key = (client.url, client.identity, stream, consumer)
         self.lingering: asyncio.Future | None = None  # see astop()
         self.requests = 0  # pull requests sent (for tests and curiosity)
+        # When (wall clock, time.time()) a request of this feed last ended without its
+        # messages: a leader change, a refusal, silence, a reconnect. A consumer's new
+        # leader may hand out again, as first deliveries, tasks stored before then.
+        self.interrupted_at = 0.0
         self._refusal = ""  # the last refusal logged, so a lasting one is logged once
 
     async def astart(self) -> ContinuousPull:
@@ -299,6 +303,7 @@ class ContinuousPull:
             if status in (None, "408"):
                 self.wake()
                 return
+            self.interrupted_at = time.time()
             # Over (leader changed, consumer deleted) or refused (too many waiting, no
             # consumer): ask again on the watchdog's next tick, not at once, and say so once,
             # not on every refusal.
@@ -329,6 +334,7 @@ class ContinuousPull:
         if reconnects != self._reconnects or (self._owed and now - self._heard > self._silence):
             self._reconnects = reconnects
             self._heard = now
+            self.interrupted_at = time.time()
             self._set_owed(0)
         self.wake()
 

@@ -9,9 +9,9 @@ call is fine) or async (run on the loop). What it returns is the task's result. 
 ``max_ack_pending`` tasks run at once. The result is recorded in the TASK_LEDGER bucket by
 org and task id before the ack, so a task redelivered after a crash is acked, not run again;
 the server announces each record on ``{root}.org.{org}.tasks.completed`` (org/ledger.py).
-With ``lease=True`` (agent processes, ``agentlab.worker``, have it on), a running task's
-instance holds the task's lease in TASK_LEASES (org/leases.py), so a task handed out again
-meanwhile waits for that run instead of running next to it.
+A running task's instance holds the task's lease in TASK_LEASES (org/leases.py; unless
+``lease=False``), so a task handed out again meanwhile waits for that run instead of
+running next to it.
 """
 
 from __future__ import annotations
@@ -69,12 +69,12 @@ class Agent(Service):
     running it: "auto" (default) only when a delivery could be a repeat, True always,
     False only on redeliveries (see ``TaskRunner._run_task``).
 
-    ``lease`` (off by default in a process of your own; on in ``agentlab.worker`` processes
-    and the fault suite): no handler runs twice while its first run lives. It costs one
-    replicated write before each run, a JetStream round trip on every delegation's path
-    (measured: delegation p50 1.74x raw nats-py with it, 1.14x without). Before a
-    delivery runs, its instance claims the task's lease (``TASK_LEASES``, same replicas as the
-    ledger) and renews it every third of ``lease_ttl`` while the run lasts; a delivery of a
+    ``lease`` (on by default): no handler runs twice while its first run lives. Before a
+    delivery runs, its instance claims the task's lease (``TASK_LEASES``, same replicas as
+    the ledger) and renews it every third of ``lease_ttl`` while the run lasts. The claim is
+    one replicated write before each run, a JetStream round trip on every delegation's path
+    (measured: delegation p50 1.74x raw nats-py with it, 1.14x without): ``lease=False``
+    where a second run next to the first would do no harm and that trip counts. A delivery of a
     task whose lease another live run holds waits (kept alive: waiting adds no attempt
     toward ``max_deliver``) until that run's record answers it or the lease expires. A run
     quiet for longer than ``ack_wait`` (no return, no ``ctx.in_progress()``) counts as hung:
@@ -97,7 +97,7 @@ class Agent(Service):
                  heartbeat_interval: float = 5.0, instance: str | None = None,
                  on_request: Callable[[Message], Any] | None = None,
                  ledger_precheck: bool | Literal["auto"] = "auto", discoverable: bool = True,
-                 lease: bool = False, lease_ttl: float | None = None):
+                 lease: bool = True, lease_ttl: float | None = None):
         self.client = client
         self.role = validate_token(role, "role")
         self.org = validate_token(org, "org")

@@ -57,7 +57,7 @@ class Organisation:
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100,
-                 shared_connection: bool = False, lease: bool = False):
+                 shared_connection: bool = False, lease: bool = True):
         self.lab = lab
         self.lease = lease
         tenant = lab.tenant if isinstance(lab, TenantClient) else None

@@ -228,7 +228,8 @@ class TaskRunner:
         return (utc_now() - task.created_at).total_seconds() > DUPLICATE_WINDOW
 
     def _stored_before_connect(self, msg: Message) -> bool:
-        """Was this task stored before the connection's latest (re)connect?
+        """Was this task stored before the connection's latest (re)connect, or before the
+        feed's requests were last interrupted?
 
         A server that is SIGKILLed can come back without the consumer's record that it
         handed a task out and that the ack came: the task is delivered again as a *first*
@@ -243,7 +244,10 @@ class TaskRunner:
             # nats-py counts a reconnect before it resubscribes, so no delivery on the new
             # connection gets here first; noticing it late only widens what is checked.
             self._reconnects_seen, self._connected_since = reconnects, time.time()
-        return msg.info.timestamp.timestamp() < self._connected_since + CLOCK_SKEW_ALLOWANCE
+        # The same after the feed's requests were interrupted (a consumer leader change, a
+        # silence): a cluster's new consumer leader may hand out again what the old one did.
+        since = max(self._connected_since, self.feed.interrupted_at)
+        return msg.info.timestamp.timestamp() < since + CLOCK_SKEW_ALLOWANCE
 
     async def _run_task(self, task: Task, msg: Message) -> None:
         if msg.info.redelivered:
