@@ -104,6 +104,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.tracing
 	$(BIN)/python -m benchmarks.dashboard
 	$(BIN)/python -m benchmarks.scaling
+	$(BIN)/python -m benchmarks.consumers
 
 # The fault suite: 10,000 tasks to agent processes while agents and nats-server are
 # SIGKILLed; prints the figures (a 1,000-task version runs inside `make test`).

@@ -16,15 +16,18 @@ processes (benchmarks/scaling_hosts.py explains both sides' options). Per config
 * **idle**, over 10 s once the queues are empty: CPU of the agent processes and of
   nats-server (% of one core), RSS per agent (the hosts' growth from their baseline after
   imports, divided by N), threads, and, counted rather than timed: JetStream API requests
-  per second (``$JS.API.>``, pull requests included) and heartbeats per second (both counted
-  by a tap process of its own), and the agent processes' event-loop wakeups per second.
+  per second (``$JS.API.>``, pull requests included) and heartbeats per second, with the
+  messages that carried them (one per process and interval: both counted by a tap process
+  of its own), and the agent processes' event-loop wakeups per second.
 
 **Flat cost** (DESIGN decision 13), from the same run, 100 roles in one process against 1:
 p50 at most 1.3x, drain at least 0.9x, and idle CPU (agents + server) at most 3 % of a core
 in every configuration; a table of its own marks each PASS or FAIL.
 
 "1 process": all N roles in one host. "4 processes": four hosts with N/4 roles each.
-"1 (1 conn)": 100 roles in one host on one shared connection.
+"1 (1 conn)": 100 roles in one host on one shared connection. "1 memory": 1 and 100 roles in
+one host with ``Agent(consumer_state="memory")``, interleaved: the server's own part of the
+p50's growth is its consumers' state on file (benchmarks/consumers.py measures it alone).
 ``agentlab.programs.worker`` runs one role per process, so the hosts are this benchmark's
 own (the same Agent, options and connection per role as the worker's); 100 roles as 100
 worker processes would measure 100 interpreters. FastStream runs the same N in one process
@@ -200,7 +203,8 @@ def idle(group: Group, server_pid: int, seconds: float, env: dict) -> dict:
     counts, figures = _idle_window(group, server_pid, seconds, env)
     woken = [h.wakeups() - w for h, w in zip(group.hosts, woken, strict=True)]
     return {**figures, "wakeups": sum(woken) / seconds if min(woken) >= 0 else None,
-            "beats": counts.get("heartbeat", 0) / seconds}
+            "beats": counts.get("beats", 0) / seconds,
+            "beat_msgs": counts.get("heartbeat", 0) / seconds}
 
 
 def _idle_window(group: Group, server_pid: int, seconds: float, env: dict
@@ -261,9 +265,9 @@ class Bench:
             self.done.event.set()
 
     def open(self, kind: str, prefix: str, n: int, processes: int,
-             limit: float = 90.0, shared: bool = False) -> Group:
+             limit: float = 90.0, shared: bool = False, memory: bool = False) -> Group:
         group = Group(kind, prefix, n, processes, ORG_AL if kind == "agentlab" else ORG_FS,
-                      self.env, self.logs, shared)
+                      self.env, self.logs, shared, memory)
         self.groups.append(group)
         group.start(limit)
         return group
@@ -287,7 +291,7 @@ class Bench:
     def measure(self, group: Group, processes: int, lat: list[list[float]],
                 drain: list[float], idle_s: float | None = None) -> None:
         self.rows.append({"roles": len(group.roles), "processes": processes,
-                          "shared": group.shared,
+                          "shared": group.shared, "memory": group.memory,
                           "p50": statistics.median(pct(r, 0.5) for r in lat) / 1000,
                           "p99": statistics.median(pct(r, 0.99) for r in lat) / 1000,
                           "drain": statistics.median(drain),
@@ -340,6 +344,22 @@ class Bench:
         self.measure(group, 1, lat, drain)
         self.close(group)
 
+    def memory_state(self, counts: tuple[int, ...]) -> None:
+        """1 and N roles in one process with the consumers' state in memory, the two
+        interleaved round by round (benchmarks/consumers.py: the server's part)."""
+        console.print(f"[dim]{' and '.join(map(str, counts))} roles in one process, consumer "
+                      "state in memory…")
+        groups = [self.open("agentlab", f"m{n}-", n, 1, memory=True) for n in counts]
+        lat: list[list[list[float]]] = [[] for _ in groups]
+        for r in range(self.rounds):
+            for i in (range(len(groups)) if r % 2 == 0 else reversed(range(len(groups)))):
+                lat[i].append(self.al_latency(groups[i], max(20, min(counts[i], 100))))
+        for i, group in enumerate(groups):
+            drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
+            self.measure(group, 1, lat[i], drain)
+        for group in groups:
+            self.close(group)
+
     def information(self, n: int) -> None:
         """N roles in one process, one round, if they start within ``info_limit``."""
         console.print(f"[dim]{n:,} roles in one process (information only)…")
@@ -378,6 +398,7 @@ def run(args: Any, results: dict) -> None:
             if n >= PROCESSES:
                 timed(bench.spread, n)
         timed(bench.shared_connection, 10 if bench.quick else 100)
+        timed(bench.memory_state, (1, 10) if bench.quick else (1, 100))
         if not bench.quick:
             timed(bench.information, 1000)
     finally:
@@ -398,10 +419,11 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
                           + "; CPU (al: the agent processes, srv: nats-server) in % of one "
                           "core; RSS: the agent processes' growth ÷ N; API/s: $JS.API.> "
                           "requests (of which pull requests); wakes/s: the agent processes' "
-                          "event-loop wakeups; beats/s: heartbeats. "
+                          "event-loop wakeups; beats/s: heartbeats (of the messages "
+                          "carrying them). "
                           f"Took {seconds:.0f} s.")
     for col in ("roles", "procs", "p50 ms", "p99 ms", "drain/s", "CPU al", "CPU srv",
-                "RSS/agent", "threads", "API/s (pull)", "wakes/s", "beats/s"):
+                "RSS/agent", "threads", "API/s (pull)", "wakes/s", "beats/s (msgs)"):
         table.add_column(col, justify="right", no_wrap=True)
     for r in rows:
         label = f"{r['roles']:,}" + (" (info)" if r["roles"] > 100 else "")
@@ -409,7 +431,8 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
             table.add_row(label, str(r["processes"]), r["skipped"], *[""] * 9)
             continue
         threads = r["threads"]
-        procs = f"{r['processes']}" + (" shared" if r.get("shared") else "")
+        procs = f"{r['processes']}" + (" shared" if r.get("shared") else "") + \
+            (" memory" if r.get("memory") else "")
         table.add_row(label, procs, f"{r['p50']:.2f}", f"{r['p99']:.2f}",
                       f"{r['drain']:,.0f}", f"{r['cpu_al']:.1f} %", f"{r['cpu_srv']:.1f} %",
                       f"{r['rss_agent']:.2f} MiB",
@@ -418,7 +441,7 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
                       "+".join(map(str, threads)),
                       f"{r['api']:,.1f} ({r['pull']:,.1f})",
                       "—" if r.get("wakeups") is None else f"{r['wakeups']:,.0f}",
-                      f"{r.get('beats', 0):,.1f}")
+                      f"{r.get('beats', 0):,.1f} ({r.get('beat_msgs', 0):,.1f})")
     console.print(table)
 
 
@@ -429,26 +452,30 @@ P50_RATIO, DRAIN_RATIO, IDLE_CPU = 1.3, 0.9, 3.0
 def flat_cost(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
     """(target, measured, bound, passed) for each flat-cost target; passed None when a
     configuration it needs was not run (``--quick`` runs 1 and 10 roles only)."""
-    def one(n: int) -> dict | None:
+    def one(n: int, memory: bool = False) -> dict | None:
         return next((r for r in rows if r["roles"] == n and r["processes"] == 1
-                     and not r.get("shared") and "skipped" not in r), None)
+                     and not r.get("shared") and bool(r.get("memory")) == memory
+                     and "skipped" not in r), None)
 
-    first, hundred = one(1), one(100)
     out: list[tuple[str, str, str, bool | None]] = []
-    if first is None or hundred is None:
-        out += [("p50, 100 roles ÷ 1", "not run", f"≤ {P50_RATIO:g}x", None),
-                ("drain, 100 roles ÷ 1", "not run", f"≥ {DRAIN_RATIO:g}x", None)]
-    else:
+    for memory, label in ((False, ""), (True, ", consumer state in memory")):
+        first, hundred = one(1, memory), one(100, memory)
+        if first is None or hundred is None:
+            out += [(f"p50, 100 roles ÷ 1{label}", "not run", f"≤ {P50_RATIO:g}x", None),
+                    (f"drain, 100 roles ÷ 1{label}", "not run", f"≥ {DRAIN_RATIO:g}x", None)]
+            continue
         p50, drain = hundred["p50"] / first["p50"], hundred["drain"] / first["drain"]
-        out += [("p50, 100 roles ÷ 1", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x", p50 <= P50_RATIO),
-                ("drain, 100 roles ÷ 1", f"{drain:.2f}x", f"≥ {DRAIN_RATIO:g}x",
+        out += [(f"p50, 100 roles ÷ 1{label}", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x",
+                 p50 <= P50_RATIO),
+                (f"drain, 100 roles ÷ 1{label}", f"{drain:.2f}x", f"≥ {DRAIN_RATIO:g}x",
                  drain >= DRAIN_RATIO)]
     for r in rows:
         if "skipped" in r or r["roles"] > 100:
             continue  # the 1,000-role row is information
         cpu = r["cpu_al"] + r["cpu_srv"]
         where = f"{r['roles']} role(s), {r['processes']} process(es)" + \
-            (", 1 connection" if r.get("shared") else "")
+            (", 1 connection" if r.get("shared") else "") + \
+            (", consumer state in memory" if r.get("memory") else "")
         out.append((f"idle CPU (agents + server), {where}", f"{cpu:.1f} %",
                     f"≤ {IDLE_CPU:g} % of a core", cpu <= IDLE_CPU))
     return out

@@ -26,7 +26,9 @@ line.
 
 The tap counts, for ``--seconds`` and from a process of its own (so that counting costs the
 measured ones nothing), the JetStream API requests (``$JS.API.>``, pull requests included)
-and the agents' heartbeats (``genbrain.agents.*.heartbeat``). It does not tap ``_INBOX.>``:
+and the agents' heartbeat messages (``genbrain.agents.heartbeats``, one per process and
+interval with every agent's beat, and ``genbrain.agents.*.heartbeat``, one agent's beat
+alone), with the beats they carry. It does not tap ``_INBOX.>``:
 a tap on every inbox makes agentlab's pull requests short (agentlab/core/pull.py).
 
 The parent's handles on them are here too: :class:`Host` (one process), :class:`Group` (the
@@ -59,7 +61,7 @@ from .common import raw_login
 ROOT = Path(__file__).resolve().parents[1]
 _CLK = os.sysconf("SC_CLK_TCK")
 TASKS, COMPLETED = "genbrain.agents.{}.tasks", "genbrain.org.{}.tasks.completed"
-HEARTBEATS = "genbrain.agents.*.heartbeat"
+HEARTBEATS = ("genbrain.agents.heartbeats", "genbrain.agents.*.heartbeat")  # batched, alone
 ACK_WAIT, MAX_DELIVER, MAX_ACK_PENDING, HEARTBEAT = 30.0, 3, 5, 2.0  # the worker's defaults
 
 
@@ -93,7 +95,8 @@ def count_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
     return counter
 
 
-def host_agentlab(roles: list[str], org: str, shared: bool = False) -> None:
+def host_agentlab(roles: list[str], org: str, shared: bool = False,
+                   memory: bool = False) -> None:
     import agentlab
     from agentlab.core.bridge import get_bridge
     from agentlab.org import Agent
@@ -113,7 +116,8 @@ def host_agentlab(roles: list[str], org: str, shared: bool = False) -> None:
     clients = bridge.run(connect_all(), operation="connect")
     agents = [Agent(c, role, org, handler=handler, ack_wait=ACK_WAIT, max_deliver=MAX_DELIVER,
                     max_ack_pending=MAX_ACK_PENDING, heartbeat_interval=HEARTBEAT,
-                    instance=f"{role}-1", lease=False)  # as FastStream's flow: no lease
+                    instance=f"{role}-1", lease=False,  # as FastStream's flow: no lease
+                    consumer_state="memory" if memory else "file")
               for c, role in zip(clients, roles, strict=True)]
 
     async def each(verb: str) -> int:
@@ -228,8 +232,11 @@ def tap(seconds: float) -> None:
 
         async def beat(msg: Any) -> None:
             kinds["heartbeat"] += 1
+            kinds["beats"] += len(json.loads(msg.data)["beats"]) \
+                if msg.subject == HEARTBEATS[0] else 1
         await nc.subscribe("$JS.API.>", cb=seen)
-        await nc.subscribe(HEARTBEATS, cb=beat)
+        for subject in HEARTBEATS:
+            await nc.subscribe(subject, cb=beat)
         await nc.flush()
         say(ready=True)
         await asyncio.sleep(seconds)
@@ -251,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
     host.add_argument("--org", required=True)
     host.add_argument("--shared", action="store_true",
                       help="agentlab: every role on one connection")
+    host.add_argument("--memory", action="store_true",
+                      help="agentlab: the consumers' state in memory (consumer_state)")
     sub.add_parser("tap").add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
     if args.what == "tap":
@@ -258,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     roles = [f"{args.prefix}{args.first + i * args.step}" for i in range(args.count)]
     if args.kind == "agentlab":
-        host_agentlab(roles, args.org, shared=args.shared)
+        host_agentlab(roles, args.org, shared=args.shared, memory=args.memory)
     else:
         host_faststream(roles, args.org)
 
@@ -286,12 +295,13 @@ class Host:
     """One scaling_hosts process: JSON lines out, commands in."""
 
     def __init__(self, kind: str, roles: tuple[str, int, int, int], org: str, env: dict,
-                 logs: Path, shared: bool = False):
+                 logs: Path, shared: bool = False, memory: bool = False):
         prefix, first, count, step = roles
         self.count, self.log = count, logs / f"{kind}-{prefix}{first}.log"
         argv = [sys.executable, "-m", "benchmarks.scaling_hosts", "host", kind, "--prefix",
                 prefix, "--first", str(first), "--count", str(count), "--step", str(step),
-                "--org", org] + (["--shared"] if shared else [])
+                "--org", org] + (["--shared"] if shared else []) + \
+            (["--memory"] if memory else [])
         with open(self.log, "wb") as stderr:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=stderr, env=env, cwd=ROOT, text=True)
@@ -336,12 +346,12 @@ class Group:
     """The hosts of one configuration: N roles over ``processes`` processes."""
 
     def __init__(self, kind: str, prefix: str, n: int, processes: int, org: str, env: dict,
-                 logs: Path, shared: bool = False):
+                 logs: Path, shared: bool = False, memory: bool = False):
         self.roles = [f"{prefix}{i}" for i in range(n)]
-        self.shared = shared
+        self.shared, self.memory = shared, memory
         self.retried = 0  # agent starts asked again after a JetStream timeout
         self.hosts = [Host(kind, (prefix, i, len(self.roles[i::processes]), processes), org,
-                           env, logs, shared) for i in range(min(processes, n))]
+                           env, logs, shared, memory) for i in range(min(processes, n))]
 
     def start(self, limit: float) -> float:
         """Wait until every host works; its baseline RSS is read before its agents exist."""

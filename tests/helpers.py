@@ -85,3 +85,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("AGENTLAB_NATS_URL", "AGENTLAB_NATS_CREDENTIALS")}
     return env | {"PYTHONUNBUFFERED": "1", "COLUMNS": "200"} | extra
+
+
+def lead_on(client, node: str, stream: str, consumer: str | None = None,
+            timeout: float = 30.0) -> None:
+    """Move the leadership of ``stream`` (or of its ``consumer``) to cluster node ``node``:
+    a leader stepdown that names it as preferred, asked again until it leads."""
+    what = f"CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}" if consumer else \
+        f"STREAM.LEADER.STEPDOWN.{stream}"
+    request = json.dumps({"placement": {"preferred": node}}).encode()
+
+    def led_there() -> bool:
+        try:
+            info = client.js.consumer_info(stream, consumer) if consumer else \
+                client.js.stream_info(stream)
+            if info.cluster is not None and info.cluster.leader == node:
+                return True
+            client.request(f"$JS.API.{what}", request, timeout=5)
+        except Exception:  # mid-election: asked again
+            pass
+        return False
+
+    wait_for(led_there, timeout, f"{stream} {consumer or ''} led by {node}", interval=0.5)

@@ -167,6 +167,36 @@ def test_a_client_given_the_url_list_connects_and_fails_over(cluster):
     assert cluster.wait_for_meta_leader(timeout=20) in cluster.names
 
 
+def test_in_a_cluster_a_pull_request_keeps_frequent_idle_heartbeats(cluster, unique):
+    """A consumer leader on another node can die without a word to this connection, so
+    there a long pull request asks for an idle heartbeat every CLUSTER_IDLE_HEARTBEAT; on a
+    server of its own it lives longer (agentlab/core/pull.py)."""
+    from agentlab import ConsumerSpec
+    from agentlab.core.pull import (
+        CLUSTER_IDLE_HEARTBEAT,
+        CLUSTER_IDLE_LIFETIME,
+        ContinuousPull,
+        alone,
+    )
+
+    stream = f"P_{unique}"
+    with agentlab.Client.open(cluster.url, name="pull-cluster") as client, \
+            agentlab.Client.open(cluster.url, name="pull-watch") as watcher:
+        assert not alone(client)
+        client.js.declare_stream(StreamSpec(name=stream, subjects=[f"{unique}.>"]))
+        client.js.declare_consumer(stream, ConsumerSpec("w", filter_subject=f"{unique}.w"))
+        asked = watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{stream}.w")
+        watcher.flush()
+        feed = ContinuousPull(client, stream, "w", lambda msg: None, lambda: 1)
+        client._bridge.run(feed.astart(), operation="start the feed")
+        try:
+            body = json.loads(asked.next(timeout=5).data)
+            assert (body["expires"], body["idle_heartbeat"]) == (
+                CLUSTER_IDLE_LIFETIME * 1e9, CLUSTER_IDLE_HEARTBEAT * 1e9), body
+        finally:
+            client._bridge.run(feed.astop(), operation="stop the feed")
+
+
 def test_on_a_single_server_the_streams_get_one_replica(unique):
     with EmbeddedServer(name="single") as single, \
             agentlab.Client.open(single.url, name="single") as client:

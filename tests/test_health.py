@@ -13,6 +13,7 @@ from agentlab.org import (
     Agent,
     AgentHealth,
     HealthMonitor,
+    Heartbeat,
     ScalingSignal,
     SystemMetrics,
     Task,
@@ -362,3 +363,78 @@ def test_agents_sharing_a_connection_are_each_seen_from_one_heartbeat_timer(org_
     finally:
         org.stop()
     assert shared.is_closed
+
+
+def test_agents_of_one_process_beat_in_one_message_each_seen_up_then_down(org_lab, connect,
+                                                                         unique, monitor):
+    """Five agents of this process, each on a connection of its own (one login): every
+    interval their five beats travel in one Heartbeats message on agents.heartbeats, none
+    alone on agents.<role>.heartbeat, and the monitor has each instance up from it. One that
+    stops is down at once ("stopped", from its leaving beat), one killed is down after its
+    silence, and the others stay up."""
+    from agentlab.org import Heartbeats
+    from agentlab.org.agent import _Heartbeats
+
+    watcher = connect("beats-watcher")
+    batched, alone = watcher.subscribe(S.heartbeats()), watcher.subscribe(S.heartbeat("*"))
+    health = watcher.subscribe(S.system_health())
+    watcher.flush()
+    mon = monitor(heartbeat_interval=0.2)
+    roles = [f"{unique}-b{i}" for i in range(5)]
+    agents = [Agent(connect(role), role=role, heartbeat_interval=0.2).start() for role in roles]
+    ours = {a.instance for a in agents}
+    try:
+        assert len({a.client for a in agents}) == 5 and len({id(a._heart) for a in agents}) == 1
+        assert wait_for(lambda: {a.instance for a in mon.agents() if a.status == "up"} >= ours)
+
+        # Counted over whole intervals once all five beat: one message carries all five.
+        _ = batched.messages(timeout=0.3)
+        timer = agents[0]._heart
+        assert isinstance(timer, _Heartbeats)
+        sent = timer.messages
+        time.sleep(1.0)  # five intervals of 0.2 s
+        messages = [m.decode(Heartbeats) for m in batched.messages(timeout=0.3)]
+        carrying = [{b.instance for b in m.beats} & ours for m in messages]
+        carrying = [c for c in carrying if c]
+        assert 3 <= len(carrying) <= 8, len(carrying)  # ~5 messages, not ~25
+        assert all(c == ours for c in carrying), carrying
+        assert timer.messages - sent <= len(carrying) + 2  # one per interval for this login
+        assert all(m.interval == 0.2 for m in messages)
+        assert not [m for m in alone.messages(timeout=0.1)
+                    if m.decode(Heartbeat).instance in ours]
+
+        stopped, killed, *kept = agents
+        stopped.stop()
+        down = wait_for(lambda: health_event(health, stopped, "down"), timeout=3)
+        assert down is not None and down.reason == "stopped", down
+        killed.kill()
+        down = wait_for(lambda: health_event(health, killed, "down"), timeout=5)
+        assert down is not None and "no heartbeat for" in down.reason, down
+        status = {a.instance: a.status for a in mon.agents()}
+        assert all(status[a.instance] == "up" for a in kept), status
+    finally:
+        for agent in agents:
+            if agent.is_running:
+                agent.stop()
+
+
+def test_an_agent_beating_alone_is_seen_too(org_lab, connect, unique, monitor):
+    """An agent of another kind (another language, a browser tab) sends its Heartbeat alone
+    on agents.<role>.heartbeat: the monitor has it up, and down at its leaving beat."""
+    mon = monitor(heartbeat_interval=0.2)
+    role = f"{unique}-alone"
+    other = connect("other-kind")
+    beat = Heartbeat(role=role, org="acme", instance=f"{role}-js", processed=2)
+    other.publish(S.heartbeat(role), beat)
+    seen = wait_for(lambda: next((a for a in mon.agents() if a.instance == beat.instance), None))
+    assert seen is not None and seen.status == "up" and seen.processed == 2
+    other.publish(S.heartbeat(role), beat.model_copy(update={"leaving": True}))
+    assert wait_for(lambda: {a.instance: a.status for a in mon.agents()}[beat.instance]
+                    == "down")
+
+
+def test_a_bad_message_of_heartbeats_is_counted_and_ignored(org_lab, connect, monitor):
+    mon = monitor(heartbeat_interval=0.2)
+    connect("bad-beats").publish(S.heartbeats(), {"beats": [], "interval": 1})
+    assert wait_for(lambda: mon.bad_heartbeats >= 1)
+    assert mon.is_running

@@ -31,7 +31,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 TAPPED = ("genbrain.>", "$SRV.>", "$KV.TASK_LEDGER.>", "$KV.TASK_FAILURES.>", f"{ADVISORY}.>",
           "agents.>")
 # What the demo must have exercised, or the tap saw too little to prove anything.
-EXPECTED = {"agentTasks", "agentInbox", "agentMeetings", "agentHeartbeat", "orgEvents",
+EXPECTED = {"agentTasks", "agentInbox", "agentMeetings", "agentHeartbeats", "orgEvents",
             "tasksCreated", "tasksCompleted", "systemHealth", "systemMetrics",
             "meetingMessages", "meetingDecisions", "toolExecute", "toolResult", "events",
             "callIntent", "deadLetters", "taskLedger", "taskFailures", "maxDeliveries",

@@ -189,6 +189,11 @@ def test_a_cluster_view_follows_a_node_down_and_back(tmp_path):
             assert slow(lambda: all(r.healthy for r in view.snapshot().stream("WATCHED").replicas)
                         and len(view.snapshot().stream("WATCHED").replicas) == 3)
             assert view.record.contents >= 3
+            assert view.wait_whole(60).whole
+            cluster.stop_node(leader)
+            assert slow(lambda: not view.snapshot().node(leader).running)
+            with pytest.raises(TimeoutError, match=f"{leader} is down.*start_node"):
+                view.wait_whole(1.0)
         finally:
             view.close()
         assert not view.watch.running  # the view stopped the watch it started

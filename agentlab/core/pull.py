@@ -17,9 +17,20 @@ free again.
 Idle cost stays flat with the number of feeds (DESIGN decision 13):
 
 * **Long-lived requests.** While nobody else listens on this connection's inboxes, a
-  request lives ``idle_lifetime`` (10 s) and asks the server for an idle heartbeat every
-  ``idle_heartbeat`` (2 s): an idle feed costs one JetStream API request per 10 s, not two
-  per second. The heartbeats (a status 100, no API request) say the request is still held.
+  request lives ``IDLE_LIFETIME`` (10 s) and asks the server for an idle heartbeat (a
+  status 100, no API request) that says it is still held: an idle feed costs one JetStream
+  API request per 10 s, not two per second. How often the heartbeat comes depends on who
+  could lose the request silently. Connected to a server of its own (its INFO says
+  JetStream and no cluster, and the API is the local ``$JS.API``), the server holding the
+  request is the connection's other end: it cannot drop the request without the connection
+  noticing (a restart is a reconnect), so the heartbeat is only a safety net and comes
+  every ``IDLE_HEARTBEAT`` (5 s, the most the server allows for a 10 s request). In a
+  cluster a consumer leader on another node can die without a word, and the heartbeat is
+  what notices: every ``CLUSTER_IDLE_HEARTBEAT`` (2 s). Decided at every request, so a
+  reconnect to another kind of server changes it. At a hundred idle feeds: 10 API requests
+  and 20 status messages a second on one server, 50 in a cluster. (Longer requests, as
+  nats.go's 30 s, would cost less still, but a tap that appears meanwhile makes a stopped
+  feed linger, and hand a task back with a nak delayed, for as long as its request lives.)
 * **One timer per event loop, not one per feed.** A shared watchdog ticks every
   ``LOST_AFTER / 2`` over every feed of the loop: it asks again after a reconnect, when a
   request went silent (no message, heartbeat or status for two heartbeats, or for a short
@@ -28,7 +39,8 @@ Idle cost stays flat with the number of feeds (DESIGN decision 13):
   ``409 Leadership Change``; a deleted consumer with ``409 Consumer Deleted``: the request
   is over and the watchdog's next tick (<= 0.25 s) asks again. A server restart is a
   reconnect. A request lost without a word (a leader that could not hand it over) misses
-  its heartbeats: asked again within ``2 * idle_heartbeat + LOST_AFTER`` (4.5 s).
+  its heartbeats: asked again within ``2 * idle_heartbeat + LOST_AFTER`` (4.5 s in a
+  cluster).
 
 What stopping relies on, checked in tests/test_continuous_pull.py:
 
@@ -70,7 +82,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import NoResponders, PermissionDenied
 from ..telemetry import untraced
-from ._natspy import drain_subscription, pub_command
+from ._natspy import drain_subscription, pub_command, server_info
 from .subjects import check_name
 
 if TYPE_CHECKING:
@@ -83,9 +95,13 @@ log = logging.getLogger("agentlab")
 REQUEST_LIFETIME = 0.5
 # A request the server lost goes unnoticed for at most its silence limit plus this.
 LOST_AFTER = 0.5
-# While nobody else listens on the inboxes: a request's lifetime and its idle heartbeat.
+# While nobody else listens on the inboxes: a request's lifetime and its idle heartbeat, on
+# a server of its own and in a cluster (see the module notes). IDLE_LIFETIME is the longest a
+# request lives: what a stopped feed may have to linger for.
 IDLE_LIFETIME = 10.0
-IDLE_HEARTBEAT = 2.0
+IDLE_HEARTBEAT = 5.0
+CLUSTER_IDLE_LIFETIME = 10.0
+CLUSTER_IDLE_HEARTBEAT = 2.0
 # How old a probe's answer ("is anyone tapping the inboxes?") may be before it is asked again.
 TAP_CHECK = 2.0
 PROBE_TIMEOUT = 1.0
@@ -111,23 +127,30 @@ class ContinuousPull:
     ``room()`` says how many more messages the caller can take now (for an agent: its
     max_ack_pending minus the tasks in hand). ``on_message(msg)`` gets the nats-py message on
     the event loop and must not block; call ``wake()`` when room frees up.
-    ``idle_lifetime=0`` keeps every request short (``request_lifetime``), as with a tap.
+    ``idle_lifetime`` and ``idle_heartbeat`` (both or neither; default: by the server, see
+    the module notes) fix a long request's lifetime and heartbeat; ``idle_lifetime=0`` keeps
+    every request short (``request_lifetime``), as with a tap.
     """
 
     def __init__(self, client: Client, stream: str, consumer: str,
                  on_message: Callable[[Any], None], room: Callable[[], int], *,
                  name: str = "", request_lifetime: float = REQUEST_LIFETIME,
-                 idle_lifetime: float = IDLE_LIFETIME, idle_heartbeat: float = IDLE_HEARTBEAT):
+                 idle_lifetime: float | None = None, idle_heartbeat: float | None = None):
         self.client, self.stream, self.consumer = client, stream, consumer
         self.name = name or f"{stream}/{consumer}"
         self._on_message, self._room = on_message, room
         # Both names become tokens of the request's subject, written straight to the socket.
         check_name(stream, "stream"), check_name(consumer, "consumer")
-        if idle_lifetime and not 0 < 2 * idle_heartbeat <= idle_lifetime:
+        if (idle_lifetime is None) != (idle_heartbeat is None) and idle_lifetime != 0:
+            raise ValueError(f"idle_lifetime={idle_lifetime!r}, idle_heartbeat={idle_heartbeat!r}"
+                             ": give both, or neither (then they follow the server: see "
+                             "agentlab.core.pull)")
+        if idle_lifetime and not 0 < 2 * (idle_heartbeat or 0) <= idle_lifetime:
             raise ValueError(f"idle_heartbeat={idle_heartbeat!r}: the server wants a heartbeat "
                              f"of at most half the request's lifetime ({idle_lifetime!r} s)")
         self._api = PULL_API.format(prefix=client.js.api_prefix, stream=stream, consumer=consumer)
         self.request_lifetime = request_lifetime
+        # None: by the server, at each request (_long_request).
         self.idle_lifetime, self.idle_heartbeat = idle_lifetime, idle_heartbeat
         self._owed = 0  # messages our outstanding requests may still deliver
         self._settled = asyncio.Event()  # set while nothing is asked for (see astop())
@@ -155,7 +178,7 @@ class ContinuousPull:
         self._taps = _Taps.of(self.client, self._inbox)
         self._sub = await nc.subscribe(self._inbox, cb=self._deliver)
         self._pulling, self._reconnects = True, nc.stats["reconnects"]
-        if self.idle_lifetime:  # the first request's lifetime depends on a fresh answer
+        if self.idle_lifetime != 0:  # the first request's lifetime depends on a fresh answer
             await self._taps.afresh(self.client)
         # The first request through publish(): a subject this identity may not use is a
         # clear PermissionDenied here, not silence later.
@@ -267,8 +290,8 @@ class ContinuousPull:
         self._settled.clear()
         self.requests += 1
         now = time.monotonic()
-        if self.idle_lifetime and self._taps is not None and self._taps.untapped(now):
-            lifetime, beat = self.idle_lifetime, self.idle_heartbeat
+        if self.idle_lifetime != 0 and self._taps is not None and self._taps.untapped(now):
+            lifetime, beat = self._long_request()
             silence = 2 * beat + LOST_AFTER
         else:
             lifetime, beat = self.request_lifetime, 0.0
@@ -280,6 +303,15 @@ class ContinuousPull:
         if beat:
             body["idle_heartbeat"] = int(beat * 1e9)
         return json.dumps(body).encode()
+
+    def _long_request(self) -> tuple[float, float]:
+        """A long request's lifetime and idle heartbeat: as given, else by the server the
+        connection is on now (see the module notes)."""
+        if self.idle_lifetime is not None:
+            return self.idle_lifetime, self.idle_heartbeat or 0.0
+        if alone(self.client):
+            return IDLE_LIFETIME, IDLE_HEARTBEAT
+        return CLUSTER_IDLE_LIFETIME, CLUSTER_IDLE_HEARTBEAT
 
     def _ask(self, want: int) -> None:
         # Straight to the outbound queue: this runs once per refill, on the loop.
@@ -337,6 +369,16 @@ class ContinuousPull:
             self.interrupted_at = time.time()
             self._set_owed(0)
         self.wake()
+
+
+def alone(client: Client) -> bool:
+    """True if ``client``'s JetStream is the server it is connected to, on its own: its INFO
+    says JetStream and no cluster, and the API is the local ``$JS.API`` (not a domain's or
+    another account's prefix, which leads elsewhere). Then a lost server is a lost
+    connection, which nats-py notices; nothing else can drop a pull request silently."""
+    info = server_info(client.nc)
+    return bool(info.get("jetstream")) and not info.get("cluster") and \
+        client.js.api_prefix == "$JS.API"
 
 
 @dataclass
@@ -442,7 +484,7 @@ class _Watchdog:
                 now = time.monotonic()
                 for feed in list(self.feeds):
                     taps = feed._taps
-                    if feed.idle_lifetime and taps is not None and taps.stale(now) \
+                    if feed.idle_lifetime != 0 and taps is not None and taps.stale(now) \
                             and feed.client.nc.is_connected:
                         taps.refresh(feed.client)  # one probe per server and login
                     try:

@@ -94,6 +94,10 @@ class ConsumerSpec:
     ``ack_wait`` seconds after a delivery without ack, the message is delivered again, up to
     ``max_deliver`` times in all. ``max_ack_pending`` caps the messages out for processing.
     ``deliver`` says where a new consumer starts: "all", "new", "last" or "by_start_time".
+    ``memory_state`` keeps the consumer's delivery state in memory instead of on file (the
+    stream's messages stay where the stream keeps them): a delivery costs the server less,
+    and the less the more consumers it serves, but a server restart forgets the consumer
+    (one server) or its deliveries: what was out is handed out again as first deliveries.
     """
 
     durable: str
@@ -107,6 +111,7 @@ class ConsumerSpec:
     backoff: list[float] | None = None
     inactive_threshold: float | None = None
     description: str = ""
+    memory_state: bool = False
 
     def to_config(self) -> ConsumerConfig:
         if self.deliver == "by_start_time" and self.start_time is None:
@@ -125,4 +130,5 @@ class ConsumerSpec:
             opt_start_time=self.start_time,
             backoff=self.backoff,
             inactive_threshold=self.inactive_threshold,
+            mem_storage=self.memory_state or None,
         )

@@ -260,6 +260,11 @@ class Subjects:
     def heartbeat(self, role: str) -> str:
         return self._agent(role, "heartbeat")
 
+    def heartbeats(self) -> str:
+        """The beats of many agents in one message (``Heartbeats``: every agent of a process
+        that beats at one interval); ``heartbeat(role)`` carries one agent's beat alone."""
+        return f"{self._root}.agents.heartbeats"
+
     def agent_all(self, role: str) -> str:
         return self._agent(role, ">")
 

@@ -83,6 +83,27 @@ class ClusterSnapshot:
     def node(self, name: str) -> NodeState:
         return next(node for node in self.nodes if node.name == name)
 
+    def problems(self) -> list[str]:
+        """What keeps the cluster from being whole: nodes down, no meta leader, a stream
+        without a leader or with a copy behind, the last poll failed. Empty: whole."""
+        found = [f"{node.name} is down" for node in self.nodes if not node.running]
+        if not self.polls:
+            found.append("not polled yet")
+        elif self.meta_leader is None:
+            found.append("no meta leader")
+        if self.error:
+            found.append(f"the last stream list failed ({self.error})")
+        for stream in self.streams:
+            if not stream.leader:
+                found.append(f"{stream.name} has no leader")
+            found += [f"{stream.name} on {r.node} is behind" for r in stream.replicas
+                      if not r.healthy]
+        return found
+
+    @property
+    def whole(self) -> bool:
+        return not self.problems()
+
     def stream(self, name: str) -> StreamPlacement:
         return next(stream for stream in self.streams if stream.name == name)
 
@@ -137,6 +158,21 @@ class ClusterWatch(Service):
 
     def snapshot(self) -> ClusterSnapshot:
         return self._snapshot
+
+    def wait_whole(self, timeout: float = 30.0) -> ClusterSnapshot:
+        """Wait until a poll finds the cluster whole again (every node up, every stream led
+        and its copies current); TimeoutError naming what is still wrong."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snap = self._snapshot
+            problems = snap.problems()
+            if not problems:
+                return snap
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"The cluster is not whole after {timeout:g} s: "
+                                   f"{'; '.join(problems)}. cluster.start_node(name) brings "
+                                   "a stopped node back; copies catch up on their own.")
+            time.sleep(min(0.1, self.interval))
 
     def _repr_html_(self) -> str:
         return cluster_html(self._snapshot)
@@ -245,10 +281,12 @@ def cluster_html(snap: ClusterSnapshot) -> str:
             "<span class='al-warn'>none (electing)</span>"
         rows.append(f"<tr><td><b>{escape(stream.name)}</b></td><td>{leader}</td>"
                     f"<td class='n'>{stream.messages:,}</td>{''.join(cells)}</tr>")
-    table = (f"<table class='al-cluster'><thead><tr><th>stream</th><th>leader</th>"
+    # Scrolls sideways in a narrow column (a course page) instead of overflowing it.
+    table = (f"<div style='overflow-x:auto'><table class='al-cluster'><thead><tr>"
+             f"<th>stream</th><th>leader</th>"
              f"<th class='n'>messages</th>{head}</tr></thead><tbody>"
              f"{''.join(rows) or f'<tr><td colspan={3 + len(names)}>no streams</td></tr>'}"
-             "</tbody></table>")
+             "</tbody></table></div>")
     changes = "".join(
         f"<li>{time.strftime('%H:%M:%S', time.localtime(at))} {escape(text)}</li>"
         for at, text in reversed(snap.history[-12:]))

@@ -170,6 +170,8 @@ def body_info(data: bytes, headers: dict | None) -> BodyInfo:
                         title=_s((get("details") or {}).get("title", "")))
     if "instance" in body and "processed" in body:                              # Heartbeat
         return BodyInfo(sender=_s(get("role")), type="heartbeat", trace_id=trace)
+    if "beats" in body and "interval" in body:                                  # Heartbeats
+        return BodyInfo(sender="agents", type="heartbeat", trace_id=trace)
     if "queues" in body and "scale_threshold" in body:                          # SystemMetrics
         return BodyInfo(sender="health", type="metrics", trace_id=trace)
     sender = get("sender") or get("from") or get("source") or get("role") or \
@@ -215,6 +217,8 @@ def subject_receiver(subject: str, root: str) -> str:
     if tokens[0] != root or len(tokens) < 3:
         return ""
     section = tokens[1]
+    if section == "agents" and tokens[2:] == ["heartbeats"]:
+        return "health"
     if section == "agents" and len(tokens) >= 4:
         return tokens[2] if tokens[3] in ("inbox", "tasks", "meetings") else "health" \
             if tokens[3] == "heartbeat" else ""

@@ -187,6 +187,8 @@ class FlowRecorder:
             return event
         kind = "dead_letter" if subject.startswith(f"{self.root}.dlq.") else "publish"
         kind_text = info.type
+        if not kind_text and subject == f"{self.root}.agents.heartbeats":
+            kind_text = "heartbeat"  # a body too large to parse: a process of many agents
         if kind_text == "task" and subject.endswith(".tasks.created"):
             kind_text = "task.created"
         return FlowEvent(self._next(), at, kind, subject, sender=info.sender,
@@ -324,7 +326,8 @@ class FlowRecorder:
 
 def _noisy(src: str, dst: str) -> bool:
     return src == "health" or dst in ("health", "observers") or \
-        any(n.endswith((".heartbeat", ".metrics", ".health", ".scaling")) for n in (src, dst))
+        any(n.endswith((".heartbeat", ".heartbeats", ".metrics", ".health", ".scaling"))
+            for n in (src, dst))
 
 
 def matcher(pattern: str) -> Callable[[str], bool]:

@@ -35,6 +35,7 @@ from .models import (
     ErrorReply,
     FailureRecord,
     Heartbeat,
+    Heartbeats,
     Task,
     TaskCompleted,
 )
@@ -83,7 +84,7 @@ __all__ = [
     "cto_handler", "cfo_handler", "TransientFailure", "retry_delay", "publish_task",
     "apublish_task", "task_consumer_spec", "TaskDesk", "HeldTask", "NotHeld",
     # wire models
-    "Task", "TaskCompleted", "AgentAction", "Heartbeat", "DeadLetter", "Event",
+    "Task", "TaskCompleted", "AgentAction", "Heartbeat", "Heartbeats", "DeadLetter", "Event",
     "MeetingInvitation", "MeetingEntry", "SagaRequest", "ToolCall", "ToolResult",
     "QueueMetrics", "AgentHealth", "SystemMetrics", "ScalingSignal", "AgentStatus",
     "ErrorReply", "FailureRecord", "DelegateRequest", "DelegateAccepted",

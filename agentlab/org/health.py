@@ -17,7 +17,9 @@ Every ``interval`` seconds the monitor, running on agentlab's loop thread, does 
   one per tick. With ``idle_after`` set, a queue that stayed empty, with workers still
   attached, for that many seconds gets one "scale_to_zero": its agents can stop, and the
   stream keeps any task that arrives later until one starts again (seed 000).
-* **health** — it listens to every agent's heartbeat (``{root}.agents.*.heartbeat``) and
+* **health** — it listens to every agent's heartbeat, batched (``Heartbeats`` on
+  ``{root}.agents.heartbeats``: every agent of a process in one message, what agentlab's
+  agents send) or alone (``{root}.agents.*.heartbeat``: agents of other kinds), and
   publishes an ``AgentHealth`` on ``{root}.org.system.health`` whenever an instance changes
   state: "up" on its first beat (or its first after being down), "down" once it has been
   silent for ``down_after`` seconds (default three heartbeat intervals). The metrics carry
@@ -49,7 +51,7 @@ from ..errors import MessageDecodeError, StreamNotFound
 from ..reports.report import ConsumerRow, aconsumer_report
 from ..telemetry import untraced
 from ..wire.messages import UtcDatetime, WireModel, register_wire_model, utc_now
-from .models import Heartbeat, OrgToken, SubjectToken
+from .models import Heartbeat, Heartbeats, OrgToken, SubjectToken
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -206,7 +208,7 @@ class HealthMonitor(Service):
         self._idle_since: dict[tuple[str, str], float] = {}
         self._zeroed: set[tuple[str, str]] = set()
         self._snapshot: SystemMetrics | None = None
-        self._heartbeats: Subscription | None = None
+        self._heartbeats: list[Subscription] = []
         self._task: asyncio.Task | None = None
         self._running = False
 
@@ -215,8 +217,9 @@ class HealthMonitor(Service):
         # The monitor's chatter (a heartbeat handled, a snapshot published every tick) is
         # not traced: the subscription's and the loop's tasks inherit untraced() from here.
         with untraced():
-            self._heartbeats = await self.client.asubscribe(self.subjects.heartbeat("*"),
-                                                            self._on_heartbeat)
+            self._heartbeats = [
+                await self.client.asubscribe(self.subjects.heartbeats(), self._on_heartbeats),
+                await self.client.asubscribe(self.subjects.heartbeat("*"), self._on_heartbeat)]
             self._running = True
             self._task = asyncio.ensure_future(self._run())
 
@@ -229,9 +232,9 @@ class HealthMonitor(Service):
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None
-        if self._heartbeats is not None:
-            await self._heartbeats.aunsubscribe()
-            self._heartbeats = None
+        subscriptions, self._heartbeats = self._heartbeats, []
+        for subscription in subscriptions:
+            await subscription.aunsubscribe()
 
     # -- reading -----------------------------------------------------------------------
     def snapshot(self) -> SystemMetrics | None:
@@ -244,6 +247,17 @@ class HealthMonitor(Service):
         return [state.health(now) for state in list(self._instances.values())]
 
     # -- heartbeats --------------------------------------------------------------------
+    async def _on_heartbeats(self, msg: Message) -> None:
+        try:
+            batch = msg.decode(Heartbeats)
+        except MessageDecodeError as error:
+            self.bad_heartbeats += 1
+            log.warning("health monitor: ignoring a message of heartbeats: %s", error)
+            return
+        now = time.monotonic()
+        for beat in batch.beats:
+            self._saw(beat, now)
+
     async def _on_heartbeat(self, msg: Message) -> None:
         try:
             beat = msg.decode(Heartbeat)
@@ -251,7 +265,9 @@ class HealthMonitor(Service):
             self.bad_heartbeats += 1
             log.warning("health monitor: ignoring a heartbeat: %s", error)
             return
-        now = time.monotonic()
+        self._saw(beat, time.monotonic())
+
+    def _saw(self, beat: Heartbeat, now: float) -> None:
         key = (beat.org, beat.role, beat.instance)
         state = self._instances.get(key)
         if beat.leaving:

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from ..core.stores import KeyValueBucket
 from ..errors import AgentlabError, JetStreamError, MessageNotFound
 from ..wire.messages import decode_json, new_id, to_bytes
+from .ledger import stream_replicas
 from .streams import LEASE_BUCKET, LEDGER_BUCKET, TASK_STREAM
 
 if TYPE_CHECKING:
@@ -170,8 +171,8 @@ class TaskLeases:
         one-copy lease bucket on a lost node would stop every task).
         """
         if replicas is None:
-            replicas = max([await _replicas(client, f"KV_{LEDGER_BUCKET}"),
-                            await _replicas(client, TASK_STREAM)])
+            replicas = max([await stream_replicas(client, f"KV_{LEDGER_BUCKET}"),
+                            await stream_replicas(client, TASK_STREAM)])
         bucket = await KeyValueBucket.adeclare(
             client, LEASE_BUCKET, history=1, replicas=replicas,
             description="Which run of each task is alive now; expires unless renewed.")
@@ -310,14 +311,6 @@ class TaskLeases:
 
     def __repr__(self) -> str:
         return f"<TaskLeases {self.name}>"
-
-
-async def _replicas(client: Client, stream: str) -> int:
-    try:
-        info = await client.js.astream_info(stream)
-    except JetStreamError:
-        return 1
-    return info.config.num_replicas or 1
 
 
 async def keep_renewed(leases: TaskLeases, lease: Lease, on_lost: Any,

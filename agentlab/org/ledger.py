@@ -1,6 +1,6 @@
 """TASK_LEDGER: one record per task's effect, which the server itself announces.
 
-    ledger = TaskLedger.declare(client)            # the agents declare it too
+    ledger = TaskLedger.declare(client)            # the agents declare it too; copies: the tasks'
     ledger.get("acme", task_id)                    # the task's TaskCompleted record, or None
 
 An agent records a task's result here before it acks the task, so a redelivered task is
@@ -36,7 +36,7 @@ from ..errors import AgentlabError, BadSubject, JetStreamError
 from ..telemetry import tracing
 from ..wire.messages import to_bytes
 from .models import TaskCompleted, task_id_problem
-from .streams import LEDGER_BUCKET
+from .streams import LEDGER_BUCKET, TASK_STREAM
 
 if TYPE_CHECKING:
     from ..core.client import Client
@@ -88,14 +88,21 @@ class TaskLedger:
 
     @classmethod
     def declare(cls, client: Client, subjects: Subjects | None = None, *,
-                replicas: int = 1) -> TaskLedger:
-        """Open the ledger (creating it first if needed) and make sure it announces."""
+                replicas: int | None = None) -> TaskLedger:
+        """Open the ledger (creating it first if needed) and make sure it announces.
+
+        ``replicas`` (for a new ledger) defaults to the task stream's: a record must survive
+        what the tasks it records survive. On a cluster, a one-copy ledger on a lost node
+        stops every completion until the node is back, however many copies the tasks have.
+        """
         return client._bridge.run(cls.adeclare(client, subjects, replicas=replicas),
                                   operation="declare the task ledger")
 
     @classmethod
     async def adeclare(cls, client: Client, subjects: Subjects | None = None, *,
-                       replicas: int = 1) -> TaskLedger:
+                       replicas: int | None = None) -> TaskLedger:
+        if replicas is None:
+            replicas = await stream_replicas(client, TASK_STREAM)
         bucket = await KeyValueBucket.adeclare(
             client, LEDGER_BUCKET, history=1, replicas=replicas,
             description="Each task's effect, once; republished as its completion.")
@@ -159,6 +166,15 @@ class TaskLedger:
 
     def __repr__(self) -> str:
         return f"<TaskLedger {self.name}>"
+
+
+async def stream_replicas(client: Client, stream: str) -> int:
+    """How many copies ``stream`` keeps (1 if it does not exist yet)."""
+    try:
+        info = await client.js.astream_info(stream)
+    except JetStreamError:
+        return 1
+    return info.config.num_replicas or 1
 
 
 async def _make_announcing(client: Client, subjects: Subjects) -> None:

@@ -153,7 +153,8 @@ class AgentAction(WireModel):
 
 @register_wire_model
 class Heartbeat(WireModel):
-    """Each agent instance's beat on ``{root}.agents.{role}.heartbeat`` (core NATS)."""
+    """One agent instance's beat: alone on ``{root}.agents.{role}.heartbeat`` (core NATS), or
+    one of the beats of a ``Heartbeats`` message (what agentlab's agents send)."""
 
     role: SubjectToken
     org: OrgToken
@@ -163,6 +164,24 @@ class Heartbeat(WireModel):
     in_flight: int = 0
     leaving: bool = Field(default=False, description="The last beat of an agent that stops "
                                                      "on purpose (stop(), scale down).")
+    at: UtcDatetime = Field(default_factory=utc_now)
+
+
+# A Heartbeats message stays far below the server's max_payload (1 MB by default): a beat is
+# about 200 bytes, so a process with more agents than this sends several.
+BEATS_PER_MESSAGE = 500
+
+
+@register_wire_model
+class Heartbeats(WireModel):
+    """The beats of the agents of one process that beat at one interval, on one login, in one
+    message on ``{root}.agents.heartbeats`` (core NATS): one message per interval, not one
+    per agent (up to ``BEATS_PER_MESSAGE`` beats in each). An agent of another kind (another
+    language, a browser tab) may beat alone on ``{root}.agents.{role}.heartbeat``; the health
+    monitor hears both."""
+
+    beats: list[Heartbeat] = Field(min_length=1)
+    interval: float = Field(ge=0, description="Seconds between these agents' beats.")
     at: UtcDatetime = Field(default_factory=utc_now)
 
 

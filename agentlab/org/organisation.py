@@ -12,6 +12,7 @@ would, opened with ``lab.connect()``: the same login, so a tenant's organisation
 ``shared_connection=True`` the agents share one connection instead (``{org}-agents``), as the
 agents of one pod would (seed 002: one connection, many subscriptions): a hundred agents are
 then one socket, each with its own subscriptions, and stopping one unsubscribes its own only.
+``lease`` and ``consumer_state`` are given to every agent (see :class:`~agentlab.org.agent.Agent`).
 Pass your own handlers to replace the deterministic reference roles; without them it runs
 ``default_roles()`` (the reference roles, or a model's with ``AGENTLAB_LLM_BASE_URL`` set:
 agentlab.llm).
@@ -23,7 +24,7 @@ import asyncio
 import concurrent.futures
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
 from ..core.client import Client
 from ..core.pull import IDLE_LIFETIME, LOST_AFTER, lingering_on
@@ -57,9 +58,10 @@ class Organisation:
                  max_deliver: int = 3, heartbeat_interval: float = 2.0,
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100,
-                 shared_connection: bool = False, lease: bool = True):
+                 shared_connection: bool = False, lease: bool = True,
+                 consumer_state: Literal["file", "memory"] = "file"):
         self.lab = lab
-        self.lease = lease
+        self.lease, self.consumer_state = lease, consumer_state
         tenant = lab.tenant if isinstance(lab, TenantClient) else None
         tenants = lab.tenants if isinstance(lab, TenantClient) else None
         self.org = org or tenant or "acme"
@@ -130,7 +132,7 @@ class Organisation:
                           subjects=self.subjects, ack_wait=self.ack_wait,
                           max_deliver=self.max_deliver,
                           heartbeat_interval=self.heartbeat_interval, instance=instance,
-                          lease=self.lease)
+                          lease=self.lease, consumer_state=self.consumer_state)
             try:
                 running.append(agent.start())
             except BaseException:

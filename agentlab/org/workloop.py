@@ -13,8 +13,8 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..core.pull import ContinuousPull
 from ..core.received import Message, nak_unless_settled
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from ..core.subjects import Subjects
 
 log = logging.getLogger("agentlab")
+
+T = TypeVar("T")
 
 # What a server restarting, or a cluster electing a leader, raises for a while: worth asking
 # again (a timeout's request may have been done; every retry here is safe to repeat).
@@ -80,13 +82,17 @@ class TaskRunner:
                  new_context: Callable[[Task, Message], TaskContext], max_deliver: int,
                  max_ack_pending: int, ledger_precheck: bool | Literal["auto"],
                  leases: TaskLeases | None = None, lease_ttl: int = 300,
-                 ack_wait: float = 300.0):
+                 ack_wait: float = 300.0,
+                 redeclare: Callable[[], Awaitable[Any]] | None = None):
         self.client, self.subjects = client, subjects
         self.stream, self.role, self.instance = stream, role, instance
         self.handler, self.ledger, self.stats = handler, ledger, stats
         self.max_deliver, self.max_ack_pending = max_deliver, max_ack_pending
         self.ledger_precheck = ledger_precheck
         self.leases, self.lease_ttl, self.ack_wait = leases, lease_ttl, ack_wait
+        # Makes the consumer again after each reconnect: one whose state is in memory is
+        # gone after its server restarted.
+        self._redeclare = redeclare
         # Names this runner in its leases: an instance name may be reused by another process.
         self.runner_id = new_id()
         self._leased: dict[tuple[str, str], str] = {}  # (org, task id) -> its live run
@@ -145,6 +151,9 @@ class TaskRunner:
             # timer: an idle agent costs no wakeups (DESIGN decision 13).
             if not self.client.is_closed:
                 await _first(self._stop_requested.wait(), self.client.anext_reconnect())
+                if self.working and self._redeclare is not None and \
+                        not self.client.is_closed:
+                    await self._declare_again()
             if self.working and self.client.is_closed:
                 log.warning("agent %s: its connection was closed; the agent stops",
                             self.instance)
@@ -152,6 +161,24 @@ class TaskRunner:
         await self.feed.astop()  # no new requests; a task already on its way is taken
         if self._in_hand:  # stop(): finish what was taken
             await asyncio.wait(self._in_hand)
+
+    async def _declare_again(self) -> None:
+        """The consumer made again after a reconnect; asked again while the server does
+        not answer yet (a cluster electing), for up to ack_wait. Meanwhile the feed's
+        requests are refused ("consumer not found") and asked again on the watchdog's tick."""
+        assert self._redeclare is not None
+        deadline = time.monotonic() + self.ack_wait
+        while self.working and not self.client.is_closed:
+            try:
+                await self._redeclare()
+                return
+            except Exception as error:  # refused, or not answered yet
+                if time.monotonic() > deadline:
+                    log.warning("agent %s: could not make its consumer again after a "
+                                "reconnect (%s); its tasks wait until it starts again",
+                                self.instance, f"{type(error).__name__}: {error}")
+                    return
+                await asyncio.sleep(0.5)
 
     def _room(self) -> int:
         return self.max_ack_pending - len(self._in_hand)
@@ -297,7 +324,8 @@ class TaskRunner:
         done = None
         if check:
             self.stats["ledger_prechecks"] += 1
-            done = await self.ledger.aget(task.org, task.id)
+            done = await self._until_answered(lambda: self.ledger.aget(task.org, task.id),
+                                              msg, lease)
         if done is not None:
             # The effect happened before (we crashed before the ack): acknowledge only.
             self.stats["duplicates_suppressed"] += 1
@@ -336,7 +364,7 @@ class TaskRunner:
         # record's receipt is back here.
         self.stats["processed"] += 1
         try:
-            recorded = await self._record(record, data, lease)
+            recorded = await self._record(record, data, lease, msg)
         except BaseException:
             self.stats["processed"] -= 1
             raise
@@ -354,18 +382,34 @@ class TaskRunner:
         await self._ack_and_announce_again(task, msg, done.get("result", result),
                                            record.duration_ms)
 
-    async def _record(self, record: TaskCompleted, data: bytes, lease: Lease | None) -> bool:
-        """The ledger record of a run whose handler is done. Holding the task's lease, try
-        again while the server does not answer (a restart, an election), for up to the
-        lease's TTL: giving up would nak the task and run its handler once more."""
-        deadline = time.monotonic() + (lease.ttl if lease is not None else 0)
+    async def _record(self, record: TaskCompleted, data: bytes, lease: Lease | None,
+                      msg: Message) -> bool:
+        """The ledger record of a run whose handler is done, tried again while the server
+        does not answer (see _until_answered): giving up would nak the task and run its
+        handler once more. A record whose receipt was lost is found by its Nats-Msg-Id."""
+        return await self._until_answered(lambda: self.ledger.arecord(record, data), msg,
+                                          lease)
+
+    async def _until_answered(self, ask: Callable[[], Awaitable[T]], msg: Message,
+                              lease: Lease | None) -> T:
+        """``ask()``, a ledger read or write of this delivery, again while the server does
+        not answer (a restart, an election, the ledger's node down) for up to the lease's
+        TTL, or without a lease the ack wait, keeping the delivery alive meanwhile (with a
+        lease, a redelivery waits for the lease instead). A nak instead would spend one of
+        the task's ``max_deliver`` attempts on the outage: three go in seconds, and the task
+        then waits undelivered for a dead-letter office, its effect unrecorded."""
+        deadline = time.monotonic() + (lease.ttl if lease is not None else self.ack_wait)
+        kept_alive = 0.0  # at the first failure: it may have taken a timeout already
         while True:
             try:
-                return await self.ledger.arecord(record, data)
+                return await ask()
             except _UNANSWERED:
-                # A record whose receipt was lost is found by its Nats-Msg-Id next time.
-                if time.monotonic() > deadline or self.client.is_closed:
+                now = time.monotonic()
+                if now > deadline or self.client.is_closed:
                     raise
+                if lease is None and now - kept_alive >= min(1.0, self.ack_wait / 3):
+                    msg.in_progress()  # buffered while the server is away
+                    kept_alive = now
                 await asyncio.sleep(0.1)
 
     # -- leases ------------------------------------------------------------------------

@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-lease", dest="lease", action="store_false",
                         help="run tasks without leases (a task handed out again while its "
                              "first run lives then runs next to it)")
+    parser.add_argument("--consumer-state", choices=("file", "memory"), default="file",
+                        help="where the server keeps the role consumer's delivery state: "
+                             "'memory' makes deliveries cheaper when one server serves many "
+                             "roles, and a server restart forget what was out (handed out "
+                             "again, run once by the ledger and leases) (default: "
+                             "%(default)s)")
     parser.add_argument("--heartbeat", type=float, default=2.0, metavar="S",
                         help="heartbeat interval (default: %(default)s)")
     parser.add_argument("--reconnect-wait", type=float, default=0.25, metavar="S",
@@ -179,7 +185,8 @@ def _start(args: argparse.Namespace, instance: str, handler: Any,
                           max_deliver=args.max_deliver, max_ack_pending=args.max_ack_pending,
                           heartbeat_interval=args.heartbeat, instance=instance,
                           ledger_precheck=LEDGER_PRECHECKS[args.ledger_precheck],
-                          lease=args.lease, lease_ttl=args.lease_ttl).start()
+                          lease=args.lease, lease_ttl=args.lease_ttl,
+                          consumer_state=args.consumer_state).start()
             return client, agent
         except (AgentlabError, TimeoutError):
             if client is not None:

@@ -34,6 +34,10 @@ class ClusterView(_LiveView):
     def snapshot(self) -> ClusterSnapshot:
         return self.watch.snapshot()
 
+    def wait_whole(self, timeout: float = 30.0) -> ClusterSnapshot:
+        """Until the view shows the cluster whole again (see ClusterWatch.wait_whole)."""
+        return self.watch.wait_whole(timeout)
+
     def _key(self) -> Any:
         return self.watch.version
 
