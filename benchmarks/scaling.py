@@ -26,8 +26,8 @@ in every configuration; a table of its own marks each PASS or FAIL.
 
 "1 process": all N roles in one host. "4 processes": four hosts with N/4 roles each.
 "1 (1 conn)": 100 roles in one host on one shared connection. "1 memory": 1 and 100 roles in
-one host with ``Agent(consumer_state="memory")``, interleaved: the server's own part of the
-p50's growth is its consumers' state on file (benchmarks/consumers.py measures it alone).
+one host with ``Agent(consumer_state="memory")`` (benchmarks/consumers.py measures the
+server's part of the p50's growth alone).
 ``agentlab.programs.worker`` runs one role per process, so the hosts are this benchmark's
 own (the same Agent, options and connection per role as the worker's); 100 roles as 100
 worker processes would measure 100 interpreters. FastStream runs the same N in one process
@@ -259,6 +259,7 @@ class Bench:
         self.sub = self.ceo.subscribe(COMPLETED.format(ORG_AL), self._completed)
         self.groups: list[Group] = []
         self.rows: list[dict] = []
+        self.pairs: dict[str, tuple[float, ...]] = {}  # consumer state -> p50 ms of 1, 100
 
     async def _completed(self, msg: Any) -> None:
         if self.done.saw(json.loads(msg.data)["task_id"]):
@@ -324,40 +325,33 @@ class Bench:
         results[f"drain tasks/s, {label}"] = {"raw_rounds": drain_fs,
                                                   "agentlab_rounds": drain_al}
 
-    def spread(self, n: int) -> None:
-        """N roles over PROCESSES agentlab processes."""
-        console.print(f"[dim]{n} roles over {PROCESSES} agentlab processes…")
-        group = self.open("agentlab", f"p{n}-", n, PROCESSES)
+    def configuration(self, what: str, prefix: str, n: int, processes: int = 1,
+                      shared: bool = False, memory: bool = False) -> None:
+        """One agentlab configuration on its own: latency rounds, drains, then idle."""
+        console.print(f"[dim]{n} role(s) {what}…")
+        group = self.open("agentlab", f"{prefix}{n}-", n, processes, shared=shared,
+                          memory=memory)
         warm = max(20, min(n, 100))
         lat = [self.al_latency(group, warm) for _ in range(self.rounds)]
         drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
-        self.measure(group, PROCESSES, lat, drain)
+        self.measure(group, processes, lat, drain)
         self.close(group)
 
-    def shared_connection(self, n: int) -> None:
-        """N roles in one agentlab process on one connection."""
-        console.print(f"[dim]{n} roles in one process on one shared connection…")
-        group = self.open("agentlab", f"s{n}-", n, 1, shared=True)
-        warm = max(20, min(n, 100))
-        lat = [self.al_latency(group, warm) for _ in range(self.rounds)]
-        drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
-        self.measure(group, 1, lat, drain)
-        self.close(group)
-
-    def memory_state(self, counts: tuple[int, ...]) -> None:
-        """1 and N roles in one process with the consumers' state in memory, the two
-        interleaved round by round (benchmarks/consumers.py: the server's part)."""
-        console.print(f"[dim]{' and '.join(map(str, counts))} roles in one process, consumer "
-                      "state in memory…")
-        groups = [self.open("agentlab", f"m{n}-", n, 1, memory=True) for n in counts]
-        lat: list[list[list[float]]] = [[] for _ in groups]
-        for r in range(self.rounds):
-            for i in (range(len(groups)) if r % 2 == 0 else reversed(range(len(groups)))):
-                lat[i].append(self.al_latency(groups[i], max(20, min(counts[i], 100))))
-        for i, group in enumerate(groups):
-            drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
-            self.measure(group, 1, lat[i], drain)
-        for group in groups:
+    def p50_pair(self, memory: bool = False) -> None:
+        """The p50 target's own measurement: 1 role and 100 roles (one process each) open at
+        once, their latency rounds interleaved ABBA, so that the ratio compares the same
+        minutes of this shared machine (configurations run one after another drift apart)."""
+        state = "memory" if memory else "file"
+        console.print(f"[dim]p50, 1 role against 100 interleaved (consumer state on {state})…")
+        pair = [self.open("agentlab", f"{state[0]}p{n}-", n, 1, memory=memory)
+                for n in (1, 100)]
+        lat: list[list[list[float]]] = [[], []]
+        for r in range(2 * self.rounds):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                lat[i].append(self.al_latency(pair[i], max(20, min(len(pair[i].roles), 100))))
+        self.pairs[state] = tuple(statistics.median(pct(x, 0.5) for x in rounds) / 1000
+                                  for rounds in lat)
+        for group in pair:
             self.close(group)
 
     def information(self, n: int) -> None:
@@ -396,16 +390,23 @@ def run(args: Any, results: dict) -> None:
         for n in (1, 10) if bench.quick else (1, 10, 100):
             timed(bench.compare, n, results)
             if n >= PROCESSES:
-                timed(bench.spread, n)
-        timed(bench.shared_connection, 10 if bench.quick else 100)
-        timed(bench.memory_state, (1, 10) if bench.quick else (1, 100))
+                timed(bench.configuration, f"over {PROCESSES} agentlab processes", "p", n,
+                      PROCESSES)
+        timed(bench.configuration, "in one process on one shared connection", "s",
+              10 if bench.quick else 100, 1, True)
+        for n in (1, 10) if bench.quick else (1, 100):
+            timed(bench.configuration, "in one process, consumer state in memory", "m", n,
+                  1, False, True)
+        if not bench.quick:
+            timed(bench.p50_pair)
+            timed(bench.p50_pair, True)
         if not bench.quick:
             timed(bench.information, 1000)
     finally:
         bench.stop()
     shutil.rmtree(bench.logs, ignore_errors=True)  # the hosts' stderr, kept only on failure
     print_table(bench.rows, bench.idle_s, time.perf_counter() - began)
-    print_flat_cost(bench.rows)
+    print_flat_cost(bench.rows, bench.pairs)
 
 
 def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
@@ -449,9 +450,13 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
 P50_RATIO, DRAIN_RATIO, IDLE_CPU = 1.3, 0.9, 3.0
 
 
-def flat_cost(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
+def flat_cost(rows: list[dict], pairs: dict[str, tuple[float, ...]] | None = None
+              ) -> list[tuple[str, str, str, bool | None]]:
     """(target, measured, bound, passed) for each flat-cost target; passed None when a
-    configuration it needs was not run (``--quick`` runs 1 and 10 roles only)."""
+    configuration it needs was not run (``--quick`` runs 1 and 10 roles only). The p50
+    target reads the interleaved pair (Bench.p50_pair) when there is one."""
+    pairs = pairs or {}
+
     def one(n: int, memory: bool = False) -> dict | None:
         return next((r for r in rows if r["roles"] == n and r["processes"] == 1
                      and not r.get("shared") and bool(r.get("memory")) == memory
@@ -465,7 +470,10 @@ def flat_cost(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
                     (f"drain, 100 roles ÷ 1{label}", "not run", f"≥ {DRAIN_RATIO:g}x", None)]
             continue
         p50, drain = hundred["p50"] / first["p50"], hundred["drain"] / first["drain"]
-        out += [(f"p50, 100 roles ÷ 1{label}", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x",
+        pair, how = pairs.get("memory" if memory else "file"), ""
+        if pair is not None:  # the same minutes, interleaved
+            p50, how = pair[1] / pair[0], f" (interleaved: {pair[0]:.2f} → {pair[1]:.2f} ms)"
+        out += [(f"p50, 100 roles ÷ 1{label}{how}", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x",
                  p50 <= P50_RATIO),
                 (f"drain, 100 roles ÷ 1{label}", f"{drain:.2f}x", f"≥ {DRAIN_RATIO:g}x",
                  drain >= DRAIN_RATIO)]
@@ -481,13 +489,14 @@ def flat_cost(rows: list[dict]) -> list[tuple[str, str, str, bool | None]]:
     return out
 
 
-def print_flat_cost(rows: list[dict]) -> None:
+def print_flat_cost(rows: list[dict], pairs: dict[str, tuple[float, ...]] | None = None
+                    ) -> None:
     from rich.table import Table
 
     table = Table(title="Flat cost: 100 roles against 1, same run (DESIGN decision 13)")
     for col in ("target", "measured", "bound", "result"):
         table.add_column(col, justify="left" if col == "target" else "right", no_wrap=True)
-    checks = flat_cost(rows)
+    checks = flat_cost(rows, pairs)
     for name, measured, bound, ok in checks:
         table.add_row(name, measured, bound,
                       {True: "[green]PASS", False: "[bold red]FAIL", None: "—"}[ok])

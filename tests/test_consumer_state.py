@@ -2,8 +2,8 @@
 
 Cheaper deliveries when one server serves many consumers in turn (benchmarks/consumers.py);
 the price is what a restart forgets. These tests restart a real nats-server under a
-running agent: the agent makes its consumer again, and the tasks that were waiting, or
-sent after the restart, are done once.
+running agent: the agent makes its consumer again, and the tasks that were out, or sent
+after the restart, are done once.
 """
 
 from __future__ import annotations
@@ -27,43 +27,46 @@ def server(tmp_path):
         yield srv
 
 
+@pytest.fixture
+def pair(server):
+    """An admin connection (the reference streams declared) and an agent's connection."""
+    admin, worker = (Client.open(server.url, name=n) for n in ("admin", "worker"))
+    declare_reference_streams(admin)
+    yield admin, worker
+    admin.close()
+    worker.close()
+
+
 def delegate(client: Client, title: str) -> Task:
     task = Task(org="acme", role="cto", title=title, requested_by="ceo")
     client.js.publish(S.tasks("cto"), task, msg_id=task.id)
     return task
 
 
-def test_a_memory_consumer_is_made_again_after_its_server_restarts(server):
-    admin, worker = (Client.open(server.url, name=n) for n in ("admin", "worker"))
+def test_a_memory_consumer_is_made_again_after_its_server_restarts(server, pair):
+    admin, worker = pair
     runs: list[str] = []
-    try:
-        declare_reference_streams(admin)
-        cto = Agent(worker, "cto", "acme", lambda task, ctx: runs.append(task.title),
-                    ack_wait=10, consumer_state="memory").start()
-        assert admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
-        done = admin.subscribe(S.tasks_completed("acme"))
-        before = delegate(admin, "before the restart")
-        assert done.next(timeout=10).decode(TaskCompleted).task_id == before.id
-        server.restart()
-        # Gone with the restart; the agent makes it again once its connection is back.
-        wait_for(lambda: _exists(admin, "cto"), 30, "the consumer made again")
-        assert admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
-        after = delegate(admin, "after the restart")
-        wait_for(lambda: "after the restart" in runs, 30, "the task after the restart")
-        wait_for(lambda: cto.stats["processed"] == 2, 10, "its record")
-        assert runs == ["before the restart", "after the restart"], runs
-        assert after.id  # delegated once, run once
-        cto.stop()
-    finally:
-        admin.close()
-        worker.close()
+    cto = Agent(worker, "cto", "acme", lambda task, ctx: runs.append(task.title),
+                ack_wait=10, consumer_state="memory").start()
+    assert admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
+    done = admin.subscribe(S.tasks_completed("acme"))
+    before = delegate(admin, "before the restart")
+    assert done.next(timeout=10).decode(TaskCompleted).task_id == before.id
+    server.restart()
+    # Gone with the restart; the agent makes it again once its connection is back.
+    wait_for(lambda: _exists(admin, "cto"), 30, "the consumer made again")
+    assert admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
+    delegate(admin, "after the restart")
+    wait_for(lambda: cto.stats["processed"] == 2, 30, "the task after the restart recorded")
+    assert runs == ["before the restart", "after the restart"], runs
+    cto.stop()
 
 
-def test_a_task_out_at_the_restart_is_handed_out_again_and_run_once(server):
+def test_a_task_out_at_the_restart_is_handed_out_again_and_run_once(server, pair):
     """The restarted server forgot that the task was out: the consumer made again hands it
     out once more, as a first delivery, while its first run still works. The repeat waits
     for the first run's lease, and the first run's record answers it."""
-    admin, worker = (Client.open(server.url, name=n) for n in ("admin", "worker"))
+    admin, worker = pair
     runs: list[int] = []
     release = threading.Event()
 
@@ -72,10 +75,9 @@ def test_a_task_out_at_the_restart_is_handed_out_again_and_run_once(server):
         release.wait(30)
         return {}
 
+    cto = Agent(worker, "cto", "acme", slow, ack_wait=10, lease_ttl=20,
+                consumer_state="memory").start()
     try:
-        declare_reference_streams(admin)
-        cto = Agent(worker, "cto", "acme", slow, ack_wait=10, lease_ttl=20,
-                    consumer_state="memory").start()
         done = admin.subscribe(S.tasks_completed("acme"))
         task = delegate(admin, "out at the restart")
         wait_for(lambda: runs, 10, "the first run")
@@ -85,37 +87,39 @@ def test_a_task_out_at_the_restart_is_handed_out_again_and_run_once(server):
         assert done.next(timeout=30).decode(TaskCompleted).task_id == task.id
         wait_for(lambda: cto.stats["acked_from_ledger"] >= 1, 30, "the repeat acked")
         assert runs == [1], runs
-        cto.stop()
     finally:
         release.set()
-        admin.close()
-        worker.close()
-
-def test_a_file_consumer_survives_the_restart_as_before(server):
-    """The default: the consumer is not made again (nothing to do), and still works."""
-    admin, worker = (Client.open(server.url, name=n) for n in ("admin", "worker"))
-    runs: list[str] = []
-    try:
-        declare_reference_streams(admin)
-        cto = Agent(worker, "cto", "acme", lambda task, ctx: runs.append(task.title),
-                    ack_wait=10).start()
-        assert not admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
-        created = admin.js.consumer_info(TASK_STREAM, "cto").created
-        server.restart()
-        wait_for(lambda: worker.nc.is_connected, 30, "the agent reconnected")
-        delegate(admin, "after the restart")
-        wait_for(lambda: runs == ["after the restart"], 30, "the task after the restart")
-        assert admin.js.consumer_info(TASK_STREAM, "cto").created == created
         cto.stop()
+
+
+def test_a_file_consumer_survives_the_restart_as_before(server, pair):
+    """The default: the consumer is not made again (nothing to do), and still works."""
+    admin, worker = pair
+    runs: list[str] = []
+    cto = Agent(worker, "cto", "acme", lambda task, ctx: runs.append(task.title),
+                ack_wait=10).start()
+    assert not admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
+    created = admin.js.consumer_info(TASK_STREAM, "cto").created
+    server.restart()
+    wait_for(lambda: worker.nc.is_connected, 30, "the agent reconnected")
+    delegate(admin, "after the restart")
+    wait_for(lambda: runs == ["after the restart"], 30, "the task after the restart")
+    assert admin.js.consumer_info(TASK_STREAM, "cto").created == created
+    cto.stop()
+
+
+def test_a_consumer_state_that_is_not_file_or_memory_is_refused(pair):
+    with pytest.raises(ValueError, match="'file' .* or 'memory'"):
+        Agent(pair[1], "cto", "acme", consumer_state="ram")
+
+
+def test_instances_that_disagree_on_the_consumer_state_get_a_clear_error(pair):
+    first = Agent(pair[1], "cto", "acme", consumer_state="memory").start()
+    try:
+        with pytest.raises(AgentlabError, match="consumer_state='file'.*nats consumer rm"):
+            Agent(pair[1], "cto", "acme").start()
     finally:
-        admin.close()
-        worker.close()
-
-
-def test_a_consumer_state_that_is_not_file_or_memory_is_refused(server):
-    with Client.open(server.url, name="x") as client:
-        with pytest.raises(ValueError, match="'file' .* or 'memory'"):
-            Agent(client, "cto", "acme", consumer_state="ram")
+        first.stop()
 
 
 def _exists(client: Client, consumer: str) -> bool:

@@ -30,6 +30,7 @@ from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.specs import ConsumerSpec
 from ..core.subjects import Subjects, validate_token
+from ..errors import JetStreamError
 from ..telemetry import untraced
 from .context import TaskContext
 from .delegation import apublish_task, publish_task
@@ -49,6 +50,7 @@ log = logging.getLogger("agentlab")
 
 TaskHandler = Callable[[Task, TaskContext], Any]
 _instances = itertools.count(1)
+_STORAGE_NOT_UPDATABLE = 10012  # a consumer's storage type cannot be updated
 
 
 def task_consumer_spec(role: str, subjects: Subjects, *, ack_wait: float = 300.0,
@@ -75,7 +77,7 @@ class Agent(Service):
     delivery runs, its instance claims the task's lease (``TASK_LEASES``, same replicas as
     the ledger) and renews it every third of ``lease_ttl`` while the run lasts. The claim is
     one replicated write before each run, a JetStream round trip on every delegation's path
-    (measured: delegation p50 1.74x raw nats-py with it, 1.14x without): ``lease=False``
+    (measured: delegation p50 1.46x raw nats-py with it, 1.04x without): ``lease=False``
     where a second run next to the first would do no harm and that trip counts. A delivery of a
     task whose lease another live run holds waits (kept alive: waiting adds no attempt
     toward ``max_deliver``) until that run's record answers it or the lease expires. A run
@@ -89,11 +91,12 @@ class Agent(Service):
     ``consumer_state`` says where the server keeps the role consumer's delivery state:
     "file" (default, JetStream's own) or "memory". On file, each delivery costs the server
     more the more consumers it serves in turn: delegating round-robin over 100 roles, p50
-    measured 1.78x that of one role (raw nats-py: 2.61x, benchmarks/consumers.py); in
-    memory, 1.12x. In memory, a restart of a lone server forgets the consumer (each agent
-    makes it again when its connection comes back) and what was out, which is handed out
-    again as first deliveries: the ledger and the leases keep that to one effect, and one
-    run at a time, but each restart gives a failing task ``max_deliver`` attempts anew.
+    measured 1.57x that of one role (benchmarks/scaling.py; nats-server alone:
+    benchmarks/consumers.py); in memory, 1.09x. In memory, a restart of a lone server
+    forgets the consumer (each agent makes it again when its connection comes back) and
+    what was out, which is handed out again as first deliveries: the ledger and the leases
+    keep that to one effect, and one run at a time, but each restart gives a failing task
+    ``max_deliver`` attempts anew.
 
     ``start()`` attaches to the role's durable consumer and starts working (the tasks run
     in a :class:`~agentlab.org.workloop.TaskRunner` made at each start). A running agent is
@@ -162,7 +165,19 @@ class Agent(Service):
                                   memory_state=self.consumer_state == "memory")
 
     async def _declare_consumer(self) -> None:
-        await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
+        try:
+            await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
+        except JetStreamError as error:
+            if error.err_code != _STORAGE_NOT_UPDATABLE:
+                raise
+            raise JetStreamError(
+                f"The '{self.role}' role's consumer on {TASK_STREAM} keeps its state "
+                f"{'on file' if self.consumer_state == 'memory' else 'in memory'}, and agent "
+                f"{self.instance} asks for consumer_state={self.consumer_state!r}: the "
+                "server cannot change it. Start every instance of a role (and its TaskDesk, "
+                "autoscaler) with one consumer_state, or delete the consumer first "
+                f"(`nats consumer rm {TASK_STREAM} {self.role}`: its tasks stay in the "
+                "stream).", err_code=error.err_code) from None
 
     async def _astart_service(self) -> None:
         await self._declare_consumer()
