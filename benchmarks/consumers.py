@@ -30,7 +30,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 import agentlab
 
-from .common import console, machine, parser, pct, raw_login
+from .common import console, interleaved, machine, parser, pct, raw_login
 
 COUNTS = (1, 100)
 STATES = ("file", "memory")
@@ -99,12 +99,12 @@ def run(args) -> int:
                       "interleaved…")
         for asking in ASKING:
             for state in STATES:
-                for r in range(rounds):  # ABBA: neither always in the warmer slot
-                    for count in COUNTS if r % 2 == 0 else COUNTS[::-1]:
-                        took = asyncio.run(_round(server.url, count, state,
-                                                  asking == ASKING[1], n))
-                        p50.setdefault((asking, state, count), []).append(
-                            pct(took, 0.5) * 1e6)
+                def p50_of(count: int, state: str = state, asking: str = asking) -> float:
+                    return pct(asyncio.run(_round(server.url, count, state,
+                                                  asking == ASKING[1], n)), 0.5) * 1e6
+                few, many = interleaved(rounds, lambda: p50_of(COUNTS[0]),
+                                        lambda: p50_of(COUNTS[1]))
+                p50[(asking, state, COUNTS[0])], p50[(asking, state, COUNTS[1])] = few, many
     finally:
         server.stop()
     print_table(p50, machine())

@@ -345,10 +345,8 @@ class Bench:
         console.print(f"[dim]p50, 1 role against 100 interleaved (consumer state on {state})…")
         pair = [self.open("agentlab", f"{state[0]}p{n}-", n, 1, memory=memory)
                 for n in (1, 100)]
-        lat: list[list[list[float]]] = [[], []]
-        for r in range(2 * self.rounds):
-            for i in (0, 1) if r % 2 == 0 else (1, 0):
-                lat[i].append(self.al_latency(pair[i], max(20, min(len(pair[i].roles), 100))))
+        lat = interleaved(2 * self.rounds, lambda: self.al_latency(pair[0], 20),
+                          lambda: self.al_latency(pair[1], 100))
         self.pairs[state] = tuple(statistics.median(pct(x, 0.5) for x in rounds) / 1000
                                   for rounds in lat)
         for group in pair:
@@ -400,7 +398,6 @@ def run(args: Any, results: dict) -> None:
         if not bench.quick:
             timed(bench.p50_pair)
             timed(bench.p50_pair, True)
-        if not bench.quick:
             timed(bench.information, 1000)
     finally:
         bench.stop()

@@ -31,7 +31,6 @@ from agentlab import (
 )
 from agentlab.core.pull import (
     CLUSTER_IDLE_HEARTBEAT,
-    CLUSTER_IDLE_LIFETIME,
     IDLE_HEARTBEAT,
     IDLE_LIFETIME,
     LOST_AFTER,
@@ -347,7 +346,7 @@ def test_a_new_consumer_leader_is_asked_again_at_once(tmp_path):
             # costs each an election, not its only copy.
             assert [ops.js.stream_info(b).config.num_replicas for b in BUCKET_STREAMS] == [3, 3]
             wait_for(lambda: consumer(ops, "cto").num_waiting >= 1, 10, "a pull request")
-            assert feed._expires - time.monotonic() > CLUSTER_IDLE_LIFETIME / 2  # a long one
+            assert feed._expires - time.monotonic() > IDLE_LIFETIME / 2  # a long one
             for kill in (False, True):
                 leader = consumer(ops, "cto").cluster.leader
                 elections: list[concurrent.futures.Future[float]] = []

@@ -100,7 +100,6 @@ LOST_AFTER = 0.5
 # request lives: what a stopped feed may have to linger for.
 IDLE_LIFETIME = 10.0
 IDLE_HEARTBEAT = 5.0
-CLUSTER_IDLE_LIFETIME = 10.0
 CLUSTER_IDLE_HEARTBEAT = 2.0
 # How old a probe's answer ("is anyone tapping the inboxes?") may be before it is asked again.
 TAP_CHECK = 2.0
@@ -309,9 +308,7 @@ class ContinuousPull:
         connection is on now (see the module notes)."""
         if self.idle_lifetime is not None:
             return self.idle_lifetime, self.idle_heartbeat or 0.0
-        if alone(self.client):
-            return IDLE_LIFETIME, IDLE_HEARTBEAT
-        return CLUSTER_IDLE_LIFETIME, CLUSTER_IDLE_HEARTBEAT
+        return IDLE_LIFETIME, IDLE_HEARTBEAT if alone(self.client) else CLUSTER_IDLE_HEARTBEAT
 
     def _ask(self, want: int) -> None:
         # Straight to the outbound queue: this runs once per refill, on the loop.

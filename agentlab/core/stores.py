@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import nats.js.errors
@@ -48,16 +49,20 @@ class KeyValueBucket:
 
     @classmethod
     async def adeclare(cls, client: Client, bucket: str, *, history: int = 1,
-                       ttl: float | None = None, storage: str = "file", replicas: int = 1,
+                       ttl: float | None = None, storage: str = "file",
+                       replicas: int | Callable[[], Awaitable[int]] = 1,
                        description: str = "") -> KeyValueBucket:
+        """``replicas`` may be a coroutine function: asked only if the bucket is created
+        (an existing bucket keeps its copies, so reading what decides them is wasted)."""
         async def open_or_create() -> Any:
             js = client.nc.jetstream()
             try:
                 return await js.key_value(bucket)
             except nats.js.errors.BucketNotFoundError:
+                copies = replicas if isinstance(replicas, int) else await replicas()
                 return await js.create_key_value(KeyValueConfig(
                     bucket=bucket, history=history, ttl=ttl, storage=StorageType(storage),
-                    replicas=replicas, description=description or None))
+                    replicas=copies, description=description or None))
         return cls(client, await client._bridge.arun(open_or_create()), bucket)
 
     def _run(self, coro: Any, operation: str) -> Any:

@@ -170,11 +170,14 @@ class TaskLeases:
         must survive what the ledger and the deliveries it guards survive (on a cluster, a
         one-copy lease bucket on a lost node would stop every task).
         """
-        if replicas is None:
-            replicas = max([await stream_replicas(client, f"KV_{LEDGER_BUCKET}"),
-                            await stream_replicas(client, TASK_STREAM)])
+        async def copies() -> int:  # asked only when the bucket is made
+            if replicas is not None:
+                return replicas
+            return max([await stream_replicas(client, f"KV_{LEDGER_BUCKET}"),
+                        await stream_replicas(client, TASK_STREAM)])
+
         bucket = await KeyValueBucket.adeclare(
-            client, LEASE_BUCKET, history=1, replicas=replicas,
+            client, LEASE_BUCKET, history=1, replicas=copies,
             description="Which run of each task is alive now; expires unless renewed.")
         info = await client.js.astream_info(f"KV_{LEASE_BUCKET}")
         if not info.config.allow_msg_ttl:

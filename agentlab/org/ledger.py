@@ -101,10 +101,13 @@ class TaskLedger:
     @classmethod
     async def adeclare(cls, client: Client, subjects: Subjects | None = None, *,
                        replicas: int | None = None) -> TaskLedger:
-        if replicas is None:
-            replicas = await stream_replicas(client, TASK_STREAM)
+        async def copies() -> int:  # asked only when the bucket is made
+            if replicas is not None:
+                return replicas
+            return await stream_replicas(client, TASK_STREAM)
+
         bucket = await KeyValueBucket.adeclare(
-            client, LEDGER_BUCKET, history=1, replicas=replicas,
+            client, LEDGER_BUCKET, history=1, replicas=copies,
             description="Each task's effect, once; republished as its completion.")
         await client._bridge.arun(_make_announcing(client, subjects or Subjects()))
         return cls(client, bucket)

@@ -189,7 +189,8 @@ class Organisation:
             min_replicas=min_replicas, max_replicas=max_replicas, cooldown=cooldown,
             interval=interval, subjects=self.subjects,
             consumer_spec=task_consumer_spec(role, self.subjects, ack_wait=self.ack_wait,
-                                             max_deliver=self.max_deliver))
+                                             max_deliver=self.max_deliver,
+                                             memory_state=self.consumer_state == "memory"))
         try:
             self.autoscalers[role] = scaler.start()
         except BaseException:

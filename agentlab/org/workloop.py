@@ -364,7 +364,11 @@ class TaskRunner:
         # record's receipt is back here.
         self.stats["processed"] += 1
         try:
-            recorded = await self._record(record, data, lease, msg)
+            # Asked again while the server does not answer: giving up would nak the task
+            # and run its handler once more. A record whose receipt was lost is found by
+            # its Nats-Msg-Id.
+            recorded = await self._until_answered(
+                lambda: self.ledger.arecord(record, data), msg, lease)
         except BaseException:
             self.stats["processed"] -= 1
             raise
@@ -381,14 +385,6 @@ class TaskRunner:
         done = await self.ledger.aget(task.org, task.id) or {}
         await self._ack_and_announce_again(task, msg, done.get("result", result),
                                            record.duration_ms)
-
-    async def _record(self, record: TaskCompleted, data: bytes, lease: Lease | None,
-                      msg: Message) -> bool:
-        """The ledger record of a run whose handler is done, tried again while the server
-        does not answer (see _until_answered): giving up would nak the task and run its
-        handler once more. A record whose receipt was lost is found by its Nats-Msg-Id."""
-        return await self._until_answered(lambda: self.ledger.arecord(record, data), msg,
-                                          lease)
 
     async def _until_answered(self, ask: Callable[[], Awaitable[T]], msg: Message,
                               lease: Lease | None) -> T:
