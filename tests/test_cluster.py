@@ -30,6 +30,7 @@ import agentlab
 from agentlab import EmbeddedServer, StreamSpec, find_nats_server
 from agentlab.cluster import (
     LEADER_ELECTED,
+    ROUTES_SETTLE,
     AckedPublisher,
     LocalCluster,
     NodeConfig,
@@ -235,7 +236,14 @@ def test_failover_loses_no_acknowledged_task(tmp_path, unique):
                 resumed = publisher.resumed_after(stopped_at)
                 # The stopped node comes back and catches up while tasks keep flowing.
                 cluster.start_node(leader)
+                back_at = time.monotonic()
                 cluster.wait_for_catch_up(leader, STREAM, timeout=30)
+                # Caught up means current in the leader's eyes, after the routes settled:
+                # stopping the next node sooner can leave the stream unable to take writes.
+                assert time.monotonic() - back_at >= ROUTES_SETTLE
+                in_charge = cluster.stream_leader(STREAM)
+                peers = cluster.stream_detail(in_charge, STREAM)["cluster"]["replicas"]
+                assert any(p["name"] == leader and p["current"] for p in peers), peers
                 rounds.append((leader, new_leader, kill, elected, resumed))
                 assert new_leader != leader
                 assert elected < 20, f"no new leader for {elected:.1f} s after stopping {leader}"

@@ -145,11 +145,12 @@ class ClusterServers:
         self.cluster.start_node(name)
 
     def catch_up(self, name: str) -> None:
-        """Wait (a while) until node ``name`` has the tasks again, so that the next fault
-        starts from three current nodes."""
+        """Wait (a while) until node ``name`` has the tasks again and its routes have
+        settled, so that the next fault starts from three current nodes."""
         from ..cluster import ClusterTimeout
         from ..org.agent import TASK_STREAM
 
+        self.cluster.routes_renewed(name)  # restarted, woken, or its link back
         try:
             self.cluster.wait_for_catch_up(name, TASK_STREAM, timeout=30)
         except ClusterTimeout:

@@ -21,10 +21,10 @@ through a failover, and the check that nothing acknowledged was lost).
 """
 
 from .config import CONFIG_DIR_ENV, NodeConfig, config_dir, node_config_paths, parse_conf
-from .local import ClusterTimeout, LocalCluster
+from .local import ROUTES_SETTLE, ClusterTimeout, LocalCluster
 from .node import ClusterNode
 from .publisher import LEADER_ELECTED, AckedPublisher, ResendNow, missing_acked
 
-__all__ = ["CONFIG_DIR_ENV", "LEADER_ELECTED", "AckedPublisher", "ClusterNode", "ClusterTimeout",
-           "LocalCluster", "NodeConfig", "ResendNow", "config_dir",
+__all__ = ["CONFIG_DIR_ENV", "LEADER_ELECTED", "ROUTES_SETTLE", "AckedPublisher", "ClusterNode",
+           "ClusterTimeout", "LocalCluster", "NodeConfig", "ResendNow", "config_dir",
            "missing_acked", "node_config_paths", "parse_conf"]

@@ -28,9 +28,17 @@ from .node import ClusterNode, _free_ports
 if TYPE_CHECKING:
     from ..core.client import Client
 
-__all__ = ["ClusterTimeout", "LocalCluster"]
+__all__ = ["ROUTES_SETTLE", "ClusterTimeout", "LocalCluster"]
 
 T = TypeVar("T")
+
+# How long a restarted node's peers may count it (and it them) as unable to carry
+# replication in the account (cluster_traffic: owner) after their routes form: until the next
+# statsz heartbeat, every 10 s in nats-server (statsHBInterval), corrects the flag a new
+# route starts with. Stopping another node within that time can leave a stream's new leader
+# replicating in the system account while its follower listens in the account's: the
+# stream takes no writes until the stopped node is back. With a margin for a loaded machine.
+ROUTES_SETTLE = 12.0
 
 
 class ClusterTimeout(AgentlabError, TimeoutError):
@@ -73,6 +81,7 @@ class LocalCluster:
         self.nodes: dict[str, ClusterNode] = {}
         self._clients: list[Client] = []
         self._lock = threading.RLock()
+        self._renewed_at: dict[str, float] = {}  # node -> time.monotonic() its routes formed
 
     @staticmethod
     def _all(paths: list[Path]) -> list[NodeConfig]:
@@ -170,7 +179,15 @@ class LocalCluster:
 
     def start_node(self, name: str, timeout: float = 10) -> ClusterNode:
         """Start a stopped node again, on the same store, ports and routes."""
-        return self.node(name).start(timeout=timeout)
+        node = self.node(name).start(timeout=timeout)
+        self.routes_renewed(name)
+        return node
+
+    def routes_renewed(self, name: str) -> None:
+        """Node ``name``'s routes to its peers form again now (it was restarted, woken from a
+        pause, or its partition healed): wait_for_catch_up() gives them ``ROUTES_SETTLE``."""
+        self.node(name)  # an unknown name is refused now
+        self._renewed_at[name] = time.monotonic()
 
     def __enter__(self) -> LocalCluster:
         return self.start()
@@ -320,19 +337,39 @@ class LocalCluster:
     def wait_for_catch_up(self, name: str, stream: str, timeout: float = 20
                           ) -> dict[str, Any]:
         """Wait until node ``name``'s own copy of ``stream`` has everything the leader had a
-        moment before (its last sequence at least the leader's); returns that copy's state.
-        Messages may go on arriving meanwhile."""
+        moment before (its last sequence at least the leader's) and the leader counts it as
+        current; returns that copy's state. Messages may go on arriving meanwhile.
+
+        A node restored from the leader's snapshot holds every message while its Raft log
+        still lags, so both are asked; and a node restarted by start_node() (or marked with
+        routes_renewed()) counts as caught up only ``ROUTES_SETTLE`` seconds after, when it
+        and its peers agree again on the account replication travels in. Stop another node
+        sooner and a stream's new leader may be one the third node cannot follow: its writes
+        hang, or are refused as "in process" (10158), until the stopped node returns.
+        """
         def caught_up() -> dict[str, Any] | None:
             leader = self.stream_leader(stream)
-            theirs = self.stream_state(leader, stream) if leader else None
+            if leader is None or leader == name:  # a leader is its own latest copy
+                return self.stream_state(name, stream) if leader else None
+            detail = self.stream_detail(leader, stream) or {}
+            theirs = detail.get("state")
             if not theirs:
+                return None
+            peers = (detail.get("cluster") or {}).get("replicas") or []
+            if not any(p.get("name") == name and p.get("current") for p in peers):
                 return None
             ours = self.stream_state(name, stream)  # read after theirs
             if ours and ours.get("last_seq", 0) >= theirs.get("last_seq", 0):
                 return ours
             return None
 
-        return self._wait(caught_up, timeout, f"{name} to catch up on stream '{stream}'")
+        def settled() -> dict[str, Any] | None:
+            renewed = self._renewed_at.get(name)
+            if renewed is not None and time.monotonic() - renewed < ROUTES_SETTLE:
+                return None
+            return caught_up()
+
+        return self._wait(settled, timeout, f"{name} to catch up on stream '{stream}'")
 
     def _wait(self, probe: Callable[[], T | None], timeout: float, what: str) -> T:
         deadline = time.monotonic() + timeout
