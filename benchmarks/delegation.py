@@ -84,7 +84,8 @@ class RawWorker:
         await js.add_consumer(TASK_STREAM, ConsumerConfig(
             durable_name=self.role, filter_subject=TASKS.format(self.role),
             ack_policy=AckPolicy.EXPLICIT, ack_wait=300, max_deliver=3,
-            max_ack_pending=MAX_ACK, deliver_policy=DeliverPolicy.ALL))
+            max_ack_pending=MAX_ACK, deliver_policy=DeliverPolicy.ALL,
+            mem_storage=True))  # as agentlab's role consumers keep their state by default
         self.js = js
         psub = await js.pull_subscribe_bind(durable=self.role, stream=TASK_STREAM)
         self.loop_task = asyncio.ensure_future(self.consume(psub))

@@ -25,8 +25,9 @@ p50 at most 1.3x, drain at least 0.9x, and idle CPU (agents + server) at most 3 
 in every configuration; a table of its own marks each PASS or FAIL.
 
 "1 process": all N roles in one host. "4 processes": four hosts with N/4 roles each.
-"1 (1 conn)": 100 roles in one host on one shared connection. "1 memory": 1 and 100 roles in
-one host with ``Agent(consumer_state="memory")`` (benchmarks/consumers.py measures the
+"1 (1 conn)": 100 roles in one host on one shared connection. "1 on file": 1 and 100 roles in
+one host with ``Agent(consumer_state="file")``, the role consumers' delivery state on file
+instead of in memory (agentlab's default; benchmarks/consumers.py measures the
 server's part of the p50's growth alone).
 ``agentlab.programs.worker`` runs one role per process, so the hosts are this benchmark's
 own (the same Agent, options and connection per role as the worker's); 100 roles as 100
@@ -266,9 +267,9 @@ class Bench:
             self.done.event.set()
 
     def open(self, kind: str, prefix: str, n: int, processes: int,
-             limit: float = 90.0, shared: bool = False, memory: bool = False) -> Group:
+             limit: float = 90.0, shared: bool = False, on_file: bool = False) -> Group:
         group = Group(kind, prefix, n, processes, ORG_AL if kind == "agentlab" else ORG_FS,
-                      self.env, self.logs, shared, memory)
+                      self.env, self.logs, shared, on_file)
         self.groups.append(group)
         group.start(limit)
         return group
@@ -292,7 +293,7 @@ class Bench:
     def measure(self, group: Group, processes: int, lat: list[list[float]],
                 drain: list[float], idle_s: float | None = None) -> None:
         self.rows.append({"roles": len(group.roles), "processes": processes,
-                          "shared": group.shared, "memory": group.memory,
+                          "shared": group.shared, "on_file": group.on_file,
                           "p50": statistics.median(pct(r, 0.5) for r in lat) / 1000,
                           "p99": statistics.median(pct(r, 0.99) for r in lat) / 1000,
                           "drain": statistics.median(drain),
@@ -326,24 +327,25 @@ class Bench:
                                                   "agentlab_rounds": drain_al}
 
     def configuration(self, what: str, prefix: str, n: int, processes: int = 1,
-                      shared: bool = False, memory: bool = False) -> None:
+                      shared: bool = False, on_file: bool = False) -> None:
         """One agentlab configuration on its own: latency rounds, drains, then idle."""
         console.print(f"[dim]{n} role(s) {what}…")
         group = self.open("agentlab", f"{prefix}{n}-", n, processes, shared=shared,
-                          memory=memory)
+                          on_file=on_file)
         warm = max(20, min(n, 100))
         lat = [self.al_latency(group, warm) for _ in range(self.rounds)]
         drain = [self.al_drain(group) for _ in range(self.drain_rounds)]
         self.measure(group, processes, lat, drain)
         self.close(group)
 
-    def p50_pair(self, memory: bool = False) -> None:
+    def p50_pair(self, on_file: bool = False) -> None:
         """The p50 target's own measurement: 1 role and 100 roles (one process each) open at
         once, their latency rounds interleaved ABBA, so that the ratio compares the same
         minutes of this shared machine (configurations run one after another drift apart)."""
-        state = "memory" if memory else "file"
-        console.print(f"[dim]p50, 1 role against 100 interleaved (consumer state on {state})…")
-        pair = [self.open("agentlab", f"{state[0]}p{n}-", n, 1, memory=memory)
+        state = "file" if on_file else "memory"
+        console.print("[dim]p50, 1 role against 100 interleaved (consumer state "
+                      f"{'on file' if on_file else 'in memory'})…")
+        pair = [self.open("agentlab", f"{state[0]}p{n}-", n, 1, on_file=on_file)
                 for n in (1, 100)]
         lat = interleaved(2 * self.rounds, lambda: self.al_latency(pair[0], 20),
                           lambda: self.al_latency(pair[1], 100))
@@ -393,7 +395,7 @@ def run(args: Any, results: dict) -> None:
         timed(bench.configuration, "in one process on one shared connection", "s",
               10 if bench.quick else 100, 1, True)
         for n in (1, 10) if bench.quick else (1, 100):
-            timed(bench.configuration, "in one process, consumer state in memory", "m", n,
+            timed(bench.configuration, "in one process, consumer state on file", "f", n,
                   1, False, True)
         if not bench.quick:
             timed(bench.p50_pair)
@@ -430,7 +432,7 @@ def print_table(rows: list[dict], idle_s: float, seconds: float) -> None:
             continue
         threads = r["threads"]
         procs = f"{r['processes']}" + (" shared" if r.get("shared") else "") + \
-            (" memory" if r.get("memory") else "")
+            (" on file" if r.get("on_file") else "")
         table.add_row(label, procs, f"{r['p50']:.2f}", f"{r['p99']:.2f}",
                       f"{r['drain']:,.0f}", f"{r['cpu_al']:.1f} %", f"{r['cpu_srv']:.1f} %",
                       f"{r['rss_agent']:.2f} MiB",
@@ -454,20 +456,20 @@ def flat_cost(rows: list[dict], pairs: dict[str, tuple[float, ...]] | None = Non
     target reads the interleaved pair (Bench.p50_pair) when there is one."""
     pairs = pairs or {}
 
-    def one(n: int, memory: bool = False) -> dict | None:
+    def one(n: int, on_file: bool = False) -> dict | None:
         return next((r for r in rows if r["roles"] == n and r["processes"] == 1
-                     and not r.get("shared") and bool(r.get("memory")) == memory
+                     and not r.get("shared") and bool(r.get("on_file")) == on_file
                      and "skipped" not in r), None)
 
     out: list[tuple[str, str, str, bool | None]] = []
-    for memory, label in ((False, ""), (True, ", consumer state in memory")):
-        first, hundred = one(1, memory), one(100, memory)
+    for on_file, label in ((False, ""), (True, ", consumer state on file")):
+        first, hundred = one(1, on_file), one(100, on_file)
         if first is None or hundred is None:
             out += [(f"p50, 100 roles ÷ 1{label}", "not run", f"≤ {P50_RATIO:g}x", None),
                     (f"drain, 100 roles ÷ 1{label}", "not run", f"≥ {DRAIN_RATIO:g}x", None)]
             continue
         p50, drain = hundred["p50"] / first["p50"], hundred["drain"] / first["drain"]
-        pair, how = pairs.get("memory" if memory else "file"), ""
+        pair, how = pairs.get("file" if on_file else "memory"), ""
         if pair is not None:  # the same minutes, interleaved
             p50, how = pair[1] / pair[0], f" (interleaved: {pair[0]:.2f} → {pair[1]:.2f} ms)"
         out += [(f"p50, 100 roles ÷ 1{label}{how}", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x",
@@ -480,7 +482,7 @@ def flat_cost(rows: list[dict], pairs: dict[str, tuple[float, ...]] | None = Non
         cpu = r["cpu_al"] + r["cpu_srv"]
         where = f"{r['roles']} role(s), {r['processes']} process(es)" + \
             (", 1 connection" if r.get("shared") else "") + \
-            (", consumer state in memory" if r.get("memory") else "")
+            (", consumer state on file" if r.get("on_file") else "")
         out.append((f"idle CPU (agents + server), {where}", f"{cpu:.1f} %",
                     f"≤ {IDLE_CPU:g} % of a core", cpu <= IDLE_CPU))
     return out

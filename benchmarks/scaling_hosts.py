@@ -96,7 +96,7 @@ def count_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
 
 
 def host_agentlab(roles: list[str], org: str, shared: bool = False,
-                   memory: bool = False) -> None:
+                   on_file: bool = False) -> None:
     import agentlab
     from agentlab.core.bridge import get_bridge
     from agentlab.org import Agent
@@ -117,7 +117,7 @@ def host_agentlab(roles: list[str], org: str, shared: bool = False,
     agents = [Agent(c, role, org, handler=handler, ack_wait=ACK_WAIT, max_deliver=MAX_DELIVER,
                     max_ack_pending=MAX_ACK_PENDING, heartbeat_interval=HEARTBEAT,
                     instance=f"{role}-1", lease=False,  # as FastStream's flow: no lease
-                    consumer_state="memory" if memory else "file")
+                    consumer_state="file" if on_file else None)
               for c, role in zip(clients, roles, strict=True)]
 
     async def each(verb: str) -> int:
@@ -258,8 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     host.add_argument("--org", required=True)
     host.add_argument("--shared", action="store_true",
                       help="agentlab: every role on one connection")
-    host.add_argument("--memory", action="store_true",
-                      help="agentlab: the consumers' state in memory (consumer_state)")
+    host.add_argument("--on-file", action="store_true",
+                      help="agentlab: the consumers' state on file (consumer_state='file'; "
+                           "default: in memory)")
     sub.add_parser("tap").add_argument("--seconds", type=float, required=True)
     args = parser.parse_args(argv)
     if args.what == "tap":
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     roles = [f"{args.prefix}{args.first + i * args.step}" for i in range(args.count)]
     if args.kind == "agentlab":
-        host_agentlab(roles, args.org, shared=args.shared, memory=args.memory)
+        host_agentlab(roles, args.org, shared=args.shared, on_file=args.on_file)
     else:
         host_faststream(roles, args.org)
 
@@ -295,13 +296,13 @@ class Host:
     """One scaling_hosts process: JSON lines out, commands in."""
 
     def __init__(self, kind: str, roles: tuple[str, int, int, int], org: str, env: dict,
-                 logs: Path, shared: bool = False, memory: bool = False):
+                 logs: Path, shared: bool = False, on_file: bool = False):
         prefix, first, count, step = roles
         self.count, self.log = count, logs / f"{kind}-{prefix}{first}.log"
         argv = [sys.executable, "-m", "benchmarks.scaling_hosts", "host", kind, "--prefix",
                 prefix, "--first", str(first), "--count", str(count), "--step", str(step),
                 "--org", org] + (["--shared"] if shared else []) + \
-            (["--memory"] if memory else [])
+            (["--on-file"] if on_file else [])
         with open(self.log, "wb") as stderr:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=stderr, env=env, cwd=ROOT, text=True)
@@ -346,12 +347,12 @@ class Group:
     """The hosts of one configuration: N roles over ``processes`` processes."""
 
     def __init__(self, kind: str, prefix: str, n: int, processes: int, org: str, env: dict,
-                 logs: Path, shared: bool = False, memory: bool = False):
+                 logs: Path, shared: bool = False, on_file: bool = False):
         self.roles = [f"{prefix}{i}" for i in range(n)]
-        self.shared, self.memory = shared, memory
+        self.shared, self.on_file = shared, on_file
         self.retried = 0  # agent starts asked again after a JetStream timeout
         self.hosts = [Host(kind, (prefix, i, len(self.roles[i::processes]), processes), org,
-                           env, logs, shared, memory) for i in range(min(processes, n))]
+                           env, logs, shared, on_file) for i in range(min(processes, n))]
 
     def start(self, limit: float) -> float:
         """Wait until every host works; its baseline RSS is read before its agents exist."""

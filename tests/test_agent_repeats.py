@@ -62,7 +62,9 @@ def test_a_first_delivery_repeated_after_a_restart_does_not_run_twice(server, mo
         admin.js.declare_stream(StreamSpec(TASK_STREAM, [S.tasks("*")]))  # keeps acked tasks
         done = admin.subscribe(S.tasks_completed(ORG))
         lease = after_restart == "redeliveries only, first run's lease still there"
-        first = Agent(worker, ROLE, ORG, handler, lease=lease).start()
+        # On file, so that the restart keeps the consumer and deleting it is the loss (in
+        # memory, the default, the restart itself forgets it: tests/test_consumer_state.py).
+        first = Agent(worker, ROLE, ORG, handler, lease=lease, consumer_state="file").start()
         old = task("handled before the restart")
         admin.js.publish(S.tasks(ROLE), old, msg_id=old.id)
         assert done.next(timeout=5).decode(TaskCompleted).task_id == old.id
@@ -79,7 +81,7 @@ def test_a_first_delivery_repeated_after_a_restart_does_not_run_twice(server, mo
         elif after_restart.startswith(("ledger read on redeliveries", "redeliveries only")):
             precheck = False
         second = Agent(worker, ROLE, ORG, handler, ledger_precheck=precheck,
-                       lease=lease).start()
+                       lease=lease, consumer_state="file").start()
         events = {old.id: done.next(timeout=5).decode(TaskCompleted)}
         # Published once the agent has handled a task since the reconnect: it notices a
         # reconnect at its next task, and counts from then on.

@@ -1,4 +1,5 @@
-"""Agent(consumer_state="memory"): the role consumer's delivery state kept in memory.
+"""Agent(consumer_state=...): the role consumer's delivery state in memory (the default for a
+consumer an agent makes) or on file.
 
 Cheaper deliveries when one server serves many consumers in turn (benchmarks/consumers.py);
 the price is what a restart forgets. These tests restart a real nats-server under a
@@ -9,10 +10,11 @@ after the restart, are done once.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
-from agentlab import Client, EmbeddedServer, Subjects
+from agentlab import Client, ConsumerSpec, EmbeddedServer, Subjects
 from agentlab.errors import AgentlabError
 from agentlab.org import TASK_STREAM, Agent, Task, TaskCompleted, declare_reference_streams
 from helpers import wait_for
@@ -93,11 +95,11 @@ def test_a_task_out_at_the_restart_is_handed_out_again_and_run_once(server, pair
 
 
 def test_a_file_consumer_survives_the_restart_as_before(server, pair):
-    """The default: the consumer is not made again (nothing to do), and still works."""
+    """consumer_state="file": the consumer is not made again (nothing to do), and works."""
     admin, worker = pair
     runs: list[str] = []
     cto = Agent(worker, "cto", "acme", lambda task, ctx: runs.append(task.title),
-                ack_wait=10).start()
+                ack_wait=10, consumer_state="file").start()
     assert not admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
     created = admin.js.consumer_info(TASK_STREAM, "cto").created
     server.restart()
@@ -108,16 +110,38 @@ def test_a_file_consumer_survives_the_restart_as_before(server, pair):
     cto.stop()
 
 
+def test_by_default_a_new_consumer_is_in_memory_and_an_existing_one_stays_as_it_is(pair):
+    admin, worker = pair
+    made = Agent(worker, "cto", "acme").start()
+    try:
+        assert admin.js.consumer_info(TASK_STREAM, "cto").config.mem_storage
+        assert made.consumer_state == "memory"
+    finally:
+        made.stop()
+    # A consumer kept on file (made so on purpose, or by an older agentlab) is followed.
+    Agent(admin, "cfo", "acme", consumer_state="file").start().stop()
+    follower = Agent(worker, "cfo", "acme").start()
+    try:
+        assert follower.consumer_state == "file"
+        assert not admin.js.consumer_info(TASK_STREAM, "cfo").config.mem_storage
+        done = admin.subscribe(S.tasks_completed("acme"))
+        task = Task(org="acme", role="cfo", title="on file", requested_by="ceo")
+        admin.js.publish(S.tasks("cfo"), task, msg_id=task.id)
+        assert done.next(timeout=10).decode(TaskCompleted).task_id == task.id
+    finally:
+        follower.stop()
+
+
 def test_a_consumer_state_that_is_not_file_or_memory_is_refused(pair):
-    with pytest.raises(ValueError, match="'file' .* or 'memory'"):
+    with pytest.raises(ValueError, match="'memory', 'file', or None"):
         Agent(pair[1], "cto", "acme", consumer_state="ram")
 
 
 def test_instances_that_disagree_on_the_consumer_state_get_a_clear_error(pair):
-    first = Agent(pair[1], "cto", "acme", consumer_state="memory").start()
+    first = Agent(pair[1], "cto", "acme").start()  # in memory
     try:
         with pytest.raises(AgentlabError, match="consumer_state='file'.*nats consumer rm"):
-            Agent(pair[1], "cto", "acme").start()
+            Agent(pair[1], "cto", "acme", consumer_state="file").start()
     finally:
         first.stop()
 
@@ -128,3 +152,19 @@ def _exists(client: Client, consumer: str) -> bool:
         return True
     except AgentlabError:
         return False
+
+
+def test_a_hand_made_spec_follows_the_role_consumer_that_exists(pair):
+    """ConsumerSpec(memory_state=None), the default, as lesson 03 declares the cto's queue by
+    hand: on file when new, and whatever the existing consumer keeps otherwise; asking for
+    the other kind outright is refused with the server's reason."""
+    admin, worker = pair
+    Agent(worker, "cto", "acme").start().stop()  # the role consumer, in memory
+    spec = ConsumerSpec("cto", filter_subject=S.tasks("cto"), ack_wait=2, max_deliver=5)
+    info = admin.js.declare_consumer(TASK_STREAM, spec)
+    assert info.config.mem_storage and info.config.ack_wait == 2  # updated, kept in memory
+    with pytest.raises(AgentlabError, match="storage type can not be updated.*10012"):
+        admin.js.declare_consumer(TASK_STREAM, replace(spec, memory_state=False))
+    fresh = admin.js.declare_consumer(TASK_STREAM, replace(spec, durable="audit",
+                                                           filter_subject=S.tasks("audit")))
+    assert not fresh.config.mem_storage

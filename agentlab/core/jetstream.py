@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats.js.errors
@@ -53,6 +53,7 @@ log = logging.getLogger("agentlab")
 # the rest (jetstream_api_error).
 _STREAM_NAME_IN_USE = 10058
 _MESSAGE_TOO_BIG = 10054
+STORAGE_NOT_UPDATABLE = 10012  # a consumer's storage (file or memory) cannot change
 # A list request makes the meta leader gather every stream's (or consumer's) info from its
 # leader, and just after a node is lost it waits out the ones that do not answer: the
 # request needs longer than one stream's info.
@@ -197,8 +198,17 @@ class JetStream(StreamData):
 
     async def _declare_consumer(self, stream: str, spec: ConsumerSpec) -> ConsumerInfo:
         check_name(stream, "stream"), check_name(spec.durable, "consumer")
-        return await self._api(self._ctx.add_consumer(stream, spec.to_config()),
-                               f"declare consumer '{spec.durable}' on stream '{stream}'",
+        action = f"declare consumer '{spec.durable}' on stream '{stream}'"
+        try:
+            return await self._api(self._ctx.add_consumer(stream, spec.to_config()), action,
+                                   stream, spec.durable)
+        except JetStreamError as error:
+            if error.err_code != STORAGE_NOT_UPDATABLE or spec.memory_state is not None:
+                raise
+        # memory_state=None: the consumer that exists keeps its kind of storage.
+        info = await self._consumer_info(stream, spec.durable)
+        kept = replace(spec, memory_state=bool(info.config.mem_storage))
+        return await self._api(self._ctx.add_consumer(stream, kept.to_config()), action,
                                stream, spec.durable)
 
     def consumer_info(self, stream: str, consumer: str) -> ConsumerInfo:

@@ -94,10 +94,13 @@ class ConsumerSpec:
     ``ack_wait`` seconds after a delivery without ack, the message is delivered again, up to
     ``max_deliver`` times in all. ``max_ack_pending`` caps the messages out for processing.
     ``deliver`` says where a new consumer starts: "all", "new", "last" or "by_start_time".
-    ``memory_state`` keeps the consumer's delivery state in memory instead of on file (the
-    stream's messages stay where the stream keeps them): a delivery costs the server less,
-    and the less the more consumers it serves, but a server restart forgets the consumer
-    (one server) or its deliveries: what was out is handed out again as first deliveries.
+    ``memory_state`` True keeps the consumer's delivery state in memory instead of on file
+    (the stream's messages stay where the stream keeps them): a delivery costs the server
+    less, and the less the more consumers it serves, but a server restart forgets the
+    consumer (one server) or its deliveries: what was out is handed out again as first
+    deliveries. False keeps it on file. None (the default): on file for a new consumer, and
+    an existing one as it is (the server cannot change it; agentlab's role consumers are in
+    memory unless asked otherwise, and a hand-made spec of the same name works with them).
     """
 
     durable: str
@@ -111,7 +114,7 @@ class ConsumerSpec:
     backoff: list[float] | None = None
     inactive_threshold: float | None = None
     description: str = ""
-    memory_state: bool = False
+    memory_state: bool | None = None
 
     def to_config(self) -> ConsumerConfig:
         if self.deliver == "by_start_time" and self.start_time is None:

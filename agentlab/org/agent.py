@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 from ..core.client import Client
+from ..core.jetstream import STORAGE_NOT_UPDATABLE
 from ..core.lifecycle import Service
 from ..core.received import Message
 from ..core.specs import ConsumerSpec
@@ -50,12 +51,11 @@ log = logging.getLogger("agentlab")
 
 TaskHandler = Callable[[Task, TaskContext], Any]
 _instances = itertools.count(1)
-_STORAGE_NOT_UPDATABLE = 10012  # a consumer's storage type cannot be updated
 
 
 def task_consumer_spec(role: str, subjects: Subjects, *, ack_wait: float = 300.0,
                        max_deliver: int = 3, max_ack_pending: int = 5,
-                       memory_state: bool = False) -> ConsumerSpec:
+                       memory_state: bool = True) -> ConsumerSpec:
     """The durable consumer that every worker of ``role`` shares: its instances, and anyone
     working its queue by hand (:class:`agentlab.org.desk.TaskDesk`)."""
     return ConsumerSpec(role, filter_subject=subjects.tasks(role), ack_wait=ack_wait,
@@ -89,14 +89,16 @@ class Agent(Service):
     task of an instance that really died waits up to that long.
 
     ``consumer_state`` says where the server keeps the role consumer's delivery state:
-    "file" (default, JetStream's own) or "memory". On file, each delivery costs the server
-    more the more consumers it serves in turn: delegating round-robin over 100 roles, p50
-    measured 1.57x that of one role (benchmarks/scaling.py; nats-server alone:
-    benchmarks/consumers.py); in memory, 1.09x. In memory, a restart of a lone server
-    forgets the consumer (each agent makes it again when its connection comes back) and
-    what was out, which is handed out again as first deliveries: the ledger and the leases
-    keep that to one effect, and one run at a time, but each restart gives a failing task
-    ``max_deliver`` attempts anew.
+    "memory" or "file" (JetStream's usual). By default (None) a consumer the agent makes
+    keeps it in memory, and one that exists stays as it is. On file, each delivery costs
+    the server more the more consumers it serves in turn: delegating round-robin over 100
+    roles, p50 measured 1.57x that of one role (benchmarks/scaling.py; nats-server alone:
+    benchmarks/consumers.py); in memory, 1.09x. The tasks themselves stay on file in the
+    stream either way. In memory, a restart of a lone server forgets the consumer (each
+    agent makes it again when its connection comes back) and what was out, which is handed
+    out again as first deliveries: the ledger and the leases keep that to one effect, and
+    one run at a time, but each restart gives a failing task ``max_deliver`` attempts
+    anew. On a cluster the consumer's replicas keep its state through the loss of a node.
 
     ``start()`` attaches to the role's durable consumer and starts working (the tasks run
     in a :class:`~agentlab.org.workloop.TaskRunner` made at each start). A running agent is
@@ -112,7 +114,7 @@ class Agent(Service):
                  on_request: Callable[[Message], Any] | None = None,
                  ledger_precheck: bool | Literal["auto"] = "auto", discoverable: bool = True,
                  lease: bool = True, lease_ttl: float | None = None,
-                 consumer_state: Literal["file", "memory"] = "file"):
+                 consumer_state: Literal["file", "memory"] | None = None):
         self.client = client
         self.role = validate_token(role, "role")
         self.org = validate_token(org, "org")
@@ -129,10 +131,13 @@ class Agent(Service):
         self.ledger_precheck = ledger_precheck
         self.discoverable = discoverable
         self.lease = lease
-        if consumer_state not in ("file", "memory"):
-            raise ValueError(f"consumer_state={consumer_state!r}: pass 'file' (the default) "
-                             "or 'memory'.")
-        self.consumer_state = consumer_state
+        if consumer_state not in (None, "file", "memory"):
+            raise ValueError(f"consumer_state={consumer_state!r}: pass 'memory', 'file', or "
+                             "None (the default: memory for a consumer this agent makes, an "
+                             "existing one as it is).")
+        self._state_asked = consumer_state is not None
+        # Where the role consumer keeps its state: an existing consumer's, once started.
+        self.consumer_state: Literal["file", "memory"] = consumer_state or "memory"
         # Refused now, not at the first task.
         self.lease_ttl = (default_lease_ttl(ack_wait) if lease_ttl is None
                           else check_lease_ttl(lease_ttl))
@@ -168,8 +173,16 @@ class Agent(Service):
         try:
             await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
         except JetStreamError as error:
-            if error.err_code != _STORAGE_NOT_UPDATABLE:
+            if error.err_code != STORAGE_NOT_UPDATABLE:
                 raise
+            if not self._state_asked:  # the default follows the consumer that is there
+                info = await self.client.js.aconsumer_info(TASK_STREAM, self.role)
+                self.consumer_state = "memory" if info.config.mem_storage else "file"
+                log.info("agent %s: the '%s' consumer keeps its state %s; so does this agent",
+                         self.instance, self.role,
+                         "in memory" if self.consumer_state == "memory" else "on file")
+                await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
+                return
             raise JetStreamError(
                 f"The '{self.role}' role's consumer on {TASK_STREAM} keeps its state "
                 f"{'on file' if self.consumer_state == 'memory' else 'in memory'}, and agent "

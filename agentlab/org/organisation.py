@@ -59,7 +59,7 @@ class Organisation:
                  subjects: Subjects | None = None, stream_replicas: int | None = None,
                  monitor_interval: float = 1.0, scale_threshold: int = 100,
                  shared_connection: bool = False, lease: bool = True,
-                 consumer_state: Literal["file", "memory"] = "file"):
+                 consumer_state: Literal["file", "memory"] | None = None):
         self.lab = lab
         self.lease, self.consumer_state = lease, consumer_state
         tenant = lab.tenant if isinstance(lab, TenantClient) else None
@@ -190,7 +190,7 @@ class Organisation:
             interval=interval, subjects=self.subjects,
             consumer_spec=task_consumer_spec(role, self.subjects, ack_wait=self.ack_wait,
                                              max_deliver=self.max_deliver,
-                                             memory_state=self.consumer_state == "memory"))
+                                             memory_state=self.consumer_state != "file"))
         try:
             self.autoscalers[role] = scaler.start()
         except BaseException:

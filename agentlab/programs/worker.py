@@ -110,12 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-lease", dest="lease", action="store_false",
                         help="run tasks without leases (a task handed out again while its "
                              "first run lives then runs next to it)")
-    parser.add_argument("--consumer-state", choices=("file", "memory"), default="file",
+    parser.add_argument("--consumer-state", choices=("file", "memory"), default=None,
                         help="where the server keeps the role consumer's delivery state: "
                              "'memory' makes deliveries cheaper when one server serves many "
-                             "roles, and a server restart forget what was out (handed out "
-                             "again, run once by the ledger and leases) (default: "
-                             "%(default)s)")
+                             "roles, and a lone server's restart forgets what was out (handed "
+                             "out again, run once by the ledger and leases); 'file' survives "
+                             "it (default: memory for a consumer this worker makes, an "
+                             "existing one as it is)")
     parser.add_argument("--heartbeat", type=float, default=2.0, metavar="S",
                         help="heartbeat interval (default: %(default)s)")
     parser.add_argument("--reconnect-wait", type=float, default=0.25, metavar="S",
