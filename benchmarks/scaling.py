@@ -472,10 +472,13 @@ def flat_cost(rows: list[dict], pairs: dict[str, tuple[float, ...]] | None = Non
         pair, how = pairs.get("file" if on_file else "memory"), ""
         if pair is not None:  # the same minutes, interleaved
             p50, how = pair[1] / pair[0], f" (interleaved: {pair[0]:.2f} → {pair[1]:.2f} ms)"
-        out += [(f"p50, 100 roles ÷ 1{label}{how}", f"{p50:.2f}x", f"≤ {P50_RATIO:g}x",
-                 p50 <= P50_RATIO),
-                (f"drain, 100 roles ÷ 1{label}", f"{drain:.2f}x", f"≥ {DRAIN_RATIO:g}x",
-                 drain >= DRAIN_RATIO)]
+        # The targets hold for the defaults; consumers on file are shown for comparison.
+        out += [(f"p50, 100 roles ÷ 1{label}{how}", f"{p50:.2f}x",
+                 "(info)" if on_file else f"≤ {P50_RATIO:g}x",
+                 None if on_file else p50 <= P50_RATIO),
+                (f"drain, 100 roles ÷ 1{label}", f"{drain:.2f}x",
+                 "(info)" if on_file else f"≥ {DRAIN_RATIO:g}x",
+                 None if on_file else drain >= DRAIN_RATIO)]
     for r in rows:
         if "skipped" in r or r["roles"] > 100:
             continue  # the 1,000-role row is information
