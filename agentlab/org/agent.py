@@ -23,6 +23,7 @@ import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from ..core.client import Client
@@ -176,12 +177,12 @@ class Agent(Service):
             if error.err_code != STORAGE_NOT_UPDATABLE:
                 raise
             if not self._state_asked:  # the default follows the consumer that is there
-                info = await self.client.js.aconsumer_info(TASK_STREAM, self.role)
+                info = await self.client.js.adeclare_consumer(
+                    TASK_STREAM, replace(self.consumer_spec, memory_state=None))
                 self.consumer_state = "memory" if info.config.mem_storage else "file"
                 log.info("agent %s: the '%s' consumer keeps its state %s; so does this agent",
                          self.instance, self.role,
                          "in memory" if self.consumer_state == "memory" else "on file")
-                await self.client.js.adeclare_consumer(TASK_STREAM, self.consumer_spec)
                 return
             raise JetStreamError(
                 f"The '{self.role}' role's consumer on {TASK_STREAM} keeps its state "
